@@ -1,0 +1,7 @@
+"""ChildTuning on PyTorch and DeepSpeed ZeRO 0-3, with Fisher masks sharded per rank."""
+
+from childtuning.config import MODES, ChildTuningConfig
+from childtuning.hook import ChildTuning, ChildTuningHandle
+from childtuning.masks_io import load_full_mask
+
+__all__ = ["MODES", "ChildTuning", "ChildTuningConfig", "ChildTuningHandle", "load_full_mask"]

@@ -1,0 +1,109 @@
+"""The Fisher pass of ChildTuning-D, on the gradient elements this rank owns.
+
+Score of element i (as the official code computes it): the mean over batches of the
+squared gradient of the batch-mean loss, each parameter's gradient first clipped to norm
+``clip_norm``. Under ZeRO a parameter may straddle ranks, so the per-parameter norm is the
+square root of partial sums of squares all-reduced across ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from childtuning.layout import Fragment, Layout, is_deepspeed_engine
+
+LossFn = Callable[[Any, Any], torch.Tensor]
+
+
+def default_loss(model: Any, batch: Any) -> torch.Tensor:
+    """``model(**batch).loss`` (Hugging Face models given labels)."""
+    out = model(**batch) if isinstance(batch, dict) else model(*batch)
+    loss = getattr(out, "loss", None)
+    if loss is None:
+        if isinstance(out, dict) and "loss" in out:
+            return out["loss"]
+        raise ValueError("compute_fisher: the model returned no loss; pass loss_fn=(model, batch) -> loss")
+    return loss
+
+
+def fisher_scores(
+    target: Any,
+    layout: Layout,
+    fragments: list[Fragment],
+    batches: Iterable[Any],
+    *,
+    num_batches: int | None,
+    clip_norm: float | None,
+    train_mode: bool,
+    loss_fn: LossFn = default_loss,
+) -> tuple[list[torch.Tensor], int]:
+    """Scores (float32, one tensor per owned fragment) and the number of batches used."""
+    engine = target if is_deepspeed_engine(target) else None
+    module = layout.module
+    was_training = module.training
+    module.train(train_mode)
+    scores = [torch.zeros(f.numel, dtype=torch.float32, device=_device(layout, f)) for f in fragments]
+    num_params = len(layout.params)
+    used = 0
+    saved_boundary = getattr(engine, "_is_gradient_accumulation_boundary", None)
+    try:
+        for batch in batches:
+            if num_batches is not None and used >= num_batches:
+                break
+            if engine is not None:
+                engine.set_gradient_accumulation_boundary(True)  # reduce now, whatever the GAS
+                loss = loss_fn(engine, batch)
+                engine.backward(loss, scale_wrt_gas=False)
+            else:
+                loss = loss_fn(module, batch)
+                loss.backward()
+            if not torch.isfinite(loss.detach()):
+                raise ValueError(f"compute_fisher: non-finite loss {float(loss)} at Fisher batch {used}")
+            grads = [layout.grad(f) for f in fragments]
+            factors = None
+            if clip_norm is not None:
+                # per-parameter sums of squares over the rank's fragments, reduced across ranks
+                sq = torch.zeros(num_params, dtype=torch.float64)
+                for f, g in zip(fragments, grads, strict=True):
+                    if g is not None:
+                        sq[f.param_index] += g.double().pow(2).sum().cpu()
+                layout.all_reduce_sum(sq)
+                factors = (clip_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
+            for f, g, s in zip(fragments, grads, scores, strict=True):
+                if g is None:
+                    continue
+                gf = g.float()
+                if factors is not None:
+                    gf = gf * float(factors[f.param_index])
+                s.addcmul_(gf, gf)
+            _zero_grads(engine, module)
+            used += 1
+    finally:
+        module.train(was_training)
+        if engine is not None:
+            engine._is_gradient_accumulation_boundary = saved_boundary
+    if used == 0:
+        raise ValueError("compute_fisher: the data gave no batch; the Fisher pass needs at least one")
+    for s in scores:
+        s.div_(used)
+    return scores, used
+
+
+def _device(layout: Layout, frag: Fragment) -> torch.device:
+    return layout.master(frag).device
+
+
+def _zero_grads(engine: Any, module: torch.nn.Module) -> None:
+    if engine is None:
+        module.zero_grad(set_to_none=True)
+        return
+    engine.optimizer.zero_grad(set_to_none=True)
+    averaged = getattr(engine.optimizer, "averaged_gradients", None)
+    if isinstance(averaged, dict):  # ZeRO 1/2 keeps reduced partitions until step()
+        for k in list(averaged):
+            averaged[k] = None
+    if engine.zero_optimization_stage() == 0:
+        module.zero_grad(set_to_none=True)

@@ -1,0 +1,358 @@
+"""``ChildTuning``: masks on the gradient or the update of each optimizer step.
+
+Built from a model (or a DeepSpeed engine) and a :class:`ChildTuningConfig`. For D,
+``compute_fisher`` scores the elements this rank owns and keeps the global top-k with an
+exact distributed selection; masks are stored as bits. ``attach`` hooks a torch optimizer
+or a DeepSpeed engine (ZeRO 0-3) and returns a handle whose ``remove()`` undoes it.
+
+Where the mask acts:
+- on a torch optimizer: inside ``optimizer.step()`` (after any clipping the caller did, as
+  in the official code; call :meth:`ChildTuning.mask_gradients_` yourself to mask first);
+- on a DeepSpeed engine: on the rank's reduced gradient fragments when ``engine.step()``
+  is called at an accumulation boundary, so before DeepSpeed's clipping; update-dropout on
+  the rank's partition of the update inside the base optimizer's step.
+The step index t that keys F and update-dropout draws is ``engine.global_steps`` under
+DeepSpeed (restored with its checkpoints) and the handle's own counter otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from childtuning import fused_adamw
+from childtuning.bits import pack_bits, unpack_bits
+from childtuning.config import ChildTuningConfig
+from childtuning.draws import draw_key, keep_mask, keep_threshold
+from childtuning.fisher import LossFn, default_loss, fisher_scores
+from childtuning.layout import Fragment, Segment, base_optimizer, is_deepspeed_engine, layout_for
+
+log = logging.getLogger(__name__)
+
+
+def full_numel(p: torch.nn.Parameter) -> int:
+    return int(getattr(p, "ds_numel", p.numel()))
+
+
+def full_shape(p: torch.nn.Parameter) -> list[int]:
+    return list(getattr(p, "ds_shape", p.shape))
+
+
+class ChildTuning:
+    def __init__(self, model_or_engine: Any, config: ChildTuningConfig) -> None:
+        if not isinstance(config, ChildTuningConfig):
+            raise TypeError("config: expected a ChildTuningConfig")
+        self.config = config
+        self.target = model_or_engine
+        self.layout = layout_for(model_or_engine)
+        filt = config.effective_filter
+        params = self.layout.params
+        self.eligible_params = [i for i, (n, _) in enumerate(params) if filt in n]
+        if not self.eligible_params:
+            names = ", ".join(n for n, _ in params[:5])
+            raise ValueError(
+                f"param_filter: {filt!r} matches no trainable parameter (names look like: {names}, ...); "
+                "choose a substring of the names to mask, or None for the mode's default"
+            )
+        eligible = set(self.eligible_params)
+        self.fragments = [f for f in self.layout.fragments if f.param_index in eligible]
+        # Global position of each eligible parameter's element 0: orders ties the same way everywhere.
+        self.positions: dict[int, int] = {}
+        pos = 0
+        for i in self.eligible_params:
+            self.positions[i] = pos
+            pos += full_numel(params[i][1])
+        self.num_elements = pos
+        self.bits: dict[int, torch.Tensor] = {}  # param_index -> packed keep bits of the owned fragment
+        self.summary: dict[str, Any] | None = None
+
+    # -- D: the Fisher pass and the mask ------------------------------------------------
+    def compute_fisher(
+        self, batches: Iterable[Any], *, loss_fn: LossFn = default_loss, num_batches: int | None = None
+    ) -> dict[str, Any]:
+        """Score, select and store this rank's D mask; returns the summary (same on every rank)."""
+        cfg = self.config
+        if cfg.mode != "childtuning-d":
+            raise ValueError(f"mode: compute_fisher is for childtuning-d, not {cfg.mode!r}")
+        scores, used = fisher_scores(
+            self.target,
+            self.layout,
+            self.fragments,
+            batches,
+            num_batches=num_batches or cfg.fisher_num_batches,
+            clip_norm=cfg.fisher_clip_norm,
+            train_mode=cfg.fisher_train_mode,
+            loss_fn=loss_fn,
+        )
+        from childtuning.selection import select_top_k
+
+        k = round(cfg.reserve_p * self.num_elements)
+        pairs = [(s, self.positions[f.param_index] + f.start) for f, s in zip(self.fragments, scores, strict=True)]
+        keep, sel = select_top_k(pairs, k, group=self.layout.group if self.layout.distributed else None)
+        del scores, pairs
+        self.bits = {f.param_index: pack_bits(m) for f, m in zip(self.fragments, keep, strict=True)}
+        self.summary = self._summarise(keep, threshold=sel.threshold, extra={"num_fisher_batches": used,
+                                                                             "num_tied": sel.num_tied,
+                                                                             "num_tied_kept": sel.num_tied_kept})
+        return self.summary
+
+    def _summarise(self, keep: list[torch.Tensor], *, threshold: float | None, extra: dict[str, Any]) -> dict[str, Any]:
+        params = self.layout.params
+        counts = torch.zeros(len(params), dtype=torch.float64)
+        for f, m in zip(self.fragments, keep, strict=False):  # keep is empty for F/update-dropout
+            counts[f.param_index] += int(m.sum())
+        self.layout.all_reduce_sum(counts)
+        world = torch.distributed.get_world_size() if self.layout.distributed else 1
+        rank = torch.distributed.get_rank() if self.layout.distributed else 0
+        mem = torch.zeros(world, dtype=torch.float64)
+        mem[rank] = self.mask_bytes()
+        self.layout.all_reduce_sum(mem)
+        per_param = {}
+        for i in self.eligible_params:
+            name, p = params[i]
+            numel = full_numel(p)
+            per_param[name] = {"numel": numel, "kept": int(counts[i]), "kept_fraction": float(counts[i]) / numel,
+                               "shape": full_shape(p)}
+        num_kept = int(counts.sum())
+        return {
+            "mode": self.config.mode,
+            "reserve_p": self.config.reserve_p,
+            "param_filter": self.config.effective_filter,
+            "rescale": self.config.effective_rescale,
+            "seed": self.config.seed,
+            "num_elements": self.num_elements,
+            "num_kept": num_kept,
+            "kept_fraction": num_kept / self.num_elements,
+            "threshold": threshold,
+            "world_size": world,
+            "zero_stage": self.layout.stage,
+            "mask_bytes_per_rank": [int(b) for b in mem.tolist()],
+            **extra,
+            "params": per_param,
+        }
+
+    def mask_bytes(self) -> int:
+        return sum(b.numel() for b in self.bits.values())
+
+    # -- masks of a step ------------------------------------------------------------------
+    def keep(self, frag: Fragment, step: int) -> torch.Tensor:
+        """The keep bits of an owned fragment at ``step`` (D: the fixed mask)."""
+        cfg = self.config
+        if cfg.mode == "childtuning-d":
+            return unpack_bits(self._bits_of(frag), frag.numel)
+        device = self.layout.master(frag).device
+        return keep_mask(cfg.seed, step, frag.param_index, frag.start, frag.numel, cfg.reserve_p, device)
+
+    def _bits_of(self, frag: Fragment) -> torch.Tensor:
+        bits = self.bits.get(frag.param_index)
+        if bits is None:
+            raise RuntimeError("childtuning-d has no mask yet: call compute_fisher() or load_masks() first")
+        return bits
+
+    @torch.no_grad()
+    def mask_gradients_(self, step: int) -> None:
+        """Mask (and rescale) this rank's gradient fragments in place, for step ``step``."""
+        scale = self.config.scale
+        for frag in self.fragments:
+            g = self.layout.grad(frag)
+            if g is None:
+                continue
+            keep = self.keep(frag, step)
+            g.masked_fill_(~keep, 0.0)
+            if scale != 1.0:
+                g.mul_(scale)
+
+    # -- attach ---------------------------------------------------------------------------
+    def attach(self, optimizer_or_engine: Any) -> ChildTuningHandle:
+        if self.config.mode == "childtuning-d" and not self.bits and self.fragments:
+            raise RuntimeError("childtuning-d has no mask yet: call compute_fisher() or load_masks() before attach()")
+        return ChildTuningHandle(self, optimizer_or_engine)
+
+    # -- persistence ------------------------------------------------------------------------
+    def save_masks(self, directory: str | Path) -> Path:
+        from childtuning.masks_io import save_masks
+
+        return save_masks(self, Path(directory))
+
+    def load_masks(self, directory: str | Path) -> dict[str, Any]:
+        from childtuning.masks_io import load_masks
+
+        return load_masks(self, Path(directory))
+
+    def describe(self) -> dict[str, Any]:
+        """The child network's summary: for D the chosen mask, for F/update-dropout the draw."""
+        if self.summary is not None:
+            return self.summary
+        if self.config.mode == "childtuning-d":
+            raise RuntimeError("childtuning-d has no mask yet: call compute_fisher() or load_masks() first")
+        expected = round(self.config.reserve_p * self.num_elements)
+        self.summary = self._summarise([], threshold=None, extra={"expected_kept_per_step": expected})
+        self.summary["num_kept"] = None
+        self.summary["kept_fraction"] = None
+        return self.summary
+
+
+class ChildTuningHandle:
+    """Undo with :meth:`remove`. ``step`` is the index of the next step (torch optimizers)."""
+
+    def __init__(self, ct: ChildTuning, target: Any) -> None:
+        self.ct = ct
+        self.cfg = ct.config
+        self.engine = target if is_deepspeed_engine(target) else None
+        self.optimizer = base_optimizer(target)
+        self.step = 0
+        self._current = 0
+        self._removers: list[Any] = []
+        self._snapshots: list[tuple[Fragment, torch.Tensor]] = []
+        self._segments: dict[int, list[Segment]] = {}
+        self._eligible = {f.param_index for f in ct.fragments}
+        mode = self.cfg.mode
+        self.fused = self._choose_fused()
+        clip = float(self.engine.gradient_clipping()) if self.engine is not None else 0.0
+        # Under DeepSpeed with clipping the mask must act before the clip: a separate pass then.
+        self.fuse_grad_mask = self.fused and self.cfg.masks_gradient and clip == 0.0
+        if mode == "vanilla" and not self.fused:
+            return
+        if self.engine is not None:
+            self._wrap_engine_step()
+        elif not self.fused:  # the fused step replaces optimizer.step and drives the counter itself
+            self._removers.append(self.optimizer.register_step_pre_hook(self._pre_torch))
+            self._removers.append(self.optimizer.register_step_post_hook(self._post_torch))
+        if self.fused:
+            self._install_fused()
+        elif mode == "update-dropout":
+            self._removers.append(self.optimizer.register_step_pre_hook(self._snapshot))
+            self._removers.append(self.optimizer.register_step_post_hook(self._apply_update_mask))
+
+    def _choose_fused(self) -> bool:
+        want = self.cfg.fused
+        if want is False:
+            return False
+        reason = fused_adamw.supports(self.optimizer)
+        if reason is not None:
+            if want:
+                raise ValueError(f"fused: cannot fuse the mask into this optimizer ({reason}); set fused=None or False")
+            return False
+        return True
+
+    # -- step index and gradient masks ------------------------------------------------------
+    def _wrap_engine_step(self) -> None:
+        engine = self.engine
+        original = engine.step
+
+        def step(*args: Any, **kwargs: Any) -> Any:
+            if engine.is_gradient_accumulation_boundary():
+                self._current = int(engine.global_steps)
+                if self.cfg.masks_gradient and not self.fuse_grad_mask:
+                    self.ct.mask_gradients_(self._current)
+            return original(*args, **kwargs)
+
+        engine.step = step
+
+        def unwrap() -> None:
+            if engine.__dict__.get("step") is step:
+                del engine.step
+
+        self._removers.append(type("R", (), {"remove": staticmethod(unwrap)})())
+
+    def _pre_torch(self, *_: Any) -> None:
+        self._current = self.step
+        if self.cfg.masks_gradient and not self.fuse_grad_mask:
+            self.ct.mask_gradients_(self._current)
+
+    def _post_torch(self, *_: Any) -> None:
+        self.step += 1
+
+    # -- update-dropout, generic: snapshot the owned master weights, then mask the change --
+    @torch.no_grad()
+    def _snapshot(self, *_: Any) -> None:
+        self._snapshots = [(f, self.ct.layout.master(f).clone()) for f in self.ct.fragments]
+
+    @torch.no_grad()
+    def _apply_update_mask(self, *_: Any) -> None:
+        scale = self.cfg.scale
+        for frag, before in self._snapshots:
+            master = self.ct.layout.master(frag)
+            keep = self.ct.keep(frag, self._current)
+            master.copy_(torch.where(keep, before + (master - before) * scale, before))
+        self._snapshots = []
+
+    # -- the fused path ---------------------------------------------------------------------
+    def _install_fused(self) -> None:
+        opt = self.optimizer
+        compiled = True
+
+        def fused_step(closure: Any = None) -> Any:
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            if self.engine is None:
+                self._pre_torch()
+            with torch.no_grad():
+                for group in opt.param_groups:
+                    for p in group["params"]:
+                        if p.grad is not None:
+                            self._fused_param(group, p, compiled)
+            if self.engine is None:
+                self._post_torch()
+            return loss
+
+        opt.step = fused_step
+
+        def unwrap() -> None:
+            if opt.__dict__.get("step") is fused_step:
+                del opt.step
+
+        self._removers.append(type("R", (), {"remove": staticmethod(unwrap)})())
+
+    def _fused_param(self, group: dict[str, Any], p: torch.Tensor, compiled: bool) -> None:
+        opt = self.optimizer
+        state = opt.state[p]
+        if len(state) == 0:
+            state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["step"] += 1
+        hyper = fused_adamw.scalars(group, float(state["step"]), p.device)
+        flat = (p.data.view(-1), p.grad.view(-1), state["exp_avg"].view(-1), state["exp_avg_sq"].view(-1))
+        segments = self._segments.get(id(p))
+        if segments is None:
+            segments = self._segments[id(p)] = self.ct.layout.optimizer_segments(p)
+        cfg, step = self.cfg, self._current
+        scale = torch.tensor(cfg.scale, dtype=torch.float32, device=p.device)
+        for seg in segments:
+            views = [t.narrow(0, seg.offset, seg.numel) for t in flat]
+            frag = seg.fragment
+            masked = frag is not None and frag.param_index in self._eligible
+            if not masked or cfg.mode == "vanilla" or (cfg.masks_gradient and not self.fuse_grad_mask):
+                fused_adamw.kernel("plain", compiled)(*views, *hyper)
+            elif cfg.mode == "childtuning-d":
+                assert frag is not None
+                bits = self.ct._bits_of(frag)
+                fused_adamw.kernel("grad_bits", compiled)(*views, *hyper, bits, _i64(0, p.device), scale)
+            else:
+                assert frag is not None
+                key = _i64(draw_key(cfg.seed, step, frag.param_index), p.device)
+                thr = _i64(keep_threshold(cfg.reserve_p), p.device)
+                name = "grad_draw" if cfg.mode == "childtuning-f" else "update_draw"
+                fused_adamw.kernel(name, compiled)(*views, *hyper, key, _i64(frag.start, p.device), thr, scale)
+
+    def remove(self) -> None:
+        for r in reversed(self._removers):
+            r.remove()
+        self._removers = []
+
+    def state_dict(self) -> dict[str, int]:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.step = int(state["step"])
+
+
+def _i64(v: int, device: torch.device) -> torch.Tensor:
+    return torch.tensor(v, dtype=torch.int64, device=device)

@@ -1,0 +1,124 @@
+"""D masks on disk: one safetensors shard of packed bits per rank, and ``summary.json``.
+
+A shard holds, for each fragment the rank owns, its packed keep bits under the parameter's
+name, with the fragment's ``start`` and ``numel`` in the file's metadata. Loading maps the
+saved fragments onto whatever the loading rank owns, so a job saved at one world size or
+ZeRO stage resumes at another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from childtuning.bits import pack_bits, unpack_bits, unpack_range
+
+if TYPE_CHECKING:
+    from childtuning.hook import ChildTuning
+
+SUMMARY = "summary.json"
+
+
+def _shard_name(rank: int, world: int) -> str:
+    return f"mask-rank{rank:05d}-of-{world:05d}.safetensors"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_masks(ct: ChildTuning, directory: Path) -> Path:
+    """Write this rank's shard (D) and, on rank 0, ``summary.json``. Collective under ZeRO."""
+    sharded = ct.layout.distributed
+    distributed = dist.is_initialized()
+    rank = dist.get_rank() if distributed else 0
+    # Without ZeRO partitioning every rank holds the whole mask: rank 0 writes one shard.
+    world = dist.get_world_size() if sharded else 1
+    summary = ct.describe()
+    directory.mkdir(parents=True, exist_ok=True)
+    if ct.config.mode == "childtuning-d" and (sharded or rank == 0):
+        tensors = {}
+        meta = {}
+        for frag in ct.fragments:
+            tensors[frag.name] = ct.bits[frag.param_index].contiguous()
+            meta[frag.name] = {"start": frag.start, "numel": frag.numel}
+        path = directory / _shard_name(rank, world)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata={"fragments": json.dumps(meta), "world_size": str(world)})
+        os.replace(tmp, path)
+    if distributed:
+        dist.barrier()
+    if rank == 0:
+        shards = sorted(p.name for p in directory.glob("mask-rank*.safetensors"))
+        _atomic_write_text(directory / SUMMARY, json.dumps({**summary, "shards": shards}, indent=2) + "\n")
+    if distributed:
+        dist.barrier()
+    return directory
+
+
+def _read_shards(directory: Path) -> list[tuple[Path, dict[str, dict[str, int]]]]:
+    summary = json.loads((directory / SUMMARY).read_text())
+    out = []
+    for name in summary.get("shards", []):
+        path = directory / name
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["fragments"])
+        out.append((path, meta))
+    return out
+
+
+def load_masks(ct: ChildTuning, directory: Path) -> dict[str, Any]:
+    """Load the D mask for the fragments this rank owns (any saved topology)."""
+    summary = json.loads((directory / SUMMARY).read_text())
+    for key in ("mode", "reserve_p"):
+        mine = getattr(ct.config, key)
+        if summary[key] != mine:
+            raise ValueError(f"{key}: the saved masks were made with {summary[key]!r}, this job has {mine!r}")
+    if ct.config.mode != "childtuning-d":
+        ct.summary = summary
+        return summary
+    mine = {f.name: f for f in ct.fragments}
+    parts: dict[str, torch.Tensor] = {n: torch.zeros(f.numel, dtype=torch.bool) for n, f in mine.items()}
+    filled = dict.fromkeys(mine, 0)
+    for path, meta in _read_shards(directory):
+        with safe_open(str(path), framework="pt") as f:
+            for name, span in meta.items():
+                frag = mine.get(name)
+                if frag is None:
+                    continue
+                lo = max(frag.start, span["start"])
+                hi = min(frag.start + frag.numel, span["start"] + span["numel"])
+                if lo >= hi:
+                    continue
+                bits = unpack_range(f.get_tensor(name), lo - span["start"], hi - lo)
+                parts[name][lo - frag.start : hi - frag.start] = bits
+                filled[name] += hi - lo
+    missing = [n for n, f in mine.items() if filled[n] != f.numel]
+    if missing:
+        raise ValueError(f"masks: {directory} does not cover parameters {missing[:3]}; was it saved by this model?")
+    ct.bits = {mine[n].param_index: pack_bits(m) for n, m in parts.items()}
+    ct.summary = summary
+    return summary
+
+
+def load_full_mask(directory: str | Path) -> dict[str, torch.Tensor]:
+    """The whole D mask, assembled from every rank's shard, shaped like the parameters."""
+    directory = Path(directory)
+    summary = json.loads((directory / SUMMARY).read_text())
+    params = summary["params"]
+    full = {n: torch.zeros(info["numel"], dtype=torch.bool) for n, info in params.items()}
+    for path, meta in _read_shards(directory):
+        with safe_open(str(path), framework="pt") as f:
+            for name, span in meta.items():
+                bits = unpack_bits(f.get_tensor(name), span["numel"])
+                full[name][span["start"] : span["start"] + span["numel"]] = bits
+    return {n: m.view(params[n]["shape"]) for n, m in full.items()}

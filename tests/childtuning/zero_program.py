@@ -1,0 +1,149 @@
+"""One rank of the multi-rank ChildTuning tests; also the single-process reference.
+
+Usage: torchrun --nproc_per_node W zero_program.py --stage S --out DIR [--fused] [--clip C]
+       python zero_program.py --stage -1 --out DIR   (plain PyTorch, one process)
+
+For every mode and for SGD and AdamW it builds the same tiny BERT, computes the D mask on
+the same global batches (rank r takes the r-th slice of each), trains a few steps and
+writes, per (mode, optimizer): the final full parameters (rank 0), the D mask directory,
+and the F/update-dropout keep bits of each step for the elements this rank owns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from childtuning import ChildTuning, ChildTuningConfig
+
+MODES = ("vanilla", "childtuning-d", "childtuning-f", "update-dropout")
+GLOBAL_BATCH = 4
+NUM_STEPS = 3
+NUM_FISHER_BATCHES = 3
+
+
+def tiny_model() -> BertForSequenceClassification:
+    torch.manual_seed(1234)
+    cfg = BertConfig(
+        vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
+        max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+    return BertForSequenceClassification(cfg)
+
+
+def global_batches(n: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        {"input_ids": torch.randint(0, 64, (GLOBAL_BATCH, 8), generator=g),
+         "labels": torch.randint(0, 2, (GLOBAL_BATCH,), generator=g)}
+        for _ in range(n)
+    ]
+
+
+def rank_slice(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:
+    per = GLOBAL_BATCH // world
+    return {k: v[rank * per : (rank + 1) * per] for k, v in batch.items()}
+
+
+def make_optimizer(name: str, params) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=0.5)
+    return torch.optim.AdamW(params, lr=1e-2, weight_decay=0.01)
+
+
+def full_params(target, stage: int) -> dict[str, torch.Tensor]:
+    module = target.module if stage >= 0 else target
+    if stage == 3:
+        import deepspeed
+
+        out = {}
+        for n, p in module.named_parameters():
+            with deepspeed.zero.GatheredParameters([p]):
+                out[n] = p.detach().clone()
+        return out
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+def run(stage: int, out: Path, fused: bool, clip: float, modes: list[str], optimizers: list[str]) -> None:
+    distributed = stage >= 0
+    rank = int(os.environ.get("RANK", 0))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if distributed:
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="gloo")
+    fisher = global_batches(NUM_FISHER_BATCHES, seed=7)
+    train = global_batches(NUM_STEPS, seed=8)
+    for mode in modes:
+        for opt_name in optimizers:
+            tag = f"{mode}-{opt_name}"
+            model = tiny_model()
+            optimizer = make_optimizer(opt_name, model.parameters())
+            cfg = ChildTuningConfig(mode=mode, reserve_p=0.3, seed=99, fused=(None if fused else False))
+            if distributed:
+                ds_config = {
+                    "train_micro_batch_size_per_gpu": GLOBAL_BATCH // world,
+                    "gradient_accumulation_steps": 1,
+                    "zero_optimization": {"stage": stage},
+                    "zero_allow_untested_optimizer": True,
+                    "gradient_clipping": clip,
+                    "steps_per_print": 10**9,
+                }
+                engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
+                target = engine
+            else:
+                target = model
+            ct = ChildTuning(target, cfg)
+            if mode == "childtuning-d":
+                ct.compute_fisher([rank_slice(b, rank, world) for b in fisher])
+            handle = ct.attach(target if distributed else optimizer)
+            keeps: dict[str, dict] = {}
+            for step, batch in enumerate(train):
+                mine = rank_slice(batch, rank, world)
+                if distributed:
+                    loss = engine(**mine).loss
+                    engine.backward(loss)
+                    engine.step()
+                else:
+                    optimizer.zero_grad()
+                    loss = model(**mine).loss
+                    loss.backward()
+                    if clip:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+                    optimizer.step()
+                if mode in ("childtuning-f", "update-dropout") and opt_name == "sgd":
+                    for f in ct.fragments:
+                        keeps.setdefault(f.name, {})[str(step)] = {
+                            "start": f.start,
+                            "bits": ct.keep(f, step).to(torch.uint8).tolist(),
+                        }
+            d = out / tag
+            d.mkdir(parents=True, exist_ok=True)
+            ct.save_masks(d / "masks")
+            params = full_params(target, stage)
+            if rank == 0:
+                torch.save(params, d / "params.pt")
+                (d / "info.json").write_text(json.dumps({"fused": handle.fused, "mask_bytes": ct.mask_bytes()}))
+            (d / f"keeps-rank{rank}.json").write_text(json.dumps(keeps))
+            handle.remove()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--stage", type=int, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--fused", action="store_true")
+    ap.add_argument("--clip", type=float, default=0.0)
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--optimizers", default="sgd,adamw")
+    a = ap.parse_args()
+    run(a.stage, a.out, a.fused, a.clip, a.modes.split(","), a.optimizers.split(","))
+
+
+if __name__ == "__main__":
+    main()
