@@ -88,16 +88,24 @@ class ChildTuning:
             train_mode=cfg.fisher_train_mode,
             loss_fn=loss_fn,
         )
+        return self.select_from_scores(scores, extra={"num_fisher_batches": used})
+
+    def select_from_scores(self, scores: list[torch.Tensor], *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Keep the global top-k (k = round(p * N)) of per-fragment scores; store the bits.
+
+        ``scores`` holds one non-negative float32 tensor per owned fragment (``self.fragments``),
+        e.g. Fisher scores computed another way. Collective under ZeRO."""
         from childtuning.selection import select_top_k
 
-        k = round(cfg.reserve_p * self.num_elements)
+        if len(scores) != len(self.fragments):
+            raise ValueError(f"scores: expected one tensor per owned fragment ({len(self.fragments)}), got {len(scores)}")
+        k = round(self.config.reserve_p * self.num_elements)
         pairs = [(s, self.positions[f.param_index] + f.start) for f, s in zip(self.fragments, scores, strict=True)]
         keep, sel = select_top_k(pairs, k, group=self.layout.group if self.layout.distributed else None)
-        del scores, pairs
+        del pairs
         self.bits = {f.param_index: pack_bits(m) for f, m in zip(self.fragments, keep, strict=True)}
-        self.summary = self._summarise(keep, threshold=sel.threshold, extra={"num_fisher_batches": used,
-                                                                             "num_tied": sel.num_tied,
-                                                                             "num_tied_kept": sel.num_tied_kept})
+        info = {**(extra or {}), "num_tied": sel.num_tied, "num_tied_kept": sel.num_tied_kept}
+        self.summary = self._summarise(keep, threshold=sel.threshold, extra=info)
         return self.summary
 
     def _summarise(self, keep: list[torch.Tensor], *, threshold: float | None, extra: dict[str, Any]) -> dict[str, Any]:

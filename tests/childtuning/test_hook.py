@@ -1,0 +1,179 @@
+"""ChildTuning on a plain torch optimizer, one process: the D mask and each mode's effect."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from childtuning import ChildTuning, ChildTuningConfig, load_full_mask
+
+
+def tiny_bert(seed: int = 0, dropout: float = 0.0) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
+        max_position_embeddings=32, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+    )
+    return BertForSequenceClassification(cfg)
+
+
+def batches(n: int, seed: int = 1, size: int = 4) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [{"input_ids": torch.randint(0, 64, (size, 8), generator=g),
+             "labels": torch.randint(0, 2, (size,), generator=g)} for _ in range(n)]
+
+
+def brute_force_d_mask(model, data, p: float, clip: float = 1.0) -> dict[str, torch.Tensor]:
+    """The official recipe, written plainly: per-tensor clipped squared grads, mean, global top-k."""
+    model = copy.deepcopy(model)
+    model.train()
+    names = [n for n, _ in model.named_parameters() if "layer" in n]
+    scores = {n: torch.zeros_like(p) for n, p in model.named_parameters() if n in names}
+    for b in data:
+        model.zero_grad()
+        model(**b).loss.backward()
+        for n, prm in model.named_parameters():
+            if n in scores:
+                torch.nn.utils.clip_grad_norm_(prm, clip)
+                scores[n] += prm.grad**2
+    flat = torch.cat([scores[n].view(-1) / len(data) for n in names])
+    k = round(p * flat.numel())
+    order = sorted(range(flat.numel()), key=lambda i: (-flat[i].item(), i))  # ties: lowest position
+    keep = torch.zeros(flat.numel(), dtype=torch.bool)
+    keep[order[:k]] = True
+    out, pos = {}, 0
+    for n in names:
+        out[n] = keep[pos : pos + scores[n].numel()].view_as(scores[n])
+        pos += scores[n].numel()
+    return out
+
+
+def test_d_mask_equals_brute_force_topk(tmp_path):
+    model, data = tiny_bert(), batches(3)
+    ct = ChildTuning(model, ChildTuningConfig(mode="childtuning-d", reserve_p=0.3))
+    summary = ct.compute_fisher(data)
+    ct.save_masks(tmp_path)
+    got = load_full_mask(tmp_path)
+    want = brute_force_d_mask(model, data, 0.3)
+    assert got.keys() == want.keys()
+    for n in want:
+        assert torch.equal(got[n], want[n]), n
+    k = round(0.3 * summary["num_elements"])
+    assert summary["num_kept"] == k == sum(int(m.sum()) for m in got.values())
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    for field in ("mode", "reserve_p", "num_elements", "num_kept", "threshold"):
+        assert on_disk[field] == summary[field]
+    assert all({"numel", "kept"} <= set(v) for v in on_disk["params"].values())
+    assert summary["mask_bytes_per_rank"][0] <= summary["num_elements"] / 8 + len(want)
+
+
+def test_masks_reload_to_the_same_bits_and_check_the_config(tmp_path):
+    model, data = tiny_bert(), batches(2)
+    ct = ChildTuning(model, ChildTuningConfig(mode="childtuning-d", reserve_p=0.3))
+    ct.compute_fisher(data)
+    ct.save_masks(tmp_path)
+    fresh = ChildTuning(tiny_bert(), ChildTuningConfig(mode="childtuning-d", reserve_p=0.3))
+    fresh.load_masks(tmp_path)
+    assert fresh.bits.keys() == ct.bits.keys()
+    assert all(torch.equal(fresh.bits[i], ct.bits[i]) for i in ct.bits)
+    other = ChildTuning(tiny_bert(), ChildTuningConfig(mode="childtuning-d", reserve_p=0.2))
+    with pytest.raises(ValueError, match="reserve_p: the saved masks were made with 0.3"):
+        other.load_masks(tmp_path)
+
+
+def _train(model, optimizer, data, steps):
+    for b in data[:steps]:
+        optimizer.zero_grad()
+        model(**b).loss.backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("mode", ["childtuning-d", "childtuning-f"])
+def test_sgd_step_leaves_masked_elements_unchanged(mode):
+    model, data = tiny_bert(), batches(4)
+    ct = ChildTuning(model, ChildTuningConfig(mode=mode, reserve_p=0.3))
+    if mode == "childtuning-d":
+        ct.compute_fisher(data[:2])
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    ct.attach(opt)
+    for step, b in enumerate(data[2:]):
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        _train(model, opt, [b], 1)
+        for f in ct.fragments:
+            p = ct.layout.param(f)
+            keep = ct.keep(f, step).view_as(p)
+            assert torch.equal(p[~keep], before[f.name][~keep]), f.name
+            if keep.sum() > 8:
+                assert not torch.equal(p[keep], before[f.name][keep]), f.name
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_update_dropout_freezes_masked_elements_even_with_adam_momentum(fused):
+    model, data = tiny_bert(), batches(4)
+    ct = ChildTuning(model, ChildTuningConfig(mode="update-dropout", reserve_p=0.3, fused=fused))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
+    handle = ct.attach(opt)
+    assert handle.fused is fused
+    for step, b in enumerate(data):
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        _train(model, opt, [b], 1)
+        for f in ct.fragments:
+            p = ct.layout.param(f)
+            keep = ct.keep(f, step).view_as(p)
+            assert torch.equal(p[~keep], before[f.name][~keep]), (step, f.name)
+            if step > 0 and keep.sum() > 8:  # momentum would move every element; only kept ones may
+                assert bool((p[keep] != before[f.name][keep]).any())
+
+
+@pytest.mark.parametrize("mode", ["vanilla", "childtuning-d", "childtuning-f", "update-dropout"])
+def test_fused_step_matches_generic_hooks(mode):
+    data = batches(5)
+    results = []
+    for fused in (False, True):
+        model = tiny_bert()
+        ct = ChildTuning(model, ChildTuningConfig(mode=mode, reserve_p=0.4, fused=fused))
+        if mode == "childtuning-d":
+            ct.compute_fisher(data[:2])
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+        handle = ct.attach(opt)
+        assert handle.fused is fused
+        _train(model, opt, data[2:], 3)
+        results.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    worst = max((results[0][n] - results[1][n]).abs().max().item() for n in results[0])
+    assert worst < 1e-6
+
+
+def test_vanilla_fused_matches_torch_adamw_and_remove_restores():
+    data = batches(3)
+    ref_model, model = tiny_bert(), tiny_bert()
+    ref_opt = torch.optim.AdamW(ref_model.parameters(), lr=1e-3, weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    handle = ChildTuning(model, ChildTuningConfig(mode="vanilla", fused=True)).attach(opt)
+    _train(ref_model, ref_opt, data, 2)
+    _train(model, opt, data, 2)
+    worst = max((a - b).abs().max().item() for a, b in zip(ref_model.parameters(), model.parameters(), strict=True))
+    assert worst < 1e-6
+    assert "step" in opt.__dict__
+    handle.remove()
+    assert "step" not in opt.__dict__  # back to torch's own AdamW.step
+    _train(ref_model, ref_opt, data[2:], 1)
+    _train(model, opt, data[2:], 1)
+    worst = max((a - b).abs().max().item() for a, b in zip(ref_model.parameters(), model.parameters(), strict=True))
+    assert worst < 1e-6
+
+
+def test_handle_counts_steps_and_restores_them():
+    model = tiny_bert()
+    ct = ChildTuning(model, ChildTuningConfig(mode="childtuning-f", reserve_p=0.5, fused=False))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    h = ct.attach(opt)
+    _train(model, opt, batches(2), 2)
+    assert h.state_dict() == {"step": 2}
+    h.remove()
+    h2 = ct.attach(opt)
+    h2.load_state_dict({"step": 2})
+    assert h2.step == 2
