@@ -101,7 +101,7 @@ class ChildTuning:
             raise ValueError(f"scores: expected one tensor per owned fragment ({len(self.fragments)}), got {len(scores)}")
         k = round(self.config.reserve_p * self.num_elements)
         pairs = [(s, self.positions[f.param_index] + f.start) for f, s in zip(self.fragments, scores, strict=True)]
-        keep, sel = select_top_k(pairs, k, group=self.layout.group if self.layout.distributed else None)
+        keep, sel = select_top_k(pairs, k, group=self.layout.group, distributed=self.layout.distributed)
         del pairs
         self.bits = {f.param_index: pack_bits(m) for f, m in zip(self.fragments, keep, strict=True)}
         info = {**(extra or {}), "num_tied": sel.num_tied, "num_tied_kept": sel.num_tied_kept}

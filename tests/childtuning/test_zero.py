@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,14 +27,20 @@ SGD_TOL = 1e-6
 ADAMW_TOL = {0: 1e-6, 1: 1e-6, 2: 1e-6, 3: 1e-5}  # ZeRO-3 reduces in another order: stated looser
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _run(args: list[str], world: int | None) -> None:
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     if world is None:
         cmd = [sys.executable, str(HERE / "zero_program.py"), *args]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(world),
-               "--master_port", "0", str(HERE / "zero_program.py"), *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(HERE / "zero_program.py"), *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=420)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
 
 
@@ -88,10 +95,12 @@ def test_d_with_sgd_leaves_masked_elements_unchanged(runs):
     for key, d in runs.items():
         mask = load_full_mask(d / "childtuning-d-sgd" / "masks")
         final = _params(d, "childtuning-d-sgd")
+        kept_moved = 0
         for name, m in mask.items():
             unchanged = final[name] == init[name]
             assert bool(unchanged[~m].all()), f"{name}: a masked element moved at {key}"
-            assert not bool(unchanged[m].all()), f"{name}: no kept element moved at {key}"
+            kept_moved += int((~unchanged[m]).sum())
+        assert kept_moved > 0.5 * sum(int(m.sum()) for m in mask.values()), key
 
 
 def _keeps(d: Path, tag: str) -> dict[tuple[str, int], dict[int, int]]:

@@ -129,7 +129,8 @@ def run(stage: int, out: Path, fused: bool, clip: float, modes: list[str], optim
             if rank == 0:
                 torch.save(params, d / "params.pt")
                 (d / "info.json").write_text(json.dumps({"fused": handle.fused, "mask_bytes": ct.mask_bytes()}))
-            (d / f"keeps-rank{rank}.json").write_text(json.dumps(keeps))
+            if ct.layout.distributed or rank == 0:  # unsharded: every rank owns everything
+                (d / f"keeps-rank{rank}.json").write_text(json.dumps(keeps))
             handle.remove()
 
 

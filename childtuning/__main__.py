@@ -1,0 +1,3 @@
+from childtuning.demo import main
+
+raise SystemExit(main())
