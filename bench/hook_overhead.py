@@ -34,9 +34,17 @@ def bert_base_shapes() -> list[tuple[str, tuple[int, ...]]]:
     ]
     for i in range(12):
         p = f"bert.encoder.layer.{i}."
-        for m in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
+        for m in (
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+        ):
             shapes += [(p + m + ".weight", (h, h)), (p + m + ".bias", (h,))]
-        shapes += [(p + "attention.output.LayerNorm.weight", (h,)), (p + "attention.output.LayerNorm.bias", (h,))]
+        shapes += [
+            (p + "attention.output.LayerNorm.weight", (h,)),
+            (p + "attention.output.LayerNorm.bias", (h,)),
+        ]
         shapes += [(p + "intermediate.dense.weight", (inter, h)), (p + "intermediate.dense.bias", (inter,))]
         shapes += [(p + "output.dense.weight", (h, inter)), (p + "output.dense.bias", (h,))]
         shapes += [(p + "output.LayerNorm.weight", (h,)), (p + "output.LayerNorm.bias", (h,))]
@@ -83,7 +91,9 @@ def timed(step: Callable[[], None], reps: int) -> float:
 class OfficialChildTuningAdamW(torch.optim.Optimizer):
     """The published ChildTuningAdamW's step, re-implemented: mask, then a per-parameter AdamW."""
 
-    def __init__(self, params, lr=2e-5, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, reserve_p=0.3, mode=None):
+    def __init__(
+        self, params, lr=2e-5, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, reserve_p=0.3, mode=None
+    ):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
         self.reserve_p, self.mode, self.gradient_mask = reserve_p, mode, None
 
@@ -98,7 +108,9 @@ class OfficialChildTuningAdamW(torch.optim.Optimizer):
                 if self.mode == "ChildTuning-D" and p in self.gradient_mask:
                     grad = grad * self.gradient_mask[p]
                 elif self.mode == "ChildTuning-F":
-                    mask = torch.distributions.Bernoulli(grad.new_full(size=grad.size(), fill_value=self.reserve_p))
+                    mask = torch.distributions.Bernoulli(
+                        grad.new_full(size=grad.size(), fill_value=self.reserve_p)
+                    )
                     grad = grad * mask.sample() / self.reserve_p
                 state = self.state[p]
                 if not state:
@@ -111,7 +123,9 @@ class OfficialChildTuningAdamW(torch.optim.Optimizer):
                 exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
                 exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
                 denom = exp_avg_sq.sqrt().add_(group["eps"])
-                step_size = group["lr"] * math.sqrt(1.0 - beta2 ** state["step"]) / (1.0 - beta1 ** state["step"])
+                step_size = (
+                    group["lr"] * math.sqrt(1.0 - beta2 ** state["step"]) / (1.0 - beta1 ** state["step"])
+                )
                 p.addcdiv_(exp_avg, denom, value=-step_size)
                 if group["weight_decay"] > 0.0:
                     p.add_(p, alpha=-group["lr"] * group["weight_decay"])
@@ -156,8 +170,13 @@ def main() -> None:
         model, _ = fresh()
         opt = OfficialChildTuningAdamW(model.parameters(), lr=2e-5, reserve_p=args.p, mode=official_mode)
         gen = torch.Generator().manual_seed(3)
-        opt.set_gradient_mask({p: torch.rand(p.shape, generator=gen) < args.p
-                               for n_, p in model.named_parameters() if "layer" in n_})
+        opt.set_gradient_mask(
+            {
+                p: torch.rand(p.shape, generator=gen) < args.p
+                for n_, p in model.named_parameters()
+                if "layer" in n_
+            }
+        )
         rows.append((f"official {official_mode} (re-implemented)", timed(opt.step, args.reps)))
         del model, opt
 

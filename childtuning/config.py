@@ -53,7 +53,9 @@ class ChildTuningConfig:
             raise ValueError(f"reserve_p: must be a number with 0 < p <= 1 (got {p!r})")
         self.reserve_p = float(p)
         if self.param_filter is not None and not isinstance(self.param_filter, str):
-            raise ValueError(f"param_filter: must be a substring of parameter names or None (got {self.param_filter!r})")
+            raise ValueError(
+                f"param_filter: must be a substring of parameter names or None (got {self.param_filter!r})"
+            )
         if self.fisher_num_batches is not None and (
             isinstance(self.fisher_num_batches, bool)
             or not isinstance(self.fisher_num_batches, int)

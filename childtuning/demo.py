@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import cast
 
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from childtuning import MODES, ChildTuning, ChildTuningConfig
+from childtuning.config import Mode
 
 
 def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,8 +28,14 @@ def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def tiny_model(seed: int) -> BertForSequenceClassification:
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=128, max_position_embeddings=32)
+    cfg = BertConfig(
+        vocab_size=100,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=32,
+    )
     return BertForSequenceClassification(cfg)
 
 
@@ -36,11 +44,13 @@ def run_mode(mode: str, p: float, steps: int, batch: int, lr: float, seed: int) 
     xv, yv = make_data(512, seed + 1)
     model = tiny_model(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    ct = ChildTuning(model, ChildTuningConfig(mode=mode, reserve_p=p, seed=seed))
+    ct = ChildTuning(model, ChildTuningConfig(mode=cast(Mode, mode), reserve_p=p, seed=seed))
     t0 = time.perf_counter()
     kept = float("nan")
     if mode == "childtuning-d":
-        fisher = [{"input_ids": x[i : i + batch], "labels": y[i : i + batch]} for i in range(0, 8 * batch, batch)]
+        fisher = [
+            {"input_ids": x[i : i + batch], "labels": y[i : i + batch]} for i in range(0, 8 * batch, batch)
+        ]
         kept = ct.compute_fisher(fisher)["kept_fraction"]
     handle = ct.attach(opt)
     losses = []
@@ -62,8 +72,14 @@ def run_mode(mode: str, p: float, steps: int, batch: int, lr: float, seed: int) 
     with torch.no_grad():
         acc = (model(input_ids=xv).logits.argmax(-1) == yv).float().mean().item()
     k = max(1, steps // 10)
-    return {"first_loss": sum(losses[:k]) / k, "last_loss": sum(losses[-k:]) / k, "dev_accuracy": acc,
-            "kept_fraction": kept, "seconds": time.perf_counter() - t0, "fused": float(handle.fused)}
+    return {
+        "first_loss": sum(losses[:k]) / k,
+        "last_loss": sum(losses[-k:]) / k,
+        "dev_accuracy": acc,
+        "kept_fraction": kept,
+        "seconds": time.perf_counter() - t0,
+        "fused": float(handle.fused),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,16 +92,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default=",".join(MODES))
     a = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    print(f"ChildTuning demo: tiny BERT (2 layers, hidden 64), synthetic task, {a.steps} AdamW steps "
-          f"of {a.batch_size}, p = {a.reserve_p}")
+    print(
+        f"ChildTuning demo: tiny BERT (2 layers, hidden 64), synthetic task, {a.steps} AdamW steps "
+        f"of {a.batch_size}, p = {a.reserve_p}"
+    )
     print(f"{'mode':<16}{'loss first->last':>20}{'dev acc':>10}{'kept':>8}{'fused':>7}{'time':>8}")
     for mode in a.modes.split(","):
         r = run_mode(mode, a.reserve_p, a.steps, a.batch_size, a.lr, a.seed)
         kept = "-" if r["kept_fraction"] != r["kept_fraction"] else f"{r['kept_fraction']:.3f}"
-        print(f"{mode:<16}{r['first_loss']:>9.3f} -> {r['last_loss']:<7.3f}{r['dev_accuracy']:>10.3f}"
-              f"{kept:>8}{'yes' if r['fused'] else 'no':>7}{r['seconds']:>7.1f}s", flush=True)
-    print("kept: D = fraction of encoder-layer elements in the Fisher mask; F/update-dropout = "
-          "mean fraction drawn per step (first parameter)")
+        print(
+            f"{mode:<16}{r['first_loss']:>9.3f} -> {r['last_loss']:<7.3f}{r['dev_accuracy']:>10.3f}"
+            f"{kept:>8}{'yes' if r['fused'] else 'no':>7}{r['seconds']:>7.1f}s",
+            flush=True,
+        )
+    print(
+        "kept: D = fraction of encoder-layer elements in the Fisher mask; F/update-dropout = "
+        "mean fraction drawn per step (first parameter)"
+    )
     return 0
 
 

@@ -54,30 +54,82 @@ def _write(param, exp_avg, exp_avg_sq, m, v, p) -> None:
 
 
 def step_plain(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt):
-    m, v, p = _adam_direction(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt)
+    m, v, p = _adam_direction(
+        param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt
+    )
     _write(param, exp_avg, exp_avg_sq, m, v, p)
 
 
-def step_grad_draw(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt,
-                   key, start, threshold, scale):
+def step_grad_draw(
+    param,
+    grad,
+    exp_avg,
+    exp_avg_sq,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    bc1,
+    bc2_sqrt,
+    key,
+    start,
+    threshold,
+    scale,
+):
     keep = _keep_from_draw(grad, key, start, threshold)
     g = torch.where(keep, grad * scale, torch.zeros_like(grad))
-    m, v, p = _adam_direction(param, g, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt)
+    m, v, p = _adam_direction(
+        param, g, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt
+    )
     _write(param, exp_avg, exp_avg_sq, m, v, p)
 
 
-def step_grad_bits(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt,
-                   packed, bit_offset, scale):
+def step_grad_bits(
+    param,
+    grad,
+    exp_avg,
+    exp_avg_sq,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    bc1,
+    bc2_sqrt,
+    packed,
+    bit_offset,
+    scale,
+):
     keep = _keep_from_bits(grad, packed, bit_offset)
     g = torch.where(keep, grad * scale, torch.zeros_like(grad))
-    m, v, p = _adam_direction(param, g, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt)
+    m, v, p = _adam_direction(
+        param, g, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt
+    )
     _write(param, exp_avg, exp_avg_sq, m, v, p)
 
 
-def step_update_draw(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt,
-                     key, start, threshold, scale):
+def step_update_draw(
+    param,
+    grad,
+    exp_avg,
+    exp_avg_sq,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    bc1,
+    bc2_sqrt,
+    key,
+    start,
+    threshold,
+    scale,
+):
     keep = _keep_from_draw(grad, key, start, threshold)
-    m, v, p = _adam_direction(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt)
+    m, v, p = _adam_direction(
+        param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt
+    )
     update = torch.where(keep, (p - param) * scale, torch.zeros_like(param))
     _write(param, exp_avg, exp_avg_sq, m, v, param + update)
 
@@ -105,7 +157,12 @@ def supports(optimizer: torch.optim.Optimizer) -> str | None:
     if type(optimizer) not in (torch.optim.AdamW, torch.optim.Adam):
         return f"{type(optimizer).__name__} is not AdamW"
     for group in optimizer.param_groups:
-        if group.get("amsgrad") or group.get("maximize") or group.get("capturable") or group.get("differentiable"):
+        if (
+            group.get("amsgrad")
+            or group.get("maximize")
+            or group.get("capturable")
+            or group.get("differentiable")
+        ):
             return "amsgrad, maximize, capturable and differentiable are not fused"
         if type(optimizer) is torch.optim.Adam and group.get("weight_decay", 0.0):
             return "Adam's L2 weight decay is not fused (use AdamW)"

@@ -90,7 +90,9 @@ class ChildTuning:
         )
         return self.select_from_scores(scores, extra={"num_fisher_batches": used})
 
-    def select_from_scores(self, scores: list[torch.Tensor], *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def select_from_scores(
+        self, scores: list[torch.Tensor], *, extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Keep the global top-k (k = round(p * N)) of per-fragment scores; store the bits.
 
         ``scores`` holds one non-negative float32 tensor per owned fragment (``self.fragments``),
@@ -98,9 +100,13 @@ class ChildTuning:
         from childtuning.selection import select_top_k
 
         if len(scores) != len(self.fragments):
-            raise ValueError(f"scores: expected one tensor per owned fragment ({len(self.fragments)}), got {len(scores)}")
+            raise ValueError(
+                f"scores: expected one tensor per owned fragment ({len(self.fragments)}), got {len(scores)}"
+            )
         k = round(self.config.reserve_p * self.num_elements)
-        pairs = [(s, self.positions[f.param_index] + f.start) for f, s in zip(self.fragments, scores, strict=True)]
+        pairs = [
+            (s, self.positions[f.param_index] + f.start) for f, s in zip(self.fragments, scores, strict=True)
+        ]
         keep, sel = select_top_k(pairs, k, group=self.layout.group, distributed=self.layout.distributed)
         del pairs
         self.bits = {f.param_index: pack_bits(m) for f, m in zip(self.fragments, keep, strict=True)}
@@ -108,7 +114,9 @@ class ChildTuning:
         self.summary = self._summarise(keep, threshold=sel.threshold, extra=info)
         return self.summary
 
-    def _summarise(self, keep: list[torch.Tensor], *, threshold: float | None, extra: dict[str, Any]) -> dict[str, Any]:
+    def _summarise(
+        self, keep: list[torch.Tensor], *, threshold: float | None, extra: dict[str, Any]
+    ) -> dict[str, Any]:
         params = self.layout.params
         counts = torch.zeros(len(params), dtype=torch.float64)
         for f, m in zip(self.fragments, keep, strict=False):  # keep is empty for F/update-dropout
@@ -123,8 +131,12 @@ class ChildTuning:
         for i in self.eligible_params:
             name, p = params[i]
             numel = full_numel(p)
-            per_param[name] = {"numel": numel, "kept": int(counts[i]), "kept_fraction": float(counts[i]) / numel,
-                               "shape": full_shape(p)}
+            per_param[name] = {
+                "numel": numel,
+                "kept": int(counts[i]),
+                "kept_fraction": float(counts[i]) / numel,
+                "shape": full_shape(p),
+            }
         num_kept = int(counts.sum())
         return {
             "mode": self.config.mode,
@@ -177,7 +189,9 @@ class ChildTuning:
     # -- attach ---------------------------------------------------------------------------
     def attach(self, optimizer_or_engine: Any) -> ChildTuningHandle:
         if self.config.mode == "childtuning-d" and not self.bits and self.fragments:
-            raise RuntimeError("childtuning-d has no mask yet: call compute_fisher() or load_masks() before attach()")
+            raise RuntimeError(
+                "childtuning-d has no mask yet: call compute_fisher() or load_masks() before attach()"
+            )
         return ChildTuningHandle(self, optimizer_or_engine)
 
     # -- persistence ------------------------------------------------------------------------
@@ -243,13 +257,15 @@ class ChildTuningHandle:
         reason = fused_adamw.supports(self.optimizer)
         if reason is not None:
             if want:
-                raise ValueError(f"fused: cannot fuse the mask into this optimizer ({reason}); set fused=None or False")
+                raise ValueError(
+                    f"fused: cannot fuse the mask into this optimizer ({reason}); set fused=None or False"
+                )
             return False
         return True
 
     # -- step index and gradient masks ------------------------------------------------------
     def _wrap_engine_step(self) -> None:
-        engine = self.engine
+        engine: Any = self.engine
         original = engine.step
 
         def step(*args: Any, **kwargs: Any) -> Any:
@@ -310,7 +326,7 @@ class ChildTuningHandle:
                 self._post_torch()
             return loss
 
-        opt.step = fused_step
+        opt.step = fused_step  # type: ignore[method-assign]
 
         def unwrap() -> None:
             if opt.__dict__.get("step") is fused_step:
@@ -327,6 +343,7 @@ class ChildTuningHandle:
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         state["step"] += 1
         hyper = fused_adamw.scalars(group, float(state["step"]), p.device)
+        assert p.grad is not None
         flat = (p.data.view(-1), p.grad.view(-1), state["exp_avg"].view(-1), state["exp_avg_sq"].view(-1))
         segments = self._segments.get(id(p))
         if segments is None:
@@ -348,7 +365,9 @@ class ChildTuningHandle:
                 key = _i64(draw_key(cfg.seed, step, frag.param_index), p.device)
                 thr = _i64(keep_threshold(cfg.reserve_p), p.device)
                 name = "grad_draw" if cfg.mode == "childtuning-f" else "update_draw"
-                fused_adamw.kernel(name, compiled)(*views, *hyper, key, _i64(frag.start, p.device), thr, scale)
+                fused_adamw.kernel(name, compiled)(
+                    *views, *hyper, key, _i64(frag.start, p.device), thr, scale
+                )
 
     def remove(self) -> None:
         for r in reversed(self._removers):

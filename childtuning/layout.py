@@ -56,7 +56,7 @@ class Layout:
     def __init__(self, module: nn.Module, group: Any = None) -> None:
         self.module = module
         self.group = group
-        self.params = named_trainable(module)
+        self.params: list[tuple[str, Any]] = named_trainable(module)
         self._index = {id(p): i for i, (_, p) in enumerate(self.params)}
         self.fragments = self._build_fragments()
 
@@ -68,7 +68,7 @@ class Layout:
     def _build_fragments(self) -> list[Fragment]:
         return [Fragment(n, i, 0, p.numel(), p.numel()) for i, (n, p) in enumerate(self.params)]
 
-    def param(self, frag: Fragment) -> nn.Parameter:
+    def param(self, frag: Fragment) -> Any:  # DeepSpeed adds untyped attributes (_hp_mapping, ds_*)
         return self.params[frag.param_index][1]
 
     # -- views ------------------------------------------------------------------------
@@ -106,7 +106,11 @@ class Zero12Layout(Layout):
             hm = p._hp_mapping
             if hm is None:  # owned by another rank
                 continue
-            frags.append(Fragment(n, i, int(hm.lp_fragment_address.start), int(hm.lp_fragment_address.numel), p.numel()))
+            frags.append(
+                Fragment(
+                    n, i, int(hm.lp_fragment_address.start), int(hm.lp_fragment_address.numel), p.numel()
+                )
+            )
         return frags
 
     def grad(self, frag: Fragment) -> torch.Tensor | None:
@@ -223,7 +227,9 @@ def base_optimizer(target: Any) -> torch.optim.Optimizer:
         return inner if isinstance(inner, torch.optim.Optimizer) else opt
     if isinstance(target, torch.optim.Optimizer):
         return target
-    raise TypeError(f"attach: expected a torch.optim optimizer or a DeepSpeed engine, got {type(target).__name__}")
+    raise TypeError(
+        f"attach: expected a torch.optim optimizer or a DeepSpeed engine, got {type(target).__name__}"
+    )
 
 
 def iter_grads(layout: Layout, fragments: list[Fragment]) -> Iterator[tuple[Fragment, torch.Tensor]]:

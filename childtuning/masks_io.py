@@ -104,7 +104,9 @@ def load_masks(ct: ChildTuning, directory: Path) -> dict[str, Any]:
                 filled[name] += hi - lo
     missing = [n for n, f in mine.items() if filled[n] != f.numel]
     if missing:
-        raise ValueError(f"masks: {directory} does not cover parameters {missing[:3]}; was it saved by this model?")
+        raise ValueError(
+            f"masks: {directory} does not cover parameters {missing[:3]}; was it saved by this model?"
+        )
     ct.bits = {mine[n].param_index: pack_bits(m) for n, m in parts.items()}
     ct.summary = summary
     return summary

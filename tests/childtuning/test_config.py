@@ -53,5 +53,5 @@ def test_d_attach_without_mask_is_refused():
 def test_fused_refused_for_unsupported_optimizer():
     model = nn.Sequential(nn.Linear(3, 3))
     ct = ChildTuning(model, ChildTuningConfig(mode="childtuning-f", fused=True))
-    with pytest.raises(ValueError, match="^fused: .*SGD is not AdamW"):
+    with pytest.raises(ValueError, match=r"^fused: .*SGD is not AdamW"):
         ct.attach(torch.optim.SGD(model.parameters(), lr=0.1))

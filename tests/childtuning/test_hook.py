@@ -15,16 +15,27 @@ from childtuning import ChildTuning, ChildTuningConfig, load_full_mask
 def tiny_bert(seed: int = 0, dropout: float = 0.0) -> BertForSequenceClassification:
     torch.manual_seed(seed)
     cfg = BertConfig(
-        vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
-        max_position_embeddings=32, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=32,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     return BertForSequenceClassification(cfg)
 
 
 def batches(n: int, seed: int = 1, size: int = 4) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
-    return [{"input_ids": torch.randint(0, 64, (size, 8), generator=g),
-             "labels": torch.randint(0, 2, (size,), generator=g)} for _ in range(n)]
+    return [
+        {
+            "input_ids": torch.randint(0, 64, (size, 8), generator=g),
+            "labels": torch.randint(0, 2, (size,), generator=g),
+        }
+        for _ in range(n)
+    ]
 
 
 def brute_force_d_mask(model, data, p: float, clip: float = 1.0) -> dict[str, torch.Tensor]:
@@ -81,7 +92,7 @@ def test_masks_reload_to_the_same_bits_and_check_the_config(tmp_path):
     assert fresh.bits.keys() == ct.bits.keys()
     assert all(torch.equal(fresh.bits[i], ct.bits[i]) for i in ct.bits)
     other = ChildTuning(tiny_bert(), ChildTuningConfig(mode="childtuning-d", reserve_p=0.2))
-    with pytest.raises(ValueError, match="reserve_p: the saved masks were made with 0.3"):
+    with pytest.raises(ValueError, match=r"reserve_p: the saved masks were made with 0\.3"):
         other.load_masks(tmp_path)
 
 
@@ -155,14 +166,18 @@ def test_vanilla_fused_matches_torch_adamw_and_remove_restores():
     handle = ChildTuning(model, ChildTuningConfig(mode="vanilla", fused=True)).attach(opt)
     _train(ref_model, ref_opt, data, 2)
     _train(model, opt, data, 2)
-    worst = max((a - b).abs().max().item() for a, b in zip(ref_model.parameters(), model.parameters(), strict=True))
+    worst = max(
+        (a - b).abs().max().item() for a, b in zip(ref_model.parameters(), model.parameters(), strict=True)
+    )
     assert worst < 1e-6
     assert "step" in opt.__dict__
     handle.remove()
     assert "step" not in opt.__dict__  # back to torch's own AdamW.step
     _train(ref_model, ref_opt, data[2:], 1)
     _train(model, opt, data[2:], 1)
-    worst = max((a - b).abs().max().item() for a, b in zip(ref_model.parameters(), model.parameters(), strict=True))
+    worst = max(
+        (a - b).abs().max().item() for a, b in zip(ref_model.parameters(), model.parameters(), strict=True)
+    )
     assert worst < 1e-6
 
 

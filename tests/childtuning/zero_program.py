@@ -30,8 +30,14 @@ NUM_FISHER_BATCHES = 3
 def tiny_model() -> BertForSequenceClassification:
     torch.manual_seed(1234)
     cfg = BertConfig(
-        vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
-        max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=32,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
     )
     return BertForSequenceClassification(cfg)
 
@@ -39,8 +45,10 @@ def tiny_model() -> BertForSequenceClassification:
 def global_batches(n: int, seed: int) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
     return [
-        {"input_ids": torch.randint(0, 64, (GLOBAL_BATCH, 8), generator=g),
-         "labels": torch.randint(0, 2, (GLOBAL_BATCH,), generator=g)}
+        {
+            "input_ids": torch.randint(0, 64, (GLOBAL_BATCH, 8), generator=g),
+            "labels": torch.randint(0, 2, (GLOBAL_BATCH,), generator=g),
+        }
         for _ in range(n)
     ]
 
@@ -128,7 +136,9 @@ def run(stage: int, out: Path, fused: bool, clip: float, modes: list[str], optim
             params = full_params(target, stage)
             if rank == 0:
                 torch.save(params, d / "params.pt")
-                (d / "info.json").write_text(json.dumps({"fused": handle.fused, "mask_bytes": ct.mask_bytes()}))
+                (d / "info.json").write_text(
+                    json.dumps({"fused": handle.fused, "mask_bytes": ct.mask_bytes()})
+                )
             if ct.layout.distributed or rank == 0:  # unsharded: every rank owns everything
                 (d / f"keeps-rank{rank}.json").write_text(json.dumps(keeps))
             handle.remove()
