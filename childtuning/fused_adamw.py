@@ -134,7 +134,27 @@ def step_update_draw(
     _write(param, exp_avg, exp_avg_sq, m, v, param + update)
 
 
+def mask_draw_(grad, key, start, threshold, scale):
+    """Gradient dropout as a pass of its own (when the mask must act before clipping)."""
+    keep = _keep_from_draw(grad, key, start, threshold)
+    grad.copy_(torch.where(keep, grad * scale, torch.zeros_like(grad)))
+
+
+def mask_bits_(grad, packed, bit_offset, scale):
+    keep = _keep_from_bits(grad, packed, bit_offset)
+    grad.copy_(torch.where(keep, grad * scale, torch.zeros_like(grad)))
+
+
+def update_draw_(master, before, key, start, threshold, scale):
+    """Update dropout after any optimizer's step: keep ``scale * (new - old)`` where drawn."""
+    keep = _keep_from_draw(master, key, start, threshold)
+    master.copy_(torch.where(keep, before + (master - before) * scale, before))
+
+
 _EAGER: dict[str, Kernel] = {
+    "mask_draw": mask_draw_,
+    "mask_bits": mask_bits_,
+    "update_draw_after": update_draw_,
     "plain": step_plain,
     "grad_draw": step_grad_draw,
     "grad_bits": step_grad_bits,

@@ -176,15 +176,26 @@ class ChildTuning:
     @torch.no_grad()
     def mask_gradients_(self, step: int) -> None:
         """Mask (and rescale) this rank's gradient fragments in place, for step ``step``."""
-        scale = self.config.scale
+        compiled = self.config.fused is not False
         for frag in self.fragments:
             g = self.layout.grad(frag)
             if g is None:
                 continue
-            keep = self.keep(frag, step)
-            g.masked_fill_(~keep, 0.0)
-            if scale != 1.0:
-                g.mul_(scale)
+            scale = _f32(self.config.scale, g.device)
+            if self.config.mode == "childtuning-d":
+                fused_adamw.kernel("mask_bits", compiled)(g, self._bits_of(frag), _i64(0, g.device), scale)
+            else:
+                key, start, thr = self.draw_args(frag, step, g.device)
+                fused_adamw.kernel("mask_draw", compiled)(g, key, start, thr, scale)
+
+    def draw_args(self, frag: Fragment, step: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """The (key, start, threshold) tensors of a fragment's counter-based draw at ``step``."""
+        cfg = self.config
+        return (
+            _i64(draw_key(cfg.seed, step, frag.param_index), device),
+            _i64(frag.start, device),
+            _i64(keep_threshold(cfg.reserve_p), device),
+        )
 
     # -- attach ---------------------------------------------------------------------------
     def attach(self, optimizer_or_engine: Any) -> ChildTuningHandle:
@@ -298,11 +309,12 @@ class ChildTuningHandle:
 
     @torch.no_grad()
     def _apply_update_mask(self, *_: Any) -> None:
-        scale = self.cfg.scale
+        compiled = self.cfg.fused is not False
         for frag, before in self._snapshots:
             master = self.ct.layout.master(frag)
-            keep = self.ct.keep(frag, self._current)
-            master.copy_(torch.where(keep, before + (master - before) * scale, before))
+            args = self.ct.draw_args(frag, self._current, master.device)
+            scale = _f32(self.cfg.scale, master.device)
+            fused_adamw.kernel("update_draw_after", compiled)(master, before, *args, scale)
         self._snapshots = []
 
     # -- the fused path ---------------------------------------------------------------------
@@ -349,7 +361,7 @@ class ChildTuningHandle:
         if segments is None:
             segments = self._segments[id(p)] = self.ct.layout.optimizer_segments(p)
         cfg, step = self.cfg, self._current
-        scale = torch.tensor(cfg.scale, dtype=torch.float32, device=p.device)
+        scale = _f32(cfg.scale, p.device)
         for seg in segments:
             views = [t.narrow(0, seg.offset, seg.numel) for t in flat]
             frag = seg.fragment
@@ -383,3 +395,7 @@ class ChildTuningHandle:
 
 def _i64(v: int, device: torch.device) -> torch.Tensor:
     return torch.tensor(v, dtype=torch.int64, device=device)
+
+
+def _f32(v: float, device: torch.device) -> torch.Tensor:
+    return torch.tensor(v, dtype=torch.float32, device=device)

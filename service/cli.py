@@ -9,7 +9,9 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    ap = argparse.ArgumentParser(prog="childtune", description="Fine-tuning with the ChildTuning family of methods.")
+    ap = argparse.ArgumentParser(
+        prog="childtune", description="Fine-tuning with the ChildTuning family of methods."
+    )
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="fine-tune a tiny model with each ChildTuning mode on CPU", add_help=False)
     if not argv or argv[0] in ("-h", "--help"):

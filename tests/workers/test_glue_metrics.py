@@ -1,0 +1,158 @@
+"""GLUE metrics against hand-computed cases (and scipy/scikit-learn when they happen to be installed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+
+from service.contract import METRICS, PRESET_METRICS, PRESETS
+from workers.train.glue_metrics import (
+    MAIN_METRIC,
+    METRIC_KEYS,
+    accuracy,
+    compute_metrics,
+    f1_binary,
+    higher_is_better,
+    main_metric,
+    matthews_corrcoef,
+    pearson,
+    rankdata,
+    resolve_metric,
+    spearman,
+)
+
+
+def test_accuracy() -> None:
+    assert accuracy([1, 0, 1, 1], [1, 1, 1, 0]) == 0.5
+    assert accuracy(np.array([2, 2]), np.array([2, 2])) == 1.0
+
+
+def test_f1_by_hand() -> None:
+    # preds 1 1 0 0 1 / labels 1 0 0 1 1: TP 2, FP 1, FN 1 -> 2*2 / (2*2 + 1 + 1) = 2/3
+    assert f1_binary([1, 1, 0, 0, 1], [1, 0, 0, 1, 1]) == pytest.approx(2 / 3)
+    assert f1_binary([0, 0], [0, 0]) == 0.0  # no positives at all: 0 (zero_division=0)
+    assert f1_binary([0, 0], [1, 1]) == 0.0
+    assert f1_binary([1, 1], [1, 1]) == 1.0
+
+
+def test_mcc_by_hand() -> None:
+    # TP 2, TN 1, FP 1, FN 1: (2*1 - 1*1) / sqrt(3 * 3 * 2 * 2) = 1/6
+    assert matthews_corrcoef([1, 1, 0, 0, 1], [1, 0, 0, 1, 1]) == pytest.approx(1 / 6)
+    # scikit-learn's documented example: -1/3
+    assert matthews_corrcoef([1, -1, 1, 1], [1, 1, 1, -1]) == pytest.approx(-1 / 3)
+    assert matthews_corrcoef([0, 1, 0, 1], [0, 1, 0, 1]) == pytest.approx(1.0)
+    assert matthews_corrcoef([1, 0, 1, 0], [0, 1, 0, 1]) == pytest.approx(-1.0)
+    # undefined (one class predicted, or one class present): 0.0
+    assert matthews_corrcoef([1, 1, 1, 1], [0, 1, 0, 1]) == 0.0
+    assert matthews_corrcoef([0, 1, 0, 1], [1, 1, 1, 1]) == 0.0
+
+
+def _mcc_reference(pred: np.ndarray, true: np.ndarray) -> float:
+    """Gorodkin's R_K through one-hot covariances (a different route from the confusion matrix)."""
+    classes = np.unique(np.concatenate([pred, true]))
+    x = (true[:, None] == classes[None, :]).astype(float)
+    y = (pred[:, None] == classes[None, :]).astype(float)
+    x -= x.mean(axis=0)
+    y -= y.mean(axis=0)
+    cov_xy, cov_xx, cov_yy = (x * y).sum(), (x * x).sum(), (y * y).sum()
+    return 0.0 if cov_xx == 0 or cov_yy == 0 else float(cov_xy / math.sqrt(cov_xx * cov_yy))
+
+
+def test_mcc_multiclass_matches_definition() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        true = rng.integers(0, 4, size=50)
+        pred = np.where(rng.random(50) < 0.6, true, rng.integers(0, 4, size=50))
+        assert matthews_corrcoef(pred, true) == pytest.approx(_mcc_reference(pred, true), abs=1e-12)
+
+
+def test_pearson_by_hand() -> None:
+    # x 1 2 3, y 1 2 4: sum dxdy = 3, sum dx^2 = 2, sum dy^2 = 42/9 -> 9 / sqrt(84)
+    assert pearson([1, 2, 3], [1, 2, 4]) == pytest.approx(9 / math.sqrt(84))
+    assert pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert pearson([1, 1, 1], [1, 2, 3]) == 0.0  # constant side: undefined -> 0.0
+
+
+def test_rankdata_averages_ties() -> None:
+    assert rankdata([10, 20, 20, 30]).tolist() == [1.0, 2.5, 2.5, 4.0]
+    assert rankdata([3, 1, 3, 3, 2]).tolist() == [4.0, 1.0, 4.0, 4.0, 2.0]
+    assert rankdata([0.5]).tolist() == [1.0]
+    assert rankdata([]).tolist() == []
+
+
+def test_spearman_by_hand() -> None:
+    # ranks x 1 2.5 2.5 4, y 1 3 2 4: 4.5 / sqrt(4.5 * 5)
+    assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / math.sqrt(22.5))
+    assert spearman([1, 2, 3, 4], [1, 8, 27, 1000]) == pytest.approx(1.0)  # monotone, not linear
+    assert spearman([5, 5, 5], [1, 2, 3]) == 0.0
+
+
+def test_compute_metrics_per_task() -> None:
+    logits = np.array([[2.0, 1.0], [0.1, 0.9], [0.3, 0.7], [0.8, 0.2], [0.0, 1.0]])  # -> 0 1 1 0 1
+    labels = [1, 0, 0, 1, 1]
+    assert compute_metrics("glue/rte", logits, labels) == {"accuracy": pytest.approx(0.2)}
+    mrpc = compute_metrics("mrpc", [0, 1, 1, 0, 1], labels)
+    assert list(mrpc) == ["f1", "accuracy", "combined_score"]
+    assert mrpc["f1"] == pytest.approx(1 / 3)  # TP 1, FP 2, FN 2
+    assert mrpc["combined_score"] == pytest.approx((1 / 3 + 0.2) / 2)
+    cola = compute_metrics("glue/cola", [1, 1, 0, 0, 1], [1, 0, 0, 1, 1])
+    assert cola == {"mcc": pytest.approx(1 / 6), "accuracy": pytest.approx(0.6)}
+    stsb = compute_metrics("glue/sts-b", np.array([[1.0], [2.0], [3.0]]), [1.0, 2.0, 4.0])
+    assert stsb["pearson"] == pytest.approx(9 / math.sqrt(84))
+    assert stsb["spearman"] == pytest.approx(1.0)
+    assert stsb["combined_score"] == pytest.approx((stsb["pearson"] + 1.0) / 2)
+    assert all(type(v) is float for v in stsb.values())
+
+
+def test_names_and_main_metrics() -> None:
+    assert set(METRIC_KEYS) == set(METRICS)  # the contract's metric names
+    for preset in PRESETS:
+        assert resolve_metric(preset) == PRESET_METRICS[preset]
+    assert main_metric("glue/rte") == "accuracy"
+    assert main_metric("glue/mrpc") == "f1"
+    assert main_metric("glue/cola") == "mcc"
+    assert main_metric("glue/sts-b") == "pearson"
+    assert main_metric("sst2") == "accuracy"
+    assert MAIN_METRIC["pearson_spearman"] == "pearson"
+    for family, keys in METRIC_KEYS.items():
+        assert keys[0] == MAIN_METRIC[family]
+    with pytest.raises(ValueError, match="unknown metric or task 'glue/qqp'"):
+        resolve_metric("glue/qqp")
+
+
+def test_higher_is_better() -> None:
+    for key in ("accuracy", "f1", "mcc", "pearson", "spearman", "combined_score"):
+        assert higher_is_better(key)
+    for key in ("loss", "eval_loss", "mse"):
+        assert not higher_is_better(key)
+
+
+def test_shape_errors() -> None:
+    with pytest.raises(ValueError, match="differ in length"):
+        accuracy([1, 0], [1])
+    with pytest.raises(ValueError, match="no predictions"):
+        compute_metrics("accuracy", [], [])
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("scipy") is None or importlib.util.find_spec("sklearn") is None,
+    reason="scipy / scikit-learn not installed (the hand-computed cases above stand in)",
+)
+def test_against_scipy_and_sklearn() -> None:  # pragma: no cover - only where they are installed
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import f1_score
+    from sklearn.metrics import matthews_corrcoef as sk_mcc
+
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        y = rng.integers(0, 2, 200)
+        p = np.where(rng.random(200) < 0.7, y, 1 - y)
+        assert f1_binary(p, y) == pytest.approx(f1_score(y, p))
+        assert matthews_corrcoef(p, y) == pytest.approx(sk_mcc(y, p))
+        a = np.round(rng.random(200) * 5, 1)  # with ties
+        b = a + rng.normal(size=200)
+        assert pearson(a, b) == pytest.approx(pearsonr(a, b)[0])
+        assert spearman(a, b) == pytest.approx(spearmanr(a, b)[0])

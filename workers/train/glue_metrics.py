@@ -1,0 +1,241 @@
+"""GLUE metrics in plain numpy (no scipy, no scikit-learn).
+
+Metric families (the names of ``service.contract.METRICS``) and the keys each returns:
+
+=================  =====================================  ==============  ==========================
+family             keys                                    main key        GLUE task
+=================  =====================================  ==============  ==========================
+accuracy           accuracy                                accuracy        RTE, SST-2
+f1                 f1 (class 1), accuracy, combined_score  f1              MRPC
+mcc                mcc, accuracy                           mcc             CoLA
+pearson_spearman   pearson, spearman, combined_score       pearson         STS-B
+=================  =====================================  ==============  ==========================
+
+``combined_score`` is the mean of the task's two GLUE numbers (what the GLUE leaderboard
+averages, and what Hugging Face's ``run_glue`` reports). The *main* metric, used to pick the
+best checkpoint and shown first, is the one the ChildTuning paper's tables report per task:
+F1 for MRPC, Matthews correlation for CoLA, Pearson correlation for STS-B, accuracy otherwise.
+Every metric here is higher-is-better; losses (``*loss``) are lower-is-better.
+
+Undefined correlations are reported as 0.0, not NaN, so that metrics stay valid JSON and
+comparisons with a best value keep working: Matthews correlation when a confusion-matrix
+margin is constant (scikit-learn's convention), Pearson/Spearman when either side is constant.
+F1 is 0.0 when there is no true positive (scikit-learn's ``zero_division=0``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = [
+    "MAIN_METRIC",
+    "METRIC_KEYS",
+    "TASK_METRICS",
+    "accuracy",
+    "compute_metrics",
+    "f1_binary",
+    "higher_is_better",
+    "main_metric",
+    "matthews_corrcoef",
+    "pearson",
+    "rankdata",
+    "resolve_metric",
+    "spearman",
+]
+
+# Keys each family returns, main key first.
+METRIC_KEYS: Mapping[str, tuple[str, ...]] = {
+    "accuracy": ("accuracy",),
+    "f1": ("f1", "accuracy", "combined_score"),
+    "mcc": ("mcc", "accuracy"),
+    "pearson_spearman": ("pearson", "spearman", "combined_score"),
+}
+
+MAIN_METRIC: Mapping[str, str] = {family: keys[0] for family, keys in METRIC_KEYS.items()}
+
+# GLUE task names (as in the presets, with and without the "glue/" prefix) -> metric family.
+TASK_METRICS: Mapping[str, str] = {
+    "rte": "accuracy",
+    "mrpc": "f1",
+    "cola": "mcc",
+    "sts-b": "pearson_spearman",
+    "sst-2": "accuracy",
+}
+
+_ALIASES: Mapping[str, str] = {
+    "stsb": "sts-b",
+    "sst2": "sst-2",
+    "matthews": "mcc",
+    "spearman": "pearson_spearman",
+}
+
+
+def resolve_metric(task_metric: str) -> str:
+    """The metric family for a family name, a task name (``rte``) or a preset (``glue/rte``)."""
+    name = task_metric.strip().lower()
+    name = name.removeprefix("glue/")
+    name = _ALIASES.get(name, name)
+    if name in METRIC_KEYS:
+        return name
+    if name in TASK_METRICS:
+        return TASK_METRICS[name]
+    allowed = ", ".join([*METRIC_KEYS, *TASK_METRICS])
+    raise ValueError(f"unknown metric or task {task_metric!r}; allowed: {allowed}")
+
+
+def main_metric(task_metric: str) -> str:
+    """The key of the main metric for a family, task or preset name."""
+    return MAIN_METRIC[resolve_metric(task_metric)]
+
+
+def higher_is_better(key: str) -> bool:
+    """Whether a larger value of metric ``key`` is better (every GLUE metric; not losses or errors)."""
+    k = key.lower()
+    return not (k.endswith("loss") or k in ("mse", "mae", "rmse") or k.endswith(("_mse", "_mae", "_rmse")))
+
+
+# ---------------------------------------------------------------------------------------------
+# Individual metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def _pair(predictions: ArrayLike, labels: ArrayLike) -> tuple[NDArray[Any], NDArray[Any]]:
+    p = np.asarray(predictions)
+    y = np.asarray(labels)
+    if p.ndim != 1 or y.ndim != 1:
+        raise ValueError(f"predictions and labels must be 1-D (got shapes {p.shape} and {y.shape})")
+    if p.shape[0] != y.shape[0]:
+        raise ValueError(f"predictions and labels differ in length ({p.shape[0]} != {y.shape[0]})")
+    if p.shape[0] == 0:
+        raise ValueError("no predictions to score")
+    return p, y
+
+
+def accuracy(predictions: ArrayLike, labels: ArrayLike) -> float:
+    """Fraction of predictions equal to the label."""
+    p, y = _pair(predictions, labels)
+    return float(np.mean(p == y))
+
+
+def f1_binary(predictions: ArrayLike, labels: ArrayLike, positive: int = 1) -> float:
+    """F1 of the ``positive`` class: 2 TP / (2 TP + FP + FN); 0.0 when TP + FP + FN is 0."""
+    p, y = _pair(predictions, labels)
+    pp = p == positive
+    yp = y == positive
+    tp = int(np.sum(pp & yp))
+    fp = int(np.sum(pp & ~yp))
+    fn = int(np.sum(~pp & yp))
+    denom = 2 * tp + fp + fn
+    return 0.0 if denom == 0 else 2.0 * tp / denom
+
+
+def matthews_corrcoef(predictions: ArrayLike, labels: ArrayLike) -> float:
+    """Matthews correlation coefficient (Gorodkin's multi-class form; binary MCC for 2 classes).
+
+    0.0 when undefined (all labels, or all predictions, one class).
+    """
+    p, y = _pair(predictions, labels)
+    classes, codes = np.unique(np.concatenate([y, p]), return_inverse=True)
+    k = classes.shape[0]
+    n = y.shape[0]
+    yc, pc = codes[:n], codes[n:]
+    confusion = np.zeros((k, k), dtype=np.float64)
+    np.add.at(confusion, (yc, pc), 1.0)
+    t_sum = confusion.sum(axis=1)
+    p_sum = confusion.sum(axis=0)
+    correct = float(np.trace(confusion))
+    total = float(n)
+    cov_ytyp = correct * total - float(t_sum @ p_sum)
+    cov_ypyp = total * total - float(p_sum @ p_sum)
+    cov_ytyt = total * total - float(t_sum @ t_sum)
+    if cov_ypyp == 0.0 or cov_ytyt == 0.0:
+        return 0.0
+    return float(cov_ytyp / np.sqrt(cov_ytyt * cov_ypyp))
+
+
+def pearson(x: ArrayLike, y: ArrayLike) -> float:
+    """Pearson correlation; 0.0 when either side is constant (undefined)."""
+    a, b = _pair(x, y)
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    a = a - a.mean()
+    b = b - b.mean()
+    denom = float(np.sqrt(np.dot(a, a) * np.dot(b, b)))
+    if denom == 0.0 or not np.isfinite(denom):
+        return 0.0
+    r = float(np.dot(a, b) / denom)
+    return max(-1.0, min(1.0, r))
+
+
+def rankdata(values: ArrayLike) -> NDArray[np.float64]:
+    """Ranks 1..n, ties given the average of the ranks they span (scipy's ``method="average"``)."""
+    v = np.asarray(values)
+    if v.ndim != 1:
+        raise ValueError(f"rankdata needs a 1-D array (got shape {v.shape})")
+    order = np.argsort(v, kind="mergesort")
+    sorted_v = v[order]
+    new_group = np.empty(v.shape[0], dtype=bool)
+    if v.shape[0]:
+        new_group[0] = True
+        new_group[1:] = sorted_v[1:] != sorted_v[:-1]
+    group = np.cumsum(new_group) - 1  # group id of each sorted position
+    starts = np.flatnonzero(new_group)  # first sorted position of each group
+    ends = np.append(starts[1:], v.shape[0])  # one past the last
+    average = (starts + 1 + ends) / 2.0  # mean of ranks starts+1 .. ends
+    ranks = np.empty(v.shape[0], dtype=np.float64)
+    ranks[order] = average[group]
+    return ranks
+
+
+def spearman(x: ArrayLike, y: ArrayLike) -> float:
+    """Spearman rank correlation (Pearson of average ranks); 0.0 when either side is constant."""
+    a, b = _pair(x, y)
+    return pearson(rankdata(a), rankdata(b))
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def _class_predictions(predictions: ArrayLike) -> NDArray[Any]:
+    p = np.asarray(predictions)
+    if p.ndim == 2:
+        return np.argmax(p, axis=-1)  # logits or probabilities
+    return p
+
+
+def _regression_predictions(predictions: ArrayLike) -> NDArray[np.float64]:
+    p = np.asarray(predictions, dtype=np.float64)
+    if p.ndim == 2 and p.shape[1] == 1:
+        p = p[:, 0]
+    return p
+
+
+def compute_metrics(
+    task_metric: str, predictions: ArrayLike | Sequence[Any], labels: ArrayLike | Sequence[Any]
+) -> dict[str, float]:
+    """Score predictions with a metric family, GLUE task or preset name (see the module docstring).
+
+    Classification takes class ids (shape [n]) or scores/logits (shape [n, k], arg-maxed);
+    regression takes values of shape [n] or [n, 1]. Returns plain Python floats, main key first.
+    """
+    family = resolve_metric(task_metric)
+    if family == "pearson_spearman":
+        p = _regression_predictions(predictions)
+        y = np.asarray(labels, dtype=np.float64)
+        r, rho = pearson(p, y), spearman(p, y)
+        return {"pearson": r, "spearman": rho, "combined_score": (r + rho) / 2.0}
+    cls = _class_predictions(predictions)
+    y = np.asarray(labels)
+    acc = accuracy(cls, y)
+    if family == "accuracy":
+        return {"accuracy": acc}
+    if family == "f1":
+        f1 = f1_binary(cls, y)
+        return {"f1": f1, "accuracy": acc, "combined_score": (f1 + acc) / 2.0}
+    return {"mcc": matthews_corrcoef(cls, y), "accuracy": acc}
