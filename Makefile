@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy childtuning workers service
+	$(BIN)/mypy childtuning workers service bench
 
 bench: $(STAMP)
 	DS_ACCELERATOR=cpu $(BIN)/python -m bench.hook_overhead

@@ -20,37 +20,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from bench.shapes import bert_base_shapes
 from childtuning import ChildTuning, ChildTuningConfig
-
-
-def bert_base_shapes() -> list[tuple[str, tuple[int, ...]]]:
-    h, inter = 768, 3072
-    shapes: list[tuple[str, tuple[int, ...]]] = [
-        ("bert.embeddings.word_embeddings.weight", (30522, h)),
-        ("bert.embeddings.position_embeddings.weight", (512, h)),
-        ("bert.embeddings.token_type_embeddings.weight", (2, h)),
-        ("bert.embeddings.LayerNorm.weight", (h,)),
-        ("bert.embeddings.LayerNorm.bias", (h,)),
-    ]
-    for i in range(12):
-        p = f"bert.encoder.layer.{i}."
-        for m in (
-            "attention.self.query",
-            "attention.self.key",
-            "attention.self.value",
-            "attention.output.dense",
-        ):
-            shapes += [(p + m + ".weight", (h, h)), (p + m + ".bias", (h,))]
-        shapes += [
-            (p + "attention.output.LayerNorm.weight", (h,)),
-            (p + "attention.output.LayerNorm.bias", (h,)),
-        ]
-        shapes += [(p + "intermediate.dense.weight", (inter, h)), (p + "intermediate.dense.bias", (inter,))]
-        shapes += [(p + "output.dense.weight", (h, inter)), (p + "output.dense.bias", (h,))]
-        shapes += [(p + "output.LayerNorm.weight", (h,)), (p + "output.LayerNorm.bias", (h,))]
-    shapes += [("bert.pooler.dense.weight", (h, h)), ("bert.pooler.dense.bias", (h,))]
-    shapes += [("classifier.weight", (2, h)), ("classifier.bias", (2,))]
-    return shapes
 
 
 class Params(nn.Module):
@@ -95,7 +66,8 @@ class OfficialChildTuningAdamW(torch.optim.Optimizer):
         self, params, lr=2e-5, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, reserve_p=0.3, mode=None
     ):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
-        self.reserve_p, self.mode, self.gradient_mask = reserve_p, mode, None
+        self.reserve_p, self.mode = reserve_p, mode
+        self.gradient_mask: dict[torch.Tensor, torch.Tensor] = {}
 
     def set_gradient_mask(self, mask):
         self.gradient_mask = mask
@@ -167,17 +139,17 @@ def main() -> None:
 
     for official_mode in ("ChildTuning-D", "ChildTuning-F"):
         model, _ = fresh()
-        opt = OfficialChildTuningAdamW(model.parameters(), lr=2e-5, reserve_p=args.p, mode=official_mode)
+        official = OfficialChildTuningAdamW(model.parameters(), lr=2e-5, reserve_p=args.p, mode=official_mode)
         gen = torch.Generator().manual_seed(3)
-        opt.set_gradient_mask(
+        official.set_gradient_mask(
             {
                 p: torch.rand(p.shape, generator=gen) < args.p
                 for n_, p in model.named_parameters()
                 if "layer" in n_
             }
         )
-        rows.append((f"official {official_mode} (re-implemented)", timed(opt.step, args.reps)))
-        del model, opt
+        rows.append((f"official {official_mode} (re-implemented)", timed(official.step, args.reps)))
+        del model, official
 
     # the baseline is timed first and last: both medians shown, the ratio uses their mean
     model, _ = fresh()

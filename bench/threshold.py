@@ -34,6 +34,7 @@ import contextlib
 import ctypes
 import gc
 import json
+import math
 import os
 import platform
 import re
@@ -50,6 +51,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.shapes import bert_base_shapes as _param_shapes
+
 P = 0.3
 SEED = 1234
 BLOCK = 1 << 20  # scores are generated in fixed blocks of the flat vector: identical for any split
@@ -59,30 +62,7 @@ SECTION = "## Threshold selection"
 
 def bert_base_shapes() -> list[tuple[str, int]]:
     """(name, numel) of BertForSequenceClassification (bert-base-uncased, 2 labels), in order."""
-    h, inter = 768, 3072
-    shapes = [
-        ("bert.embeddings.word_embeddings.weight", 30522 * h),
-        ("bert.embeddings.position_embeddings.weight", 512 * h),
-        ("bert.embeddings.token_type_embeddings.weight", 2 * h),
-        ("bert.embeddings.LayerNorm.weight", h),
-        ("bert.embeddings.LayerNorm.bias", h),
-    ]
-    for i in range(12):
-        p = f"bert.encoder.layer.{i}."
-        for m in (
-            "attention.self.query",
-            "attention.self.key",
-            "attention.self.value",
-            "attention.output.dense",
-        ):
-            shapes += [(p + m + ".weight", h * h), (p + m + ".bias", h)]
-        shapes += [(p + "attention.output.LayerNorm.weight", h), (p + "attention.output.LayerNorm.bias", h)]
-        shapes += [(p + "intermediate.dense.weight", inter * h), (p + "intermediate.dense.bias", inter)]
-        shapes += [(p + "output.dense.weight", h * inter), (p + "output.dense.bias", h)]
-        shapes += [(p + "output.LayerNorm.weight", h), (p + "output.LayerNorm.bias", h)]
-    shapes += [("bert.pooler.dense.weight", h * h), ("bert.pooler.dense.bias", h)]
-    shapes += [("classifier.weight", 2 * h), ("classifier.bias", 2)]
-    return shapes
+    return [(name, math.prod(shape)) for name, shape in _param_shapes()]
 
 
 def case_shapes(case: str) -> list[tuple[str, int]]:

@@ -47,102 +47,55 @@ def _keep_from_bits(numel_like: torch.Tensor, packed: torch.Tensor, bit_offset) 
     return ((byte >> (index & 7)) & 1) == 1
 
 
-def _write(param, exp_avg, exp_avg_sq, m, v, p) -> None:
+def _adam_step(param, grad, exp_avg, exp_avg_sq, *hyper) -> None:
+    m, v, p = _adam_direction(param, grad, exp_avg, exp_avg_sq, *hyper)
     exp_avg.copy_(m)
     exp_avg_sq.copy_(v)
     param.copy_(p)
 
 
-def step_plain(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt):
-    m, v, p = _adam_direction(
-        param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt
-    )
-    _write(param, exp_avg, exp_avg_sq, m, v, p)
+def _masked(grad: torch.Tensor, keep: torch.Tensor, scale) -> torch.Tensor:
+    return torch.where(keep, grad * scale, torch.zeros_like(grad))
 
 
-def step_grad_draw(
-    param,
-    grad,
-    exp_avg,
-    exp_avg_sq,
-    lr,
-    beta1,
-    beta2,
-    eps,
-    weight_decay,
-    bc1,
-    bc2_sqrt,
-    key,
-    start,
-    threshold,
-    scale,
-):
+# Kernel arguments: (param, grad, exp_avg, exp_avg_sq, *hyper, *mask_args), where hyper is
+# (lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt), see scalars(), and mask_args is
+# (key, start, threshold, scale) for a draw or (packed, bit_offset, scale) for D bits.
+NUM_HYPER = 7
+
+
+def step_plain(param, grad, exp_avg, exp_avg_sq, *hyper):
+    _adam_step(param, grad, exp_avg, exp_avg_sq, *hyper)
+
+
+def step_grad_draw(param, grad, exp_avg, exp_avg_sq, *args):
+    hyper, (key, start, threshold, scale) = args[:NUM_HYPER], args[NUM_HYPER:]
     keep = _keep_from_draw(grad, key, start, threshold)
-    g = torch.where(keep, grad * scale, torch.zeros_like(grad))
-    m, v, p = _adam_direction(
-        param, g, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt
-    )
-    _write(param, exp_avg, exp_avg_sq, m, v, p)
+    _adam_step(param, _masked(grad, keep, scale), exp_avg, exp_avg_sq, *hyper)
 
 
-def step_grad_bits(
-    param,
-    grad,
-    exp_avg,
-    exp_avg_sq,
-    lr,
-    beta1,
-    beta2,
-    eps,
-    weight_decay,
-    bc1,
-    bc2_sqrt,
-    packed,
-    bit_offset,
-    scale,
-):
+def step_grad_bits(param, grad, exp_avg, exp_avg_sq, *args):
+    hyper, (packed, bit_offset, scale) = args[:NUM_HYPER], args[NUM_HYPER:]
     keep = _keep_from_bits(grad, packed, bit_offset)
-    g = torch.where(keep, grad * scale, torch.zeros_like(grad))
-    m, v, p = _adam_direction(
-        param, g, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt
-    )
-    _write(param, exp_avg, exp_avg_sq, m, v, p)
+    _adam_step(param, _masked(grad, keep, scale), exp_avg, exp_avg_sq, *hyper)
 
 
-def step_update_draw(
-    param,
-    grad,
-    exp_avg,
-    exp_avg_sq,
-    lr,
-    beta1,
-    beta2,
-    eps,
-    weight_decay,
-    bc1,
-    bc2_sqrt,
-    key,
-    start,
-    threshold,
-    scale,
-):
+def step_update_draw(param, grad, exp_avg, exp_avg_sq, *args):
+    hyper, (key, start, threshold, scale) = args[:NUM_HYPER], args[NUM_HYPER:]
     keep = _keep_from_draw(grad, key, start, threshold)
-    m, v, p = _adam_direction(
-        param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt
-    )
-    update = torch.where(keep, (p - param) * scale, torch.zeros_like(param))
-    _write(param, exp_avg, exp_avg_sq, m, v, param + update)
+    m, v, p = _adam_direction(param, grad, exp_avg, exp_avg_sq, *hyper)
+    exp_avg.copy_(m)
+    exp_avg_sq.copy_(v)
+    param.copy_(param + _masked(p - param, keep, scale))
 
 
 def mask_draw_(grad, key, start, threshold, scale):
     """Gradient dropout as a pass of its own (when the mask must act before clipping)."""
-    keep = _keep_from_draw(grad, key, start, threshold)
-    grad.copy_(torch.where(keep, grad * scale, torch.zeros_like(grad)))
+    grad.copy_(_masked(grad, _keep_from_draw(grad, key, start, threshold), scale))
 
 
 def mask_bits_(grad, packed, bit_offset, scale):
-    keep = _keep_from_bits(grad, packed, bit_offset)
-    grad.copy_(torch.where(keep, grad * scale, torch.zeros_like(grad)))
+    grad.copy_(_masked(grad, _keep_from_bits(grad, packed, bit_offset), scale))
 
 
 def update_draw_(master, before, key, start, threshold, scale):
