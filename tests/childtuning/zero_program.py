@@ -77,7 +77,16 @@ def full_params(target, stage: int) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in module.named_parameters()}
 
 
-def run(stage: int, out: Path, fused: bool, clip: float, modes: list[str], optimizers: list[str]) -> None:
+def run(
+    stage: int,
+    out: Path,
+    fused: bool,
+    clip: float,
+    modes: list[str],
+    optimizers: list[str],
+    gas: int = 1,
+    resume_at: int | None = None,
+) -> None:
     distributed = stage >= 0
     rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -90,37 +99,53 @@ def run(stage: int, out: Path, fused: bool, clip: float, modes: list[str], optim
     for mode in modes:
         for opt_name in optimizers:
             tag = f"{mode}-{opt_name}"
-            model = tiny_model()
-            optimizer = make_optimizer(opt_name, model.parameters())
+            d = out / tag
             cfg = ChildTuningConfig(mode=mode, reserve_p=0.3, seed=99, fused=(None if fused else False))
-            if distributed:
+
+            def build(opt_name: str = opt_name):
+                model = tiny_model()
+                optimizer = make_optimizer(opt_name, model.parameters())
+                if not distributed:
+                    return model, optimizer, model
                 ds_config = {
-                    "train_micro_batch_size_per_gpu": GLOBAL_BATCH // world,
-                    "gradient_accumulation_steps": 1,
+                    "train_micro_batch_size_per_gpu": GLOBAL_BATCH // (world * gas),
+                    "gradient_accumulation_steps": gas,
                     "zero_optimization": {"stage": stage},
                     "zero_allow_untested_optimizer": True,
                     "gradient_clipping": clip,
                     "steps_per_print": 10**9,
                 }
                 engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
-                target = engine
-            else:
-                target = model
+                return model, optimizer, engine
+
+            model, optimizer, target = build()
             ct = ChildTuning(target, cfg)
             if mode == "childtuning-d":
                 ct.compute_fisher([rank_slice(b, rank, world) for b in fisher])
             handle = ct.attach(target if distributed else optimizer)
             keeps: dict[str, dict] = {}
             for step, batch in enumerate(train):
+                if resume_at is not None and step == resume_at:
+                    # save, then carry on in a fresh engine and ChildTuning loaded from disk
+                    target.save_checkpoint(str(d / "ckpt"))
+                    ct.save_masks(d / "masks-at-resume")
+                    handle.remove()
+                    model, optimizer, target = build()
+                    ct = ChildTuning(target, cfg)
+                    if mode == "childtuning-d":
+                        ct.load_masks(d / "masks-at-resume")
+                    target.load_checkpoint(str(d / "ckpt"))
+                    handle = ct.attach(target)
                 mine = rank_slice(batch, rank, world)
                 if distributed:
-                    loss = engine(**mine).loss
-                    engine.backward(loss)
-                    engine.step()
+                    per = GLOBAL_BATCH // (world * gas)
+                    for micro in range(gas):
+                        part = {k: v[micro * per : (micro + 1) * per] for k, v in mine.items()}
+                        target.backward(target(**part).loss)
+                        target.step()
                 else:
                     optimizer.zero_grad()
-                    loss = model(**mine).loss
-                    loss.backward()
+                    model(**mine).loss.backward()
                     if clip:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
                     optimizer.step()
@@ -130,15 +155,13 @@ def run(stage: int, out: Path, fused: bool, clip: float, modes: list[str], optim
                             "start": f.start,
                             "bits": ct.keep(f, step).to(torch.uint8).tolist(),
                         }
-            d = out / tag
             d.mkdir(parents=True, exist_ok=True)
             ct.save_masks(d / "masks")
             params = full_params(target, stage)
             if rank == 0:
                 torch.save(params, d / "params.pt")
-                (d / "info.json").write_text(
-                    json.dumps({"fused": handle.fused, "mask_bytes": ct.mask_bytes()})
-                )
+                info = {"fused": handle.fused, "mask_bytes": ct.mask_bytes()}
+                (d / "info.json").write_text(json.dumps(info))
             if ct.layout.distributed or rank == 0:  # unsharded: every rank owns everything
                 (d / f"keeps-rank{rank}.json").write_text(json.dumps(keeps))
             handle.remove()
@@ -152,8 +175,10 @@ def main() -> None:
     ap.add_argument("--clip", type=float, default=0.0)
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--optimizers", default="sgd,adamw")
+    ap.add_argument("--gas", type=int, default=1, help="gradient accumulation steps (DeepSpeed)")
+    ap.add_argument("--resume-at", type=int, default=None, help="checkpoint, rebuild and resume at this step")
     a = ap.parse_args()
-    run(a.stage, a.out, a.fused, a.clip, a.modes.split(","), a.optimizers.split(","))
+    run(a.stage, a.out, a.fused, a.clip, a.modes.split(","), a.optimizers.split(","), a.gas, a.resume_at)
 
 
 if __name__ == "__main__":
