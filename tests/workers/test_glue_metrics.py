@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import numpy as np
@@ -135,24 +134,3 @@ def test_shape_errors() -> None:
         accuracy([1, 0], [1])
     with pytest.raises(ValueError, match="no predictions"):
         compute_metrics("accuracy", [], [])
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("scipy") is None or importlib.util.find_spec("sklearn") is None,
-    reason="scipy / scikit-learn not installed (the hand-computed cases above stand in)",
-)
-def test_against_scipy_and_sklearn() -> None:  # pragma: no cover - only where they are installed
-    from scipy.stats import pearsonr, spearmanr
-    from sklearn.metrics import f1_score
-    from sklearn.metrics import matthews_corrcoef as sk_mcc
-
-    rng = np.random.default_rng(1)
-    for _ in range(10):
-        y = rng.integers(0, 2, 200)
-        p = np.where(rng.random(200) < 0.7, y, 1 - y)
-        assert f1_binary(p, y) == pytest.approx(f1_score(y, p))
-        assert matthews_corrcoef(p, y) == pytest.approx(sk_mcc(y, p))
-        a = np.round(rng.random(200) * 5, 1)  # with ties
-        b = a + rng.normal(size=200)
-        assert pearson(a, b) == pytest.approx(pearsonr(a, b)[0])
-        assert spearman(a, b) == pytest.approx(spearmanr(a, b)[0])
