@@ -49,7 +49,8 @@ def run_mode(mode: str, p: float, steps: int, batch: int, lr: float, seed: int) 
     kept = float("nan")
     if mode == "childtuning-d":
         fisher = [
-            {"input_ids": x[i : i + batch], "labels": y[i : i + batch]} for i in range(0, 8 * batch, batch)
+            {"input_ids": x[i : i + batch], "labels": y[i : i + batch]}
+            for i in range(0, min(8, steps) * batch, batch)
         ]
         kept = ct.compute_fisher(fisher)["kept_fraction"]
     handle = ct.attach(opt)
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--modes", default=",".join(MODES))
     a = ap.parse_args(argv)
+    if a.steps < 1 or a.batch_size < 1:
+        ap.error("--steps and --batch-size must be at least 1")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print(
         f"ChildTuning demo: tiny BERT (2 layers, hidden 64), synthetic task, {a.steps} AdamW steps "
@@ -110,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         "mean fraction drawn per step (first parameter)"
     )
     print(
-        f"D trains a fixed {a.reserve_p:.0%} of the encoder without rescaling, so on this task, learned from a random "
-        "model, it converges later than the others (try --steps 150 to see it lag)"
+        f"D trains a fixed {a.reserve_p:.0%} of the encoder without rescaling, so on this task, "
+        "learned from a random model, it converges later than the others (try --steps 150 to see it lag)"
     )
     return 0
 
