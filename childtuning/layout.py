@@ -11,7 +11,6 @@ an accumulation boundary.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -230,10 +229,3 @@ def base_optimizer(target: Any) -> torch.optim.Optimizer:
     raise TypeError(
         f"attach: expected a torch.optim optimizer or a DeepSpeed engine, got {type(target).__name__}"
     )
-
-
-def iter_grads(layout: Layout, fragments: list[Fragment]) -> Iterator[tuple[Fragment, torch.Tensor]]:
-    for frag in fragments:
-        g = layout.grad(frag)
-        if g is not None:
-            yield frag, g
