@@ -7,24 +7,14 @@ import json
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import BertForSequenceClassification
 
 from childtuning import ChildTuning, ChildTuningConfig, load_full_mask
+from tests.childtuning.zero_program import tiny_model
 
 
 def tiny_bert(seed: int = 0, dropout: float = 0.0) -> BertForSequenceClassification:
-    torch.manual_seed(seed)
-    cfg = BertConfig(
-        vocab_size=64,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=24,
-        max_position_embeddings=32,
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
-    )
-    return BertForSequenceClassification(cfg)
+    return tiny_model(seed, dropout)
 
 
 def batches(n: int, seed: int = 1, size: int = 4) -> list[dict[str, torch.Tensor]]:

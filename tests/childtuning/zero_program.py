@@ -27,8 +27,8 @@ NUM_STEPS = 3
 NUM_FISHER_BATCHES = 3
 
 
-def tiny_model() -> BertForSequenceClassification:
-    torch.manual_seed(1234)
+def tiny_model(seed: int = 1234, dropout: float = 0.0) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
     cfg = BertConfig(
         vocab_size=64,
         hidden_size=16,
@@ -36,8 +36,8 @@ def tiny_model() -> BertForSequenceClassification:
         num_attention_heads=2,
         intermediate_size=24,
         max_position_embeddings=32,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     return BertForSequenceClassification(cfg)
 
