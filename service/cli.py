@@ -1,29 +1,63 @@
-"""The ``childtune`` command. The service side never imports torch: subcommands that need it
-import their module only when they run."""
+"""The ``childtune`` command: one entry point, each subcommand in its own module.
+
+The service side never imports torch: a subcommand's module is imported only when it runs,
+so ``childtune submit`` stays light and ``childtune train`` (which launches rank processes)
+does not drag the API's dependencies in either.
+"""
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import sys
+from collections.abc import Callable
+
+# name -> (module:function taking argv, one-line help). The function parses its own arguments.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("workers.launch:main", "run a job spec locally on N ranks, with a live progress bar"),
+    "demo": ("service.embedded:demo_main", "start the local stack and fine-tune MiniLM on RTE (ChildTuning-D)"),
+    "up": ("service.embedded:up_main", "run Redis, the API and one worker on this machine (no Docker)"),
+    "api": ("service.server:main", "run the REST API (uvicorn)"),
+    "worker": ("workers.worker:main", "run a Celery GPU worker"),
+    "submit": ("service.client_cli:submit_main", "submit a fine-tune job (flags or a spec file)"),
+    "jobs": ("service.client_cli:jobs_main", "list jobs"),
+    "status": ("service.client_cli:status_main", "show one job"),
+    "watch": ("service.client_cli:watch_main", "follow a job with live progress bars"),
+    "metrics": ("service.client_cli:metrics_main", "print a job's metrics (table or CSV)"),
+    "events": ("service.client_cli:events_main", "print a job's events"),
+    "cancel": ("service.client_cli:cancel_main", "cancel a job"),
+    "download": ("service.client_cli:download_main", "download a job's model or a checkpoint"),
+    "files": ("service.client_cli:files_main", "upload, list or delete dataset files"),
+    "method-demo": ("childtuning.demo:main", "fine-tune a tiny model with each ChildTuning mode (no service)"),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: childtune COMMAND [ARGS...]", "", "Fine-tuning with the ChildTuning family of methods.", ""]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`childtune COMMAND --help` describes a command."]
+    return "\n".join(lines)
+
+
+def resolve(command: str) -> Callable[[list[str]], int]:
+    """The function behind a subcommand (imports its module)."""
+    target, _ = COMMANDS[command]
+    module_name, func_name = target.split(":")
+    module = importlib.import_module(module_name)
+    func: Callable[[list[str]], int] = getattr(module, func_name)
+    return func
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    ap = argparse.ArgumentParser(
-        prog="childtune", description="Fine-tuning with the ChildTuning family of methods."
-    )
-    sub = ap.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="fine-tune a tiny model with each ChildTuning mode on CPU", add_help=False)
-    if not argv or argv[0] in ("-h", "--help"):
-        ap.print_help()
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command == "demo":
-        from childtuning.demo import main as demo_main
-
-        return demo_main(rest)
-    ap.parse_args(argv)  # reports the unknown command
-    return 2
+    if command not in COMMANDS:
+        print(f"childtune: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    return int(resolve(command)(rest) or 0)
 
 
 if __name__ == "__main__":
