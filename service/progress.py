@@ -1,0 +1,162 @@
+"""Live progress of a job from its records, for ``childtune train`` and ``childtune watch``.
+
+:class:`ProgressView` takes the records of ``metrics.jsonl`` and ``events.jsonl`` (formats in
+``docs/job-directory.md``), wherever they come from (the job directory or the REST API), and
+draws bars on a terminal: the Fisher pass, then training (step/total, loss, the latest eval
+metric, ETA). Where the output is not a terminal (CI, a log file) it prints a line per
+phase change, per evaluation and every ``log_every`` seconds instead.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+class ProgressView:
+    def __init__(
+        self, file: TextIO | None = None, *, interactive: bool | None = None, log_every: float = 10.0
+    ):
+        self.file = file if file is not None else sys.stderr
+        self.interactive = self.file.isatty() if interactive is None else interactive
+        self.log_every = log_every
+        self.total_steps: int | None = None
+        self.step = 0
+        self.phase: str | None = None
+        self.loss: float | None = None
+        self.eval_text: str | None = None
+        self.bar: tqdm | None = None
+        self.bar_kind: str | None = None
+        self._logged_at = 0.0
+        self.finished: Mapping[str, Any] | None = None
+        self.last_eval: Mapping[str, Any] | None = None
+        self.best: Mapping[str, Any] | None = None
+
+    # -- output -------------------------------------------------------------------------------
+    def _print(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=self.file)
+        else:
+            print(text, file=self.file, flush=True)
+
+    def _open_bar(self, kind: str, total: int | None, initial: int = 0) -> None:
+        if not self.interactive:
+            self.bar_kind = kind
+            return
+        if self.bar is not None and self.bar_kind == kind and self.bar.total == total:
+            return
+        self._close_bar()
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            desc=kind,
+            file=self.file,
+            unit="step" if kind == "training" else "batch",
+            dynamic_ncols=True,
+            leave=True,
+        )
+        self.bar_kind = kind
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = None
+        self.bar_kind = None
+
+    def _postfix(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if self.loss is not None:
+            out["loss"] = f"{self.loss:.4f}"
+        if self.eval_text:
+            out["eval"] = self.eval_text
+        return out
+
+    # -- records ------------------------------------------------------------------------------
+    def metric(self, record: Mapping[str, Any]) -> None:
+        kind = record.get("kind")
+        step = int(record.get("step") or 0)
+        if record.get("total_steps"):
+            self.total_steps = int(record["total_steps"])
+        if kind == "train":
+            self.loss = record.get("loss")
+            if self.interactive:
+                self._open_bar("training", self.total_steps, initial=max(0, step - 1))
+                if self.bar is not None:
+                    self.bar.update(max(0, step - self.bar.n))
+                    self.bar.set_postfix(self._postfix(), refresh=False)
+            elif time.monotonic() - self._logged_at >= self.log_every or step == self.total_steps:
+                self._logged_at = time.monotonic()
+                loss = f"{self.loss:.4f}" if isinstance(self.loss, float) else "-"
+                self._print(f"step {step}/{self.total_steps or '?'}  loss {loss}")
+            self.step = step
+        elif kind == "eval":
+            key = record.get("main_metric")
+            value = record.get("main_value")
+            if key:
+                self.eval_text = f"{str(key).removeprefix('eval_')}={_fmt(value)}"
+            self.last_eval = record
+            if record.get("is_best"):
+                self.best = record
+            parts = [
+                f"{k.removeprefix('eval_')} {_fmt(v)}"
+                for k, v in record.items()
+                if k.startswith("eval_") and isinstance(v, int | float)
+            ]
+            best = "  (best)" if record.get("is_best") else ""
+            self._print(f"eval at step {step}: " + ", ".join(parts) + best)
+
+    def event(self, record: Mapping[str, Any]) -> None:
+        kind = record.get("type")
+        if kind == "started":
+            self.total_steps = record.get("total_steps") or self.total_steps
+            where = (
+                f"{record.get('world_size')} rank(s), ZeRO-{record.get('zero_stage')}, {record.get('device')}"
+            )
+            resumed = record.get("resumed_from")
+            extra = f", resuming from step {resumed}" if resumed else ""
+            self._print(
+                f"started: {where}, {record.get('num_train_examples')} training examples, "
+                f"{self.total_steps} steps{extra}"
+            )
+        elif kind == "phase":
+            phase = record.get("phase")
+            if phase != self.phase and not self.interactive and phase in ("fisher", "saving"):
+                self._print(f"phase: {phase}")
+            self.phase = phase
+            if self.bar is not None and self.bar_kind == "training":
+                self.bar.set_description(str(phase))
+        elif kind == "progress":
+            done, total = int(record.get("done") or 0), record.get("total")
+            if self.interactive:
+                self._open_bar(str(record.get("phase")), total)
+                if self.bar is not None:
+                    self.bar.update(max(0, done - self.bar.n))
+            elif time.monotonic() - self._logged_at >= self.log_every or done == total:
+                self._logged_at = time.monotonic()
+                self._print(f"{record.get('phase')}: {done}/{total} batches")
+        elif kind == "fisher":
+            self._close_bar()
+            self._print(
+                f"Fisher mask: kept {_fmt(record.get('kept_fraction'))} of {record.get('num_elements')} "
+                f"elements (threshold {_fmt(record.get('threshold'))})"
+            )
+        elif kind == "resumed":
+            self._print(f"resumed from {record.get('checkpoint')} (step {record.get('from_step')})")
+        elif kind == "error":
+            self._print(f"error: {record.get('message')}")
+        elif kind == "finished":
+            self.finished = record
+            self._close_bar()
+
+    def close(self) -> None:
+        self._close_bar()

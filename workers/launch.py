@@ -1,0 +1,353 @@
+"""Launching a job's ranks on this machine, and ``childtune train``.
+
+- :func:`launch_command` is the argv a worker runs for a job: ``python -m workers.launch
+  --job-dir DIR --ranks N``, a small supervisor that starts torchrun (N ranks of
+  ``python -m workers.train``), waits, and exits with the job's code (0 succeeded, 1 failed,
+  2 usage, 75 interrupted; see ``docs/job-directory.md``). Start it with
+  ``start_new_session=True`` and stop it by signalling its process group.
+- ``childtune train [SPEC] --ranks N [--job-dir DIR]`` writes ``job.json``, starts the ranks
+  in their own session, shows live progress from the job's files, and on Ctrl-C stops them
+  (TERM, a grace period, then KILL). Given a job directory alone, it resumes that job.
+
+This module imports neither torch nor the service's web stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from service.contract import JobSpec, SpecError, load_spec
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 75
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GRACE_SECONDS = 20.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def launch_command(
+    job_dir: str | Path, num_ranks: int, *, device: str = "auto", hostfile: str | Path | None = None
+) -> list[str]:
+    """The argv that runs a job's ranks under a supervisor (see the module docstring)."""
+    argv = [sys.executable, "-m", "workers.launch", "--job-dir", str(job_dir), "--ranks", str(num_ranks)]
+    argv += ["--device", device]
+    if hostfile is not None:
+        argv += ["--hostfile", str(hostfile)]
+    return argv
+
+
+def rank_command(job_dir: Path, num_ranks: int, *, hostfile: Path | None = None) -> list[str]:
+    """torchrun (one machine) or DeepSpeed's launcher (a hostfile of several) for the ranks."""
+    program = ["-m", "workers.train", "--job-dir", str(job_dir)]
+    if hostfile is not None:
+        # Multi-node: DeepSpeed's launcher reaches the hosts of the hostfile (pdsh/ssh); every
+        # host needs the same image and the job directory at the same path.
+        return [
+            sys.executable,
+            "-m",
+            "deepspeed.launcher.runner",
+            "--hostfile",
+            str(hostfile),
+            "--module",
+            *program[1:],
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(num_ranks),
+        "--nnodes",
+        "1",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "--max_restarts",
+        "0",
+        *program,
+    ]
+
+
+def rank_env(device: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if device == "cpu":
+        env["DS_ACCELERATOR"] = "cpu"
+        env.setdefault("CUDA_VISIBLE_DEVICES", "")
+    return env
+
+
+def read_status(job_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((job_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_status(job_dir: Path, **fields: Any) -> None:
+    path = job_dir / "status.json"
+    tmp = path.with_name(f"status.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({**fields, "updated": time.time()}) + "\n")
+    os.replace(tmp, path)
+
+
+def settle(job_dir: Path, returncode: int, *, interrupted: bool, started: float) -> int:
+    """The job's exit code from the launcher's return code and what rank 0 wrote.
+
+    Where rank 0 left no final status (a rank crashed, or was killed), ``status.json`` is
+    completed here so that it always ends in a terminal state.
+    """
+    status = read_status(job_dir)
+    fresh = float(status.get("updated") or 0) >= started
+    state = status.get("status") if fresh else None
+    if state == "succeeded" and returncode == 0:
+        return EXIT_OK
+    if state == "interrupted" or (interrupted and state not in ("succeeded", "failed")):
+        if state != "interrupted":
+            _write_status(job_dir, **{**status, "status": "interrupted"})
+        return EXIT_INTERRUPTED
+    if state == "failed":
+        return EXIT_USAGE if returncode == EXIT_USAGE else EXIT_FAILED
+    message = f"a rank exited with code {returncode} before the job finished; see {job_dir / 'launcher.log'}"
+    _write_status(job_dir, **{**status, "status": "failed", "error": message})
+    return EXIT_FAILED
+
+
+def stop_group(proc: subprocess.Popen[Any], grace: float = GRACE_SECONDS) -> None:
+    """TERM the process group of ``proc``, wait up to ``grace`` seconds, then KILL it."""
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; make sure no rank lingers in the group.
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return
+
+
+# ---------------------------------------------------------------------------------------------
+# python -m workers.launch: the supervisor a worker runs
+# ---------------------------------------------------------------------------------------------
+
+
+def supervise_main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m workers.launch", description="Run a job's ranks.")
+    ap.add_argument("--job-dir", required=True, type=Path)
+    ap.add_argument("--ranks", required=True, type=int)
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--hostfile", type=Path, default=None)
+    a = ap.parse_args(argv)
+    job_dir = a.job_dir.resolve()
+    interrupted = False
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal interrupted
+        interrupted = True  # the ranks are in our process group: they got the signal too
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    started = time.time()
+    proc = subprocess.Popen(rank_command(job_dir, a.ranks, hostfile=a.hostfile), env=rank_env(a.device))
+    while True:
+        try:
+            code = proc.wait()
+            break
+        except InterruptedError:
+            continue
+    return settle(job_dir, code, interrupted=interrupted, started=started)
+
+
+# ---------------------------------------------------------------------------------------------
+# childtune train
+# ---------------------------------------------------------------------------------------------
+
+
+class Follower:
+    """Reads the complete new lines of a job's ``metrics.jsonl`` and ``events.jsonl``."""
+
+    def __init__(self, job_dir: Path) -> None:
+        self.paths = {"metric": job_dir / "metrics.jsonl", "event": job_dir / "events.jsonl"}
+        self.offsets = dict.fromkeys(self.paths, 0)
+
+    def skip_existing(self) -> None:
+        for kind, path in self.paths.items():
+            self.offsets[kind] = path.stat().st_size if path.is_file() else 0
+
+    def poll(self) -> list[tuple[str, dict[str, Any]]]:
+        out: list[tuple[float, str, dict[str, Any]]] = []
+        for kind, path in self.paths.items():
+            if not path.is_file():
+                continue
+            with path.open("rb") as f:
+                f.seek(self.offsets[kind])
+                data = f.read()
+            end = data.rfind(b"\n")
+            if end < 0:
+                continue
+            self.offsets[kind] += end + 1
+            for line in data[: end + 1].decode("utf-8", "replace").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    out.append((float(record.get("time") or 0), kind, record))
+        out.sort(key=lambda item: item[0])
+        return [(kind, record) for _, kind, record in out]
+
+
+def _prepare_job_dir(a: argparse.Namespace) -> tuple[Path, JobSpec]:
+    """The job directory and its spec: a new job from SPEC, or the job already in --job-dir."""
+    existing: JobSpec | None = None
+    if a.job_dir is not None and (a.job_dir / "job.json").is_file():
+        existing = load_spec(a.job_dir / "job.json")
+    if a.spec is None:
+        if existing is None:
+            raise SpecError(
+                [("", "give a job spec (JSON or YAML), or --job-dir of an existing job to resume")]
+            )
+        spec = existing
+    else:
+        spec = load_spec(a.spec)
+    if a.ranks is not None or a.zero_stage is not None:
+        data = spec.model_dump(mode="json")
+        if a.ranks is not None:
+            data["resources"]["num_ranks"] = a.ranks
+        if a.zero_stage is not None:
+            data["resources"]["zero_stage"] = a.zero_stage
+        spec = load_spec(data)
+    if existing is not None and existing != spec:
+        raise SpecError(
+            [("", f"{a.job_dir} holds a different job; give another --job-dir, or no SPEC to resume it")]
+        )
+    job_dir = a.job_dir
+    if job_dir is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        job_dir = Path("runs") / f"job-{stamp}-{os.getpid()}"
+    job_dir = job_dir.resolve()
+    job_dir.mkdir(parents=True, exist_ok=True)
+    if existing is None:
+        tmp = job_dir / "job.json.tmp"
+        tmp.write_text(spec.model_dump_json(indent=2) + "\n")
+        os.replace(tmp, job_dir / "job.json")
+    return job_dir, spec
+
+
+def _summary(job_dir: Path, code: int, view: Any) -> str:
+    lines = []
+    status = read_status(job_dir)
+    if code == EXIT_OK:
+        last = view.last_eval or {}
+        metrics = ", ".join(
+            f"{k.removeprefix('eval_')} {v:.4f}"
+            for k, v in last.items()
+            if k.startswith("eval_") and isinstance(v, float)
+        )
+        lines.append(f"succeeded: {metrics}" if metrics else "succeeded")
+        best = status.get("best") or {}
+        if best:
+            lines.append(
+                f"best: {best.get('main_metric')} {best.get('main_value'):.4f} at step {best.get('step')}"
+            )
+        lines.append(f"model: {job_dir / 'model'}")
+        if (job_dir / "best").is_dir():
+            lines.append(f"best model: {job_dir / 'best'}")
+    elif code == EXIT_INTERRUPTED:
+        lines.append(
+            f"interrupted at step {status.get('step')}; run `childtune train --job-dir {job_dir}` to resume"
+        )
+    else:
+        lines.append(f"failed: {status.get('error') or 'see ' + str(job_dir / 'launcher.log')}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="childtune train",
+        description="Run a fine-tune job on this machine: N ranks (torchrun; CPU with gloo, or GPUs), "
+        "with live progress. Ctrl-C stops it; run again with --job-dir to resume.",
+    )
+    ap.add_argument("spec", nargs="?", help="job spec file (JSON or YAML), as the REST API takes it")
+    ap.add_argument("--ranks", type=int, default=None, help="ranks (overrides resources.num_ranks)")
+    ap.add_argument("--zero-stage", type=int, default=None, help="overrides resources.zero_stage")
+    ap.add_argument("--job-dir", type=Path, default=None, help="job directory (default: runs/job-<time>)")
+    ap.add_argument(
+        "--device", default=None, choices=("auto", "cpu", "cuda"), help="overrides resources.device"
+    )
+    ap.add_argument("--quiet", action="store_true", help="no progress, only the final summary")
+    a = ap.parse_args(argv)
+    try:
+        job_dir, spec = _prepare_job_dir(a)
+    except SpecError as exc:
+        print(f"childtune train: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    device = a.device or spec.resources.device
+    from service.progress import ProgressView
+
+    view = ProgressView(sys.stderr)
+    follower = Follower(job_dir)
+    follower.skip_existing()
+    print(f"job directory: {job_dir}", file=sys.stderr)
+    started = time.time()
+    with (job_dir / "launcher.log").open("ab") as log:
+        proc = subprocess.Popen(
+            rank_command(job_dir, spec.resources.num_ranks),
+            env=rank_env(device),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        interrupted = False
+        try:
+            while proc.poll() is None:
+                time.sleep(0.25)
+                if not a.quiet:
+                    for kind, record in follower.poll():
+                        getattr(view, kind)(record)
+        except KeyboardInterrupt:
+            interrupted = True
+            print("\nstopping (Ctrl-C again to kill now) ...", file=sys.stderr)
+            try:
+                stop_group(proc)
+            except KeyboardInterrupt:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    if not a.quiet:
+        for kind, record in follower.poll():
+            getattr(view, kind)(record)
+    view.close()
+    code = settle(job_dir, proc.returncode or 0, interrupted=interrupted, started=started)
+    print(_summary(job_dir, code, view), file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(supervise_main())

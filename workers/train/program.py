@@ -1,0 +1,638 @@
+"""The training program of one job, one process per rank: ``python -m workers.train --job-dir DIR``.
+
+It reads ``DIR/job.json`` (the job contract), then: prepare (data, model, DeepSpeed engine),
+the Fisher pass for ChildTuning-D (or the saved masks), train with evaluation and
+checkpoints, export ``model/`` (``best/`` is exported whenever an evaluation beats the best).
+Started again on a directory with a checkpoint, it resumes from the latest one. The files,
+records and exit codes are described in ``docs/job-directory.md``.
+
+Every rank runs the same code; rank 0 alone writes records and ``status.json``. Decisions
+that end the loop (a stop signal, a non-finite loss) are taken from all-reduced values, so
+every rank takes them at the same step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from service.contract import JobSpec, SpecError, load_spec
+
+log = logging.getLogger("childtune.train")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 75
+FISHER_EPOCH = -1  # the Fisher pass reads its own shuffle of the training set
+FILES_ENV = "CHILDTUNE_FILES_DIR"
+STATUS_FILE = "status.json"
+
+
+class JobError(Exception):
+    """The job cannot go on; the message is the job's error, written for its owner."""
+
+
+class Interrupted(Exception):
+    """A stop signal reached every rank; the job ends without writing anything half-done."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Small pieces
+# ---------------------------------------------------------------------------------------------
+
+
+def write_status(job_dir: Path, **fields: Any) -> None:
+    """Rewrite ``status.json`` atomically (rank 0)."""
+    path = job_dir / STATUS_FILE
+    tmp = path.with_name(STATUS_FILE + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({**fields, "updated": time.time()}, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_status(job_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((job_dir / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def files_dir(job_dir: Path) -> Path | None:
+    """Where uploaded dataset files live: ``$CHILDTUNE_FILES_DIR``, else ``<artifacts>/files``."""
+    env = os.environ.get(FILES_ENV)
+    if env:
+        return Path(env)
+    candidate = job_dir.parent.parent / "files"
+    return candidate if candidate.is_dir() else None
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of a step's dropout on a rank: a resumed run draws what the uninterrupted one drew."""
+    digest = hashlib.blake2b(f"childtune/dropout/{seed}/{rank}/{step}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How the job's examples become optimizer steps."""
+
+    world_size: int
+    micro_per_rank: int  # examples per rank per forward/backward
+    grad_accum: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+    @classmethod
+    def make(cls, spec: JobSpec, num_train: int, world_size: int) -> Plan:
+        hp = spec.hyperparameters
+        per_step = hp.batch_size * hp.gradient_accumulation_steps
+        steps_per_epoch = (num_train // hp.batch_size) // hp.gradient_accumulation_steps
+        if steps_per_epoch < 1:
+            raise JobError(
+                f"hyperparameters.batch_size: the training set has {num_train} examples, fewer than one "
+                f"optimizer step takes (batch_size {hp.batch_size} x gradient_accumulation_steps "
+                f"{hp.gradient_accumulation_steps} = {per_step}); lower them or give more data"
+            )
+        total = hp.max_steps if hp.max_steps is not None else hp.epochs * steps_per_epoch
+        return cls(
+            world_size=world_size,
+            micro_per_rank=hp.batch_size // world_size,
+            grad_accum=hp.gradient_accumulation_steps,
+            steps_per_epoch=steps_per_epoch,
+            total_steps=total,
+            warmup_steps=math.ceil(hp.warmup_ratio * total),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+
+
+class Run:
+    """One rank's part of one job."""
+
+    def __init__(self, job_dir: Path, spec: JobSpec, rank: int, world_size: int) -> None:
+        self.job_dir = job_dir
+        self.spec = spec
+        self.rank = rank
+        self.world_size = world_size
+        self.is_main = rank == 0
+        self.stop_signal: int | None = None
+        self.phase = "preparing"
+        self.step = 0
+        self.plan: Plan | None = None
+        self.best: dict[str, Any] | None = None
+        self.recorder: Any = None
+        self._status_at = 0.0
+
+    # -- records ----------------------------------------------------------------------------
+    def event(self, type_: str, **fields: Any) -> None:
+        if self.recorder is not None:
+            self.recorder.event(type_, **fields)
+
+    def set_phase(self, phase: str) -> None:
+        if phase != self.phase or phase == "preparing":
+            self.phase = phase
+            self.event("phase", phase=phase)
+            self.status("running", force=True)
+
+    def status(self, status: str, *, force: bool = False, error: str | None = None) -> None:
+        if not self.is_main:
+            return
+        now = time.monotonic()
+        if not force and now - self._status_at < 1.0:
+            return
+        self._status_at = now
+        write_status(
+            self.job_dir,
+            status=status,
+            phase=self.phase,
+            step=self.step,
+            total_steps=self.plan.total_steps if self.plan else None,
+            best=self.best,
+            error=error,
+        )
+
+    # -- signals ----------------------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stop_signal is not None:  # a second signal: the user insists
+            raise SystemExit(EXIT_INTERRUPTED)
+        self.stop_signal = signum
+        log.warning("rank %d: signal %d, stopping at the next step boundary", self.rank, signum)
+
+    def check_stop(self) -> None:
+        """Raise :class:`Interrupted` on every rank once any rank got a stop signal. Collective."""
+        import torch
+
+        flag = torch.tensor([1.0 if self.stop_signal is not None else 0.0], device=self.reduce_device)
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() > 0:
+            raise Interrupted()
+
+    # -- main ---------------------------------------------------------------------------------
+    def execute(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        if self.is_main:
+            from workers.train.sinks import Recorder
+
+            self.recorder = Recorder.for_job(self.job_dir, self.spec)
+        try:
+            self.status("running", force=True)
+            self.set_phase("preparing")
+            self.setup()
+            self.prepare_masks()
+            self.train()
+            self.finish()
+            self.event("finished", status="succeeded", step=self.step, error=None)
+            self.status("succeeded", force=True)
+            return EXIT_OK
+        except Interrupted:
+            self.event("finished", status="interrupted", step=self.step, error=None)
+            self.status("interrupted", force=True)
+            return EXIT_INTERRUPTED
+        except Exception as exc:
+            known = isinstance(exc, JobError | ValueError)
+            message = str(exc) if known else f"{type(exc).__name__}: {exc}"
+            if not known:
+                log.error("rank %d failed:\n%s", self.rank, traceback.format_exc())
+            else:
+                log.error("rank %d: %s", self.rank, message)
+            self.event("error", message=message, step=self.step if self.phase == "training" else None)
+            self.event("finished", status="failed", step=self.step, error=message)
+            self.status("failed", force=True, error=message)
+            return EXIT_FAILED
+        finally:
+            if self.recorder is not None:
+                self.recorder.close()
+
+    # -- prepare ------------------------------------------------------------------------------
+    def setup(self) -> None:
+        spec, hp, res = self.spec, self.spec.hyperparameters, self.spec.resources
+        device = _resolve_device(res.device)
+        if device == "cpu" and res.precision != "fp32":
+            raise JobError(
+                f"resources.precision: {res.precision} needs a GPU; this job runs on CPU, use fp32"
+            )
+        if device == "cpu":
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        self.device_kind = device
+
+        # Data first: a bad row fails the job before anything heavy is loaded.
+        from workers.train.data import load_splits, tokenize
+
+        splits = load_splits(spec.dataset, files_dir=files_dir(self.job_dir))
+        self.info = splits.info
+        self.plan = Plan.make(spec, len(splits.train), self.world_size)
+
+        import torch
+
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="gloo" if device == "cpu" else "nccl")
+        self.distributed = torch.distributed.is_initialized()
+        if device == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            self.torch_device = torch.device("cuda", torch.cuda.current_device())
+        else:
+            self.torch_device = torch.device("cpu")
+        self.reduce_device = self.torch_device
+
+        from workers.train.model_io import load_model, resolve_model
+
+        self.model_path = resolve_model(spec.model)
+        torch.manual_seed(hp.seed)  # the new classifier head is the same on every rank
+        self.tokenizer, model = load_model(self.model_path, self.info)
+        if getattr(self.tokenizer, "pad_token_id", None) is None:
+            raise JobError(f"model: the tokenizer of {spec.model} has no pad token; set one in its folder")
+        self.hf_model = model
+        self.train_set = tokenize(
+            splits.train, self.tokenizer, hp.max_seq_length, task_type=self.info.task_type
+        )
+        self.eval_set = tokenize(
+            splits.eval, self.tokenizer, hp.max_seq_length, task_type=self.info.task_type
+        )
+
+        plan = self.plan
+        no_decay = ("bias", "LayerNorm.weight", "layernorm.weight", "norm.weight")
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": hp.weight_decay},
+            {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=hp.learning_rate)
+
+        def schedule(step: int) -> float:  # linear warmup, then linear decay to 0
+            if step < plan.warmup_steps:
+                return step / max(1, plan.warmup_steps)
+            return max(0.0, (plan.total_steps - step) / max(1, plan.total_steps - plan.warmup_steps))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        config = {
+            "train_micro_batch_size_per_gpu": plan.micro_per_rank,
+            "gradient_accumulation_steps": plan.grad_accum,
+            "train_batch_size": plan.micro_per_rank * plan.grad_accum * self.world_size,
+            "zero_optimization": {"stage": res.zero_stage},
+            "gradient_clipping": hp.max_grad_norm,
+            "zero_allow_untested_optimizer": True,
+            "steps_per_print": 10**9,
+            "wall_clock_breakdown": False,
+            "bf16": {"enabled": res.precision == "bf16"},
+            "fp16": {"enabled": res.precision == "fp16", "initial_scale_power": 16},
+        }
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
+        )
+        from workers.train import checkpoints
+
+        self.ckpt_dir = self.job_dir / "checkpoints"
+        if self.is_main:
+            removed = checkpoints.remove_incomplete(self.ckpt_dir)
+            if removed:
+                log.warning("removed incomplete checkpoints: %s", ", ".join(removed))
+        self.barrier()
+        found = checkpoints.latest(self.ckpt_dir)
+        self.resumed_from: int | None = None
+        if found is not None:
+            step, path, state = found
+            checkpoints.load(self.engine, self.ckpt_dir, step)
+            self.step = step
+            self.best = state.get("best")
+            self.resumed_from = step
+        self.event(
+            "started",
+            world_size=self.world_size,
+            zero_stage=res.zero_stage,
+            precision=res.precision,
+            device=device,
+            total_steps=plan.total_steps,
+            steps_per_epoch=plan.steps_per_epoch,
+            num_train_examples=len(self.train_set),
+            num_eval_examples=len(self.eval_set),
+            resumed_from=self.resumed_from,
+        )
+        if found is not None:
+            self.event("resumed", from_step=found[0], checkpoint=found[1].name)
+
+    def barrier(self) -> None:
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    # -- masks ----------------------------------------------------------------------------------
+    def prepare_masks(self) -> None:
+        from childtuning import ChildTuning, ChildTuningConfig
+
+        cfg = ChildTuningConfig(**self.spec.childtuning.config_kwargs(self.spec.hyperparameters.seed))
+        self.ct = ChildTuning(self.engine, cfg)
+        masks = self.job_dir / "masks"
+        if cfg.mode == "childtuning-d":
+            if (masks / "summary.json").is_file():
+                summary = self.ct.load_masks(masks)
+            elif self.resumed_from is not None:
+                raise JobError(
+                    f"masks: the job resumes from step {self.resumed_from} but {masks} holds no D mask; "
+                    "the mask must be the one training started with (start the job afresh)"
+                )
+            else:
+                self.set_phase("fisher")
+                summary = self.ct.compute_fisher(self.fisher_batches())
+                self.ct.save_masks(masks)
+            self.event("fisher", **{k: v for k, v in summary.items() if k != "params"})
+        else:
+            self.ct.save_masks(masks)  # the summary of the draw
+        self.handle = self.ct.attach(self.engine)
+
+    def fisher_batches(self) -> Iterator[dict[str, Any]]:
+        from workers.train.data import shard_indices
+
+        hp, plan = self.spec.hyperparameters, self.plan
+        assert plan is not None
+        order = shard_indices(
+            len(self.train_set), FISHER_EPOCH, hp.seed, self.rank, self.world_size, hp.batch_size
+        )
+        per = plan.micro_per_rank
+        total = len(order) // per
+        if self.spec.childtuning.fisher_num_batches is not None:
+            total = min(total, self.spec.childtuning.fisher_num_batches)
+        shown = 0.0
+        for i in range(total):
+            self.check_stop()
+            yield self.to_device(self.train_set.batch(order[i * per : (i + 1) * per]))
+            now = time.monotonic()
+            if now - shown > 0.5 or i + 1 == total:
+                shown = now
+                self.event("progress", phase="fisher", done=i + 1, total=total)
+
+    # -- train ------------------------------------------------------------------------------------
+    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v.to(self.torch_device, non_blocking=True) for k, v in batch.items()}
+
+    def loss(self, batch: dict[str, Any]) -> Any:
+        from workers.train.losses import model_loss, rdrop_loss
+
+        alpha = self.spec.hyperparameters.rdrop_alpha
+        if alpha > 0:
+            return rdrop_loss(self.engine, batch, alpha, regression=self.info.is_regression)[0]
+        return model_loss(self.engine, batch)[0]
+
+    def train(self) -> None:
+        import torch
+
+        from workers.train.data import shard_indices
+
+        hp, plan = self.spec.hyperparameters, self.plan
+        assert plan is not None
+        self.set_phase("training")
+        self.engine.train()
+        epoch_cache: dict[int, list[int]] = {}
+        per, gas = plan.micro_per_rank, plan.grad_accum
+        while self.step < plan.total_steps:
+            self.check_stop()
+            step = self.step + 1
+            epoch, in_epoch = divmod(step - 1, plan.steps_per_epoch)
+            if epoch not in epoch_cache:
+                epoch_cache.clear()
+                epoch_cache[epoch] = shard_indices(
+                    len(self.train_set), epoch, hp.seed, self.rank, self.world_size, hp.batch_size
+                )
+            order = epoch_cache[epoch]
+            torch.manual_seed(step_seed(hp.seed, self.rank, step))
+            lr = float(self.optimizer.param_groups[0]["lr"])
+            started = time.perf_counter()
+            totals = torch.zeros(2, dtype=torch.float64, device=self.reduce_device)  # loss sum, tokens
+            for micro in range(gas):
+                first = (in_epoch * gas + micro) * per
+                batch = self.to_device(self.train_set.batch(order[first : first + per]))
+                loss = self.loss(batch)
+                self.engine.backward(loss)
+                self.engine.step()
+                totals[0] += loss.detach().double()
+                totals[1] += batch["attention_mask"].sum()
+            if self.distributed:
+                torch.distributed.all_reduce(totals)
+            # .item() waits for the device: the step's time includes its kernels.
+            mean_loss = totals[0].item() / (gas * self.world_size)
+            elapsed = time.perf_counter() - started
+            if not math.isfinite(mean_loss):
+                raise JobError(
+                    f"non-finite loss ({mean_loss}) at step {step}: training diverged; lower "
+                    "hyperparameters.learning_rate or set hyperparameters.max_grad_norm"
+                )
+            self.step = step
+            grad_norm = self.engine.get_global_grad_norm()
+            if self.recorder is not None:
+                self.recorder.metric(
+                    "train",
+                    step,
+                    total_steps=plan.total_steps,
+                    epoch=step / plan.steps_per_epoch,
+                    loss=mean_loss,
+                    lr=lr,
+                    grad_norm=None if grad_norm is None else float(grad_norm),
+                    samples_per_second=hp.batch_size * gas / elapsed,
+                    tokens_per_second=totals[1].item() / elapsed,
+                )
+            self.status("running")
+            epoch_end = step % plan.steps_per_epoch == 0
+            last = step == plan.total_steps
+            if (hp.eval_every is not None and step % hp.eval_every == 0) or epoch_end or last:
+                self.evaluate(step, last=last)
+            saving = step % hp.save_every == 0 if hp.save_every is not None else epoch_end
+            if saving and not last:
+                self.save_checkpoint(step)
+
+    def save_checkpoint(self, step: int) -> None:
+        from workers.train import checkpoints
+
+        self.set_phase("saving")
+        keep = self.spec.hyperparameters.keep_checkpoints
+        path = checkpoints.save(self.engine, self.ckpt_dir, step, {"best": self.best}, keep)
+        self.event("checkpoint", name=path.name, step=step, path=str(path))
+        self.set_phase("training")
+
+    # -- evaluate ---------------------------------------------------------------------------------
+    def evaluate(self, step: int, *, last: bool) -> None:
+        import numpy as np
+        import torch
+
+        from workers.train.data import eval_shard
+        from workers.train.glue_metrics import compute_metrics, higher_is_better
+
+        assert self.plan is not None
+        self.set_phase("evaluating")
+        self.engine.eval()
+        n = len(self.eval_set)
+        mine = eval_shard(n, self.rank, self.world_size)
+        size = max(32, self.plan.micro_per_rank * 2)
+        # Every rank runs the same number of forwards (ZeRO-3 gathers parameters in each).
+        rounds = math.ceil(math.ceil(n / self.world_size) / size)
+        outputs: list[Any] = []
+        loss_sum = 0.0
+        with torch.no_grad():
+            for r in range(rounds):
+                idx = list(mine[r * size : (r + 1) * size])
+                batch = self.to_device(self.eval_set.batch(idx or [0]))
+                out = self.engine(**batch)
+                if idx:
+                    outputs.append(out.logits.float().cpu())
+                    loss_sum += float(out.loss) * len(idx)
+        logits = torch.cat(outputs) if outputs else torch.zeros(0, self.info.num_labels)
+        gathered: list[Any] = [None] * self.world_size
+        part = (logits.numpy(), loss_sum)
+        if self.distributed:
+            torch.distributed.all_gather_object(gathered, part)
+        else:
+            gathered = [part]
+        all_logits = np.concatenate([g[0] for g in gathered])
+        labels = self.eval_set.labels.numpy()
+        predictions = all_logits[:, 0] if self.info.is_regression else all_logits
+        scores = compute_metrics(self.info.metric, predictions, labels)
+        main_key = f"eval_{self.info.main_metric}"
+        record: dict[str, Any] = {"eval_loss": sum(g[1] for g in gathered) / max(1, n)}
+        record.update({f"eval_{k}": v for k, v in scores.items()})
+        value = record[main_key]
+        better = (lambda a, b: a > b) if higher_is_better(self.info.main_metric) else (lambda a, b: a < b)
+        is_best = self.best is None or better(value, self.best["main_value"])
+        if self.recorder is not None:
+            self.recorder.metric(
+                "eval",
+                step,
+                total_steps=self.plan.total_steps,
+                epoch=step / self.plan.steps_per_epoch,
+                **record,
+                main_metric=main_key,
+                main_value=value,
+                is_best=is_best,
+            )
+        if last and self.is_main:
+            out_path = self.job_dir / "predictions.json"
+            tmp = out_path.with_name(out_path.name + ".tmp")
+            tmp.write_text(json.dumps({"step": step, "predictions": predictions.tolist()}))
+            os.replace(tmp, out_path)
+        self.last_eval = {"step": step, **record}
+        if is_best:
+            self.best = {"step": step, "main_metric": main_key, "main_value": value, "metrics": record}
+            self.export("best", step, record)
+            self.event("best", step=step, main_metric=main_key, main_value=value)
+        self.engine.train()
+        self.set_phase("training")
+
+    # -- export -----------------------------------------------------------------------------------
+    def export(self, which: str, step: int, metrics: dict[str, Any]) -> None:
+        from workers.train.model_io import export_model, full_state_dict, job_card
+
+        state = full_state_dict(self.engine)  # collective under ZeRO-3
+        if self.is_main:
+            assert state is not None and self.plan is not None
+            card = job_card(
+                self.spec,
+                self.job_dir,
+                self.info,
+                which=which,
+                step=step,
+                total_steps=self.plan.total_steps,
+                metrics=metrics,
+            )
+            path = export_model(self.job_dir / which, self.hf_model, state, self.tokenizer, card)
+            self.event("model", which=which, path=str(path), step=step)
+        self.barrier()
+
+    def finish(self) -> None:
+        self.set_phase("saving")
+        self.export("model", self.step, getattr(self, "last_eval", {}))
+        self.handle.remove()
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def _resolve_device(device: str) -> str:
+    if device != "auto":
+        if device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise JobError("resources.device: cuda was asked for but this worker has no GPU")
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m workers.train", description=__doc__.split("\n")[0])
+    ap.add_argument("--job-dir", required=True, type=Path, help="the job's directory (holds job.json)")
+    ap.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s rank" + os.environ.get("RANK", "0") + " %(levelname)s %(message)s",
+    )
+    for noisy in ("DeepSpeed", "deepspeed", "torch.distributed", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # ChildTuning's fused step replaces optimizer.step(); torch's scheduler then warns about the order.
+    warnings.filterwarnings("ignore", message="Seems like `optimizer.step\\(\\)` has been overridden")
+    warnings.filterwarnings("ignore", message=".*all_gather_into_tensor` is deprecated")
+    job_dir: Path = args.job_dir.resolve()
+    rank = int(os.environ.get("RANK", 0))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world == 1:  # started by hand, without a launcher
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("LOCAL_RANK", "0")
+        os.environ.setdefault("WORLD_SIZE", "1")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    if not (job_dir / "job.json").is_file():
+        print(f"error: {job_dir / 'job.json'} not found", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        spec = load_spec(job_dir / "job.json")
+    except SpecError as exc:
+        if rank == 0:
+            write_status(job_dir, status="failed", phase="preparing", step=0, error=str(exc))
+        print(f"error: {job_dir / 'job.json'}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if spec.resources.num_ranks != world:
+        message = (
+            f"resources.num_ranks: the job asks for {spec.resources.num_ranks} ranks but was "
+            f"launched with {world}"
+        )
+        if rank == 0:
+            write_status(job_dir, status="failed", phase="preparing", step=0, error=message)
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    previous = read_status(job_dir)
+    if previous.get("status") == "succeeded" and (job_dir / "model" / "config.json").is_file():
+        log.info("job %s already succeeded; nothing to do", job_dir.name)
+        return EXIT_OK
+    return Run(job_dir, spec, rank, world).execute()

@@ -1,0 +1,203 @@
+"""Where rank 0's metric and event records go: the job directory's files, TensorBoard, and more.
+
+A :class:`Sink` takes each record (formats in ``docs/job-directory.md``). The training loop
+talks to one :class:`Recorder`, which stamps the time, drops metric records whose step was
+already written (a resumed run re-does the steps after its checkpoint) and fans out to every
+sink. A sink that raises is logged and dropped: a broken dashboard never fails a job.
+
+Sinks beyond the built-in ones are named by ``$CHILDTUNE_SINKS`` (``module:factory,...``);
+``factory(job_dir, spec)`` returns a sink or None. The service's Redis stream sink is one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from service.contract import JobSpec
+
+log = logging.getLogger(__name__)
+
+SINKS_ENV = "CHILDTUNE_SINKS"
+METRICS_FILE = "metrics.jsonl"
+EVENTS_FILE = "events.jsonl"
+
+
+class Sink(Protocol):
+    def metric(self, record: Mapping[str, Any]) -> None: ...
+
+    def event(self, record: Mapping[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities as null: the records stay strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The complete records of a JSONL file; a torn last line (a kill mid-write) is ignored."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
+class JsonlSink:
+    """``metrics.jsonl`` and ``events.jsonl``, appended and flushed record by record."""
+
+    def __init__(self, job_dir: Path) -> None:
+        self._metrics = self._open(job_dir / METRICS_FILE)
+        self._events = self._open(job_dir / EVENTS_FILE)
+
+    @staticmethod
+    def _open(path: Path) -> Any:
+        # A kill may have torn the last line: end the file with a newline before appending.
+        if path.is_file() and path.stat().st_size:
+            with path.open("rb") as f:
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
+            if torn:
+                with path.open("a", encoding="utf-8") as f:
+                    f.write("\n")
+        return path.open("a", encoding="utf-8")
+
+    @staticmethod
+    def _write(handle: Any, record: Mapping[str, Any]) -> None:
+        handle.write(json.dumps(_json_safe(dict(record)), allow_nan=False) + "\n")
+        handle.flush()
+
+    def metric(self, record: Mapping[str, Any]) -> None:
+        self._write(self._metrics, record)
+
+    def event(self, record: Mapping[str, Any]) -> None:
+        self._write(self._events, record)
+
+    def close(self) -> None:
+        self._metrics.close()
+        self._events.close()
+
+
+class TensorBoardSink:
+    """Scalars of every train and eval record, under ``train/`` and ``eval/``."""
+
+    SKIP = frozenset({"kind", "step", "total_steps", "time", "main_metric", "is_best"})
+
+    def __init__(self, log_dir: Path) -> None:
+        from tensorboardX import SummaryWriter
+
+        self._writer = SummaryWriter(logdir=str(log_dir), flush_secs=5)
+
+    def metric(self, record: Mapping[str, Any]) -> None:
+        prefix = "eval" if record.get("kind") == "eval" else "train"
+        step = int(record["step"])
+        for key, value in record.items():
+            if key in self.SKIP or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if math.isfinite(value):
+                self._writer.add_scalar(f"{prefix}/{key.removeprefix('eval_')}", value, step)
+
+    def event(self, record: Mapping[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def extra_sinks(job_dir: Path, spec: JobSpec, names: str | None = None) -> list[Sink]:
+    """The sinks named by ``$CHILDTUNE_SINKS`` (or ``names``); one that cannot load is logged."""
+    text = os.environ.get(SINKS_ENV, "") if names is None else names
+    out: list[Sink] = []
+    for name in (part.strip() for part in text.split(",")):
+        if not name:
+            continue
+        module_name, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr or "factory")
+            sink = factory(job_dir, spec)
+        except Exception:
+            log.exception("sink %s could not be created; going on without it", name)
+            continue
+        if sink is not None:
+            out.append(sink)
+    return out
+
+
+class Recorder:
+    """Rank 0's one door for records: stamps ``time``, writes each metric step once, fans out."""
+
+    def __init__(self, sinks: Iterable[Sink], written: Mapping[str, int] | None = None) -> None:
+        self.sinks = list(sinks)
+        # kind -> the last step already written (from an earlier run of the same job)
+        self.last_step: dict[str, int] = dict(written or {})
+
+    @classmethod
+    def for_job(cls, job_dir: Path, spec: JobSpec, *, tensorboard: bool = True) -> Recorder:
+        written: dict[str, int] = {}
+        for record in read_jsonl(job_dir / METRICS_FILE):
+            kind, step = record.get("kind"), record.get("step")
+            if isinstance(kind, str) and isinstance(step, int):
+                written[kind] = max(written.get(kind, 0), step)
+        sinks: list[Sink] = [JsonlSink(job_dir)]
+        if tensorboard:
+            try:
+                sinks.append(TensorBoardSink(job_dir / "tensorboard"))
+            except Exception:
+                log.exception("TensorBoard sink unavailable; going on without it")
+        sinks.extend(extra_sinks(job_dir, spec))
+        return cls(sinks, written)
+
+    def metric(self, kind: str, step: int, **fields: Any) -> bool:
+        """Send a metric record; False (and nothing sent) when this step of ``kind`` was written."""
+        if step <= self.last_step.get(kind, 0):
+            return False
+        self.last_step[kind] = step
+        self._send("metric", {"kind": kind, "step": step, **fields, "time": time.time()})
+        return True
+
+    def event(self, type_: str, **fields: Any) -> None:
+        self._send("event", {"type": type_, **fields, "time": time.time()})
+
+    def _send(self, what: str, record: dict[str, Any]) -> None:
+        record = _json_safe(record)
+        for sink in list(self.sinks):
+            try:
+                getattr(sink, what)(record)
+            except Exception:
+                log.exception("sink %s failed; dropping it", type(sink).__name__)
+                self.sinks.remove(sink)
+                try:
+                    sink.close()
+                except Exception:
+                    pass
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("closing sink %s failed", type(sink).__name__)
+        self.sinks = []
