@@ -14,7 +14,10 @@ from collections.abc import Callable
 # name -> (module:function taking argv, one-line help). The function parses its own arguments.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("workers.launch:main", "run a job spec locally on N ranks, with a live progress bar"),
-    "demo": ("service.embedded:demo_main", "start the local stack and fine-tune MiniLM on RTE (ChildTuning-D)"),
+    "demo": (
+        "service.embedded:demo_main",
+        "start the local stack and fine-tune MiniLM on RTE (ChildTuning-D)",
+    ),
     "up": ("service.embedded:up_main", "run Redis, the API and one worker on this machine (no Docker)"),
     "api": ("service.server:main", "run the REST API (uvicorn)"),
     "worker": ("workers.worker:main", "run a Celery GPU worker"),
@@ -27,13 +30,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cancel": ("service.client_cli:cancel_main", "cancel a job"),
     "download": ("service.client_cli:download_main", "download a job's model or a checkpoint"),
     "files": ("service.client_cli:files_main", "upload, list or delete dataset files"),
-    "method-demo": ("childtuning.demo:main", "fine-tune a tiny model with each ChildTuning mode (no service)"),
+    "method-demo": (
+        "childtuning.demo:main",
+        "fine-tune a tiny model with each ChildTuning mode (no service)",
+    ),
 }
 
 
 def _usage() -> str:
     width = max(len(name) for name in COMMANDS)
-    lines = ["usage: childtune COMMAND [ARGS...]", "", "Fine-tuning with the ChildTuning family of methods.", ""]
+    lines = [
+        "usage: childtune COMMAND [ARGS...]",
+        "",
+        "Fine-tuning with the ChildTuning family of methods.",
+        "",
+    ]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "`childtune COMMAND --help` describes a command."]
     return "\n".join(lines)

@@ -15,6 +15,7 @@ This module imports neither torch nor the service's web stack.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -146,10 +147,8 @@ def stop_group(proc: subprocess.Popen[Any], grace: float = GRACE_SECONDS) -> Non
         except subprocess.TimeoutExpired:
             continue
         # The leader is gone; make sure no rank lingers in the group.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         return
 
 

@@ -320,7 +320,7 @@ class Run:
         found = checkpoints.latest(self.ckpt_dir)
         self.resumed_from: int | None = None
         if found is not None:
-            step, path, state = found
+            step, _path, state = found
             checkpoints.load(self.engine, self.ckpt_dir, step)
             self.step = step
             self.best = state.get("best")

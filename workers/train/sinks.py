@@ -11,6 +11,7 @@ Sinks beyond the built-in ones are named by ``$CHILDTUNE_SINKS`` (``module:facto
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -189,10 +190,8 @@ class Recorder:
             except Exception:
                 log.exception("sink %s failed; dropping it", type(sink).__name__)
                 self.sinks.remove(sink)
-                try:
+                with contextlib.suppress(Exception):
                     sink.close()
-                except Exception:
-                    pass
 
     def close(self) -> None:
         for sink in self.sinks:
