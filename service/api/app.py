@@ -1,0 +1,80 @@
+"""The FastAPI application: routers, error handlers, upload limit, metrics, OpenAPI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.api.errors import error_body, install_error_handlers
+from service.api.observability import install_metrics
+from service.api.routes import artifacts, files, health, jobs
+from service.contract import JobSpec
+from service.settings import Settings, load_settings
+from service.store import Store
+from workers.celery_app import make_celery
+
+__all__ = ["create_app"]
+
+DESCRIPTION = """Fine-tune models with the ChildTuning family of methods on a pool of GPU workers.
+
+Authenticate with `Authorization: Bearer <API key>`; a key belongs to a tenant, which sees only
+its own jobs and files. Errors are `{"error": {"code", "message", "field"}}`.
+Poll `/v1/jobs/{id}/metrics?after=<next_cursor>` to see every record exactly once."""
+
+
+class UploadLimit:
+    """Refuse an upload whose declared size is over the limit before reading its body."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/files":
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_bytes + (1 << 16):
+                import json
+
+                body = json.dumps(
+                    error_body("too_large", f"the upload is larger than {self.max_bytes} bytes", "file")
+                ).encode()
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ]
+                await send({"type": "http.response.start", "status": 413, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API for ``settings`` (default: from the environment; unsafe production settings raise)."""
+    settings = settings or load_settings()
+    app = FastAPI(title="childtune", version="1", description=DESCRIPTION)
+    store = Store.from_url(settings.redis_url)
+    app.state.settings = settings
+    app.state.store = store
+    app.state.celery = make_celery(settings)
+    install_error_handlers(app)
+    app.state.registry = install_metrics(app, store, settings)
+    for module in (health, files, jobs, artifacts):
+        app.include_router(module.router)
+    app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            spec_schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(spec_schema.pop("$defs", {}))
+            components["JobSpec"] = spec_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

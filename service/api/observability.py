@@ -1,0 +1,73 @@
+"""Prometheus metrics of the API: request latency, jobs by status, queue depth, live workers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from service.settings import ALL_QUEUES, Settings
+from service.store import Store
+
+__all__ = ["install_metrics"]
+
+
+class StoreCollector(Collector):
+    """Read at scrape time from the store (no state kept in the API process)."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store, self.settings = store, settings
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily("childtune_redis_up", "1 when the job store (Redis) answers")
+        jobs = GaugeMetricFamily("childtune_jobs", "Jobs by status", labels=["status"])
+        depth = GaugeMetricFamily(
+            "childtune_queue_depth", "Jobs waiting in each Celery queue", labels=["queue"]
+        )
+        workers = GaugeMetricFamily("childtune_workers_alive", "Workers with a fresh heartbeat")
+        try:
+            counts = self.store.count_by_status()
+            depths = self.store.queue_depths(ALL_QUEUES)
+            alive = len(self.store.workers_alive(self.settings.heartbeat_ttl_s))
+        except Exception:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        for status, count in counts.items():
+            jobs.add_metric([status], count)
+        for queue, count in depths.items():
+            depth.add_metric([queue], count)
+        workers.add_metric([], alive)
+        yield from (up, jobs, depth, workers)
+
+
+def install_metrics(app: FastAPI, store: Store, settings: Settings) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    latency = Histogram(
+        "childtune_http_request_duration_seconds",
+        "Time to answer an HTTP request (until the response starts)",
+        ["method", "route", "status"],
+        registry=registry,
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    )
+    registry.register(StoreCollector(store, settings))
+
+    @app.middleware("http")
+    async def _time(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            latency.labels(request.method, path, str(status)).observe(time.perf_counter() - start)
+
+    return registry

@@ -1,0 +1,146 @@
+"""``/v1/jobs``: create, list, get, cancel; metrics and events by cursor."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Query
+
+from service.api.deps import CeleryDep, SettingsDep, StoreDep, TenantDep
+from service.api.errors import RETRY_AFTER_S, ApiError
+from service.api.schemas import JobList, JobPublic, RecordPage
+from service.contract import JobSpec, SpecError, load_spec
+from service.resolve import resolve_spec
+from service.settings import queue_for
+from service.store import FINAL_STATUSES, JobRecord, Store, new_job_id, valid_cursor, valid_job_id
+from workers.celery_app import EnqueueError, enqueue
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+_EXAMPLE_SPECS: list[Any] = JobSpec.model_json_schema().get("examples", [])
+_SPEC_EXAMPLES = {
+    f"example{i + 1}": {"summary": summary, "value": value}
+    for i, (summary, value) in enumerate(
+        zip(
+            ("ChildTuning-D on a GLUE preset, 2 ranks", "ChildTuning-F on uploaded files"),
+            _EXAMPLE_SPECS,
+            strict=False,
+        )
+    )
+}
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+def owned_job(store: Store, job_id: str, tenant: str) -> JobRecord:
+    """The caller's job, else 404 (another tenant's id looks exactly like a missing one)."""
+    record = store.get_job(job_id, tenant) if valid_job_id(job_id) else None
+    if record is None:
+        raise ApiError.not_found("job", job_id)
+    return record
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobPublic,
+    summary="Submit a fine-tune job",
+    responses={422: {"description": "The spec is invalid; error.field names the first bad field."}},
+    openapi_extra={
+        "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}}}
+    },
+)
+def create_job(
+    body: Annotated[dict[str, Any], Body(openapi_examples=_SPEC_EXAMPLES)],
+    tenant: TenantDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    celery: CeleryDep,
+) -> JobPublic:
+    """Validate the spec (the job contract), resolve its model and files, store it and enqueue it."""
+    spec = load_spec(body)
+    try:
+        resolved = resolve_spec(spec, tenant, store, settings)
+    except SpecError as exc:
+        raise ApiError.from_spec_error(exc) from exc
+    record = JobRecord(
+        id=new_job_id(),
+        tenant=tenant,
+        spec=spec.model_dump(mode="json"),
+        resolved_spec=resolved.model_dump(mode="json"),
+        queue=queue_for(spec.resources.device, spec.resources.num_ranks),
+    )
+    record = store.create_job(record)
+    try:
+        enqueue(celery, record.id, record.queue)
+    except EnqueueError as exc:
+        store.delete_job(record.id)
+        raise ApiError(
+            503, "broker_unavailable", str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}
+        ) from exc
+    return JobPublic.of(record)
+
+
+@router.get("", response_model=JobList, summary="List jobs, newest first")
+def list_jobs(
+    tenant: TenantDep,
+    store: StoreDep,
+    status: Annotated[Status | None, Query(description="Only jobs with this status.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[
+        str | None, Query(pattern=r"^\d{1,20}$", description="next_cursor of the last page")
+    ] = None,
+) -> JobList:
+    page = store.list_jobs(tenant, status=status, limit=limit, cursor=cursor)
+    return JobList(data=[JobPublic.of(r) for r in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobPublic, summary="One job: status, phase, progress, metrics")
+def get_job(job_id: str, tenant: TenantDep, store: StoreDep) -> JobPublic:
+    return JobPublic.of(owned_job(store, job_id, tenant))
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic, summary="Cancel a queued or running job")
+def cancel_job(job_id: str, tenant: TenantDep, store: StoreDep) -> JobPublic:
+    """A queued job is cancelled at once; a running one within seconds (its ranks are stopped)."""
+    owned_job(store, job_id, tenant)
+    outcome = store.request_cancel(job_id)
+    if not outcome.ok and outcome.previous in FINAL_STATUSES:
+        raise ApiError(409, "job_finished", f"job {job_id} already {outcome.previous}; nothing to cancel")
+    return JobPublic.of(owned_job(store, job_id, tenant))
+
+
+def _records(store: Store, job_id: str, which: str, after: str, limit: int) -> RecordPage:
+    if not valid_cursor(after):
+        raise ApiError(422, "invalid_request", "after: a cursor is 0 or a next_cursor value", "after")
+    page = store.read_stream(job_id, which, after=after, limit=limit)
+    assert page.next_cursor is not None
+    return RecordPage(data=page.items, next_cursor=page.next_cursor)
+
+
+@router.get("/{job_id}/metrics", response_model=RecordPage, summary="Metric records after a cursor")
+def job_metrics(
+    job_id: str,
+    tenant: TenantDep,
+    store: StoreDep,
+    after: Annotated[str, Query(description="0 for the start, else the last next_cursor")] = "0",
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+) -> RecordPage:
+    """Train and eval records (``metrics.jsonl``), each once, in order; each has a ``cursor``."""
+    owned_job(store, job_id, tenant)
+    return _records(store, job_id, "metrics", after, limit)
+
+
+@router.get("/{job_id}/events", response_model=RecordPage, summary="Event records after a cursor")
+def job_events(
+    job_id: str,
+    tenant: TenantDep,
+    store: StoreDep,
+    after: Annotated[str, Query(description="0 for the start, else the last next_cursor")] = "0",
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+) -> RecordPage:
+    """Phase changes, Fisher summary, checkpoints, resume, errors, finish (``events.jsonl``)."""
+    owned_job(store, job_id, tenant)
+    return _records(store, job_id, "events", after, limit)

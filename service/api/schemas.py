@@ -1,0 +1,137 @@
+"""Response bodies of the REST API (requests are the job contract and multipart uploads)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from service.store import FileRecord, JobRecord
+
+__all__ = [
+    "CheckpointList",
+    "CheckpointPublic",
+    "FileList",
+    "FilePublic",
+    "JobList",
+    "JobPublic",
+    "Progress",
+    "RecordPage",
+]
+
+
+class Progress(BaseModel):
+    step: int = Field(description="Optimizer steps done.")
+    total_steps: int | None = Field(
+        description="Optimizer steps of the whole run (known once training starts)."
+    )
+    fraction: float | None = Field(description="step / total_steps.")
+
+
+class JobPublic(BaseModel):
+    """A job as the API shows it."""
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "id": "job-3f2a9c81b7d04e11",
+                    "status": "running",
+                    "phase": "training",
+                    "progress": {"step": 120, "total_steps": 468, "fraction": 0.256},
+                    "latest_metrics": {"train": {"kind": "train", "step": 120, "loss": 0.61}, "eval": None},
+                    "best_metrics": None,
+                    "error": None,
+                    "queue": "gpu-x2",
+                }
+            ]
+        }
+    }
+
+    id: str
+    status: str = Field(description="queued | running | succeeded | failed | cancelled")
+    phase: str | None = Field(
+        description="Inside running: preparing | fisher | training | evaluating | saving"
+    )
+    progress: Progress
+    latest_metrics: dict[str, dict[str, Any] | None] = Field(
+        description="The latest train and eval records (as in metrics.jsonl)."
+    )
+    best_metrics: dict[str, Any] | None = Field(description="The eval record with the best main metric.")
+    error: str | None
+    cancel_requested: bool
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    queue: str
+    worker: str | None
+    attempts: int
+    spec: dict[str, Any]
+
+    @classmethod
+    def of(cls, record: JobRecord) -> JobPublic:
+        total = record.total_steps
+        return cls(
+            id=record.id,
+            status=record.status,
+            phase=record.phase,
+            progress=Progress(
+                step=record.step, total_steps=total, fraction=round(record.step / total, 4) if total else None
+            ),
+            latest_metrics={"train": record.latest_train, "eval": record.latest_eval},
+            best_metrics=record.best_eval,
+            error=record.error,
+            cancel_requested=record.cancel_requested,
+            created_at=record.created_at,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            queue=record.queue,
+            worker=record.worker,
+            attempts=record.attempts,
+            spec=record.spec,
+        )
+
+
+class JobList(BaseModel):
+    data: list[JobPublic]
+    next_cursor: str | None = Field(description="Pass as cursor= for the next page; null on the last page.")
+
+
+class RecordPage(BaseModel):
+    """Records after a cursor; pass ``next_cursor`` as ``after=`` to get only newer ones."""
+
+    data: list[dict[str, Any]]
+    next_cursor: str
+
+
+class FilePublic(BaseModel):
+    id: str
+    filename: str
+    format: str
+    size_bytes: int
+    num_rows: int
+    columns: list[str]
+    created_at: float
+
+    @classmethod
+    def of(cls, record: FileRecord) -> FilePublic:
+        return cls.model_validate(record.model_dump(exclude={"tenant"}))
+
+
+class FileList(BaseModel):
+    data: list[FilePublic]
+
+
+class CheckpointPublic(BaseModel):
+    name: str = Field(
+        description='"model" (final), "best", or a DeepSpeed checkpoint folder (step-00000012).'
+    )
+    kind: str = Field(description="huggingface | deepspeed")
+    step: int | None
+    size_bytes: int
+    num_files: int
+    archive_url: str
+
+
+class CheckpointList(BaseModel):
+    data: list[CheckpointPublic]

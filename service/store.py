@@ -1,0 +1,440 @@
+"""The job and file store on Redis: the one place that knows the keys.
+
+Keys (prefix ``ct:``):
+
+- ``ct:job:<id>`` hash, one JSON value per field of :class:`JobRecord`; ``ct:status:<status>``
+  sets (jobs by status); ``ct:tenant:<t>:jobs`` sorted set (score: a global sequence number, so
+  cursor paging is stable under inserts).
+- ``ct:job:<id>:metrics`` / ``:events`` streams, one field ``r`` (the record as JSON); their
+  entry ids are the ``after=`` cursors. ``ct:job:<id>:steps`` hash: the last step stored per
+  metric kind (a resumed run's re-emitted steps are dropped).
+- ``ct:job:<id>:cancel``: set when a cancel of a running job is asked.
+- ``ct:file:<id>`` hash and ``ct:tenant:<t>:files`` sorted set: uploaded datasets.
+- ``ct:workers`` sorted set (worker instance -> last heartbeat), ``ct:worker:<instance>`` hash
+  (hostname, queues, pid), ``ct:worker-host:<hostname>`` (expiring: ``childtune worker --check``),
+  ``ct:worker-stop:<instance>`` (the worker is shutting down: its task requeues the job).
+
+Status changes go through one Lua script (:meth:`Store.transition`), so a cancel racing with a
+claim, or a reaper racing with a finishing task, leaves one consistent answer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+from pydantic import BaseModel, Field
+
+from service.contract import STATUSES
+
+__all__ = [
+    "FINAL_STATUSES",
+    "FileRecord",
+    "JobRecord",
+    "Page",
+    "Store",
+    "Transition",
+    "new_file_id",
+    "new_job_id",
+    "valid_cursor",
+    "valid_file_id",
+    "valid_job_id",
+]
+
+P = "ct:"
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+_JOB_ID = re.compile(r"^job-[0-9a-f]{16}$")
+_FILE_ID = re.compile(r"^file-[0-9a-f]{16}$")
+_STREAM_ID = re.compile(r"^(0|\d{1,20}-\d{1,20})$")
+
+
+def new_job_id() -> str:
+    return f"job-{secrets.token_hex(8)}"
+
+
+def new_file_id() -> str:
+    return f"file-{secrets.token_hex(8)}"
+
+
+def valid_job_id(text: str) -> bool:
+    return bool(_JOB_ID.match(text))
+
+
+def valid_file_id(text: str) -> bool:
+    return bool(_FILE_ID.match(text))
+
+
+def valid_cursor(text: str) -> bool:
+    """A stream cursor: ``0`` (from the start) or an entry id ``<ms>-<seq>``."""
+    return bool(_STREAM_ID.match(text))
+
+
+class JobRecord(BaseModel):
+    """A job as stored: what the API shows and what the task and the sink update."""
+
+    id: str
+    tenant: str
+    status: str = "queued"
+    phase: str | None = None
+    step: int = 0
+    total_steps: int | None = None
+    latest_train: dict[str, Any] | None = None
+    latest_eval: dict[str, Any] | None = None
+    best_eval: dict[str, Any] | None = None
+    error: str | None = None
+    created_at: float = Field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    spec: dict[str, Any]
+    resolved_spec: dict[str, Any]
+    queue: str
+    worker: str | None = None
+    worker_instance: str | None = None
+    run_id: str | None = None
+    attempts: int = 0
+    cancel_requested: bool = False
+    seq: int = 0
+
+
+class FileRecord(BaseModel):
+    """An uploaded dataset file (its bytes live at ``<artifacts>/files/<id>``)."""
+
+    id: str
+    tenant: str
+    filename: str
+    format: str
+    size_bytes: int
+    num_rows: int
+    columns: list[str]
+    created_at: float = Field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Any]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """The answer of :meth:`Store.transition`: ``ok`` when applied; ``previous`` = status before."""
+
+    ok: bool
+    previous: str | None
+
+
+# KEYS[1] job hash. ARGV: allowed statuses as ",a,b," ('' = any), expected run id as JSON ('' = any),
+# new status ('' = unchanged), increment attempts ('1'/'0'), then field/value pairs (values JSON).
+_TRANSITION = """
+local raw = redis.call('HGET', KEYS[1], 'status')
+if not raw then return {'missing', ''} end
+local cur = cjson.decode(raw)
+if ARGV[1] ~= '' and not string.find(ARGV[1], ',' .. cur .. ',', 1, true) then return {'rejected', cur} end
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'run_id') ~= ARGV[2] then return {'rejected', cur} end
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
+local new = ARGV[3]
+if new ~= '' and new ~= cur then
+  local id = cjson.decode(redis.call('HGET', KEYS[1], 'id'))
+  redis.call('HSET', KEYS[1], 'status', cjson.encode(new))
+  redis.call('SREM', 'ct:status:' .. cur, id)
+  redis.call('SADD', 'ct:status:' .. new, id)
+end
+return {'ok', cur}
+"""
+
+# KEYS[1] steps hash, KEYS[2] stream, KEYS[3] job hash. ARGV: kind, step, record JSON, field/value pairs.
+_APPEND_METRIC = """
+local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) <= last then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XADD', KEYS[2], '*', 'r', ARGV[3])
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+end
+return 1
+"""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False, default=str)
+
+
+def _safe(value: Any) -> Any:
+    """A record with NaN/inf replaced by None (JSON has no NaN)."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {k: _safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_safe(v) for v in value]
+    return value
+
+
+class Store:
+    """Jobs, files, streams, cancel flags and worker heartbeats in one Redis database."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.r = client
+        self._transition = client.register_script(_TRANSITION)
+        self._append_metric = client.register_script(_APPEND_METRIC)
+
+    @classmethod
+    def from_url(cls, url: str, *, timeout_s: float = 5.0) -> Store:
+        client = redis.Redis.from_url(
+            url, decode_responses=True, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+        )
+        return cls(client)
+
+    def ping(self) -> bool:
+        return bool(self.r.ping())
+
+    # ----------------------------------------------------------------------------------- jobs
+
+    def create_job(self, record: JobRecord) -> JobRecord:
+        """Write a new job (status ``queued``) and index it for its tenant."""
+        seq = int(cast(int, self.r.incr(P + "seq")))
+        record = record.model_copy(update={"seq": seq, "status": "queued"})
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(P + f"job:{record.id}", mapping={k: _dumps(v) for k, v in record.model_dump().items()})
+        pipe.zadd(P + f"tenant:{record.tenant}:jobs", {record.id: seq})
+        pipe.sadd(P + "status:queued", record.id)
+        pipe.execute()
+        return record
+
+    def delete_job(self, job_id: str) -> None:
+        """Remove a job entirely (used to undo a job whose enqueue failed)."""
+        record = self.get_job(job_id)
+        if record is None:
+            return
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(P + f"job:{job_id}", P + f"job:{job_id}:metrics", P + f"job:{job_id}:events")
+        pipe.delete(P + f"job:{job_id}:steps", P + f"job:{job_id}:cancel")
+        pipe.zrem(P + f"tenant:{record.tenant}:jobs", job_id)
+        for status in STATUSES:
+            pipe.srem(P + f"status:{status}", job_id)
+        pipe.execute()
+
+    def get_job(self, job_id: str, tenant: str | None = None) -> JobRecord | None:
+        """The job, or None when it does not exist (or belongs to another tenant than ``tenant``)."""
+        raw = cast(dict[str, str], self.r.hgetall(P + f"job:{job_id}"))
+        if not raw:
+            return None
+        record = JobRecord.model_validate({k: json.loads(v) for k, v in raw.items()})
+        if tenant is not None and record.tenant != tenant:
+            return None
+        return record
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        """Set fields of an existing job (not its status: use :meth:`transition`)."""
+        assert "status" not in fields
+        if fields:
+            self.r.hset(P + f"job:{job_id}", mapping={k: _dumps(v) for k, v in fields.items()})
+
+    def transition(
+        self,
+        job_id: str,
+        new_status: str | None,
+        *,
+        allowed: Iterable[str] = (),
+        expect_run: str | None = None,
+        incr_attempts: bool = False,
+        **fields: Any,
+    ) -> Transition:
+        """Atomically move a job to ``new_status`` (and set ``fields``) if its status is in
+        ``allowed`` (any when empty) and its run id is ``expect_run`` (any when None)."""
+        allowed_arg = ("," + ",".join(allowed) + ",") if allowed else ""
+        args: list[str] = [
+            allowed_arg,
+            _dumps(expect_run) if expect_run is not None else "",
+            new_status or "",
+            "1" if incr_attempts else "0",
+        ]
+        for key, value in fields.items():
+            args += [key, _dumps(value)]
+        outcome, previous = cast(list[str], self._transition(keys=[P + f"job:{job_id}"], args=args))
+        return Transition(ok=outcome == "ok", previous=previous or None)
+
+    def list_jobs(
+        self, tenant: str, *, status: str | None = None, limit: int = 20, cursor: str | None = None
+    ) -> Page:
+        """The tenant's jobs, newest first; ``cursor`` = the ``next_cursor`` of the previous page."""
+        key = P + f"tenant:{tenant}:jobs"
+        upper = f"({int(cursor)}" if cursor else "+inf"
+        found: list[JobRecord] = []
+        batch = max(limit + 1, 50)
+        while len(found) <= limit:
+            rows = cast(
+                list[tuple[str, float]],
+                self.r.zrevrangebyscore(key, upper, "-inf", start=0, num=batch, withscores=True),
+            )
+            if not rows:
+                break
+            for job_id, _score in rows:
+                record = self.get_job(job_id)
+                if record is not None and (status is None or record.status == status):
+                    found.append(record)
+                    if len(found) > limit:
+                        break
+            upper = f"({int(rows[-1][1])}"
+            if len(rows) < batch:
+                break
+        more = len(found) > limit
+        items = found[:limit]
+        return Page(items=items, next_cursor=str(items[-1].seq) if more and items else None)
+
+    def jobs_with_status(self, status: str) -> list[str]:
+        return sorted(cast(set[str], self.r.smembers(P + f"status:{status}")))
+
+    def count_by_status(self) -> dict[str, int]:
+        pipe = self.r.pipeline(transaction=False)
+        for status in STATUSES:
+            pipe.scard(P + f"status:{status}")
+        return dict(zip(STATUSES, (int(n) for n in pipe.execute()), strict=True))
+
+    # ------------------------------------------------------------------------------ cancel
+
+    def request_cancel(self, job_id: str) -> Transition:
+        """Cancel a job: a queued one at once; a running one is flagged for its worker."""
+        queued = self.transition(
+            job_id, "cancelled", allowed=("queued",), cancel_requested=True, finished_at=time.time()
+        )
+        if queued.ok:
+            return queued
+        running = self.transition(job_id, None, allowed=("running",), cancel_requested=True)
+        if running.ok:
+            self.r.set(P + f"job:{job_id}:cancel", "1")
+        return running
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return bool(self.r.exists(P + f"job:{job_id}:cancel"))
+
+    def clear_cancel(self, job_id: str) -> None:
+        self.r.delete(P + f"job:{job_id}:cancel")
+
+    # ----------------------------------------------------------------------------- streams
+
+    def append_metric(self, job_id: str, record: Mapping[str, Any], **job_fields: Any) -> bool:
+        """Append a metric record unless its (kind, step) is not newer than the last one stored.
+
+        ``job_fields`` update the job record in the same atomic step. Returns whether it was added.
+        """
+        kind = str(record.get("kind", "train"))
+        step = int(record.get("step", 0))
+        args: list[str] = [kind, str(step), _dumps(_safe(dict(record)))]
+        for key, value in job_fields.items():
+            args += [key, _dumps(_safe(value))]
+        keys = [P + f"job:{job_id}:steps", P + f"job:{job_id}:metrics", P + f"job:{job_id}"]
+        return bool(self._append_metric(keys=keys, args=args))
+
+    def append_event(self, job_id: str, record: Mapping[str, Any]) -> None:
+        self.r.xadd(P + f"job:{job_id}:events", {"r": _dumps(_safe(dict(record)))})
+
+    def read_stream(self, job_id: str, which: str, *, after: str = "0", limit: int = 1000) -> Page:
+        """Records of the ``metrics`` or ``events`` stream strictly after ``after``.
+
+        ``next_cursor`` is the id of the last record returned (``after`` itself when none), so
+        a client passing it back sees every record exactly once.
+        """
+        assert which in ("metrics", "events")
+        low = "-" if after in ("", "0") else f"({after}"
+        rows = cast(
+            list[tuple[str, dict[str, str]]],
+            self.r.xrange(P + f"job:{job_id}:{which}", low, "+", count=limit),
+        )
+        items = []
+        for entry_id, fields in rows:
+            record = json.loads(fields["r"])
+            record["cursor"] = entry_id
+            items.append(record)
+        return Page(items=items, next_cursor=rows[-1][0] if rows else (after or "0"))
+
+    # ------------------------------------------------------------------------------- files
+
+    def create_file(self, record: FileRecord) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(P + f"file:{record.id}", mapping={k: _dumps(v) for k, v in record.model_dump().items()})
+        pipe.zadd(P + f"tenant:{record.tenant}:files", {record.id: record.created_at})
+        pipe.execute()
+
+    def get_file(self, file_id: str, tenant: str | None = None) -> FileRecord | None:
+        raw = cast(dict[str, str], self.r.hgetall(P + f"file:{file_id}"))
+        if not raw:
+            return None
+        record = FileRecord.model_validate({k: json.loads(v) for k, v in raw.items()})
+        if tenant is not None and record.tenant != tenant:
+            return None
+        return record
+
+    def list_files(self, tenant: str) -> list[FileRecord]:
+        ids = cast(list[str], self.r.zrevrange(P + f"tenant:{tenant}:files", 0, -1))
+        return [f for f in (self.get_file(i) for i in ids) if f is not None]
+
+    def delete_file(self, record: FileRecord) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(P + f"file:{record.id}")
+        pipe.zrem(P + f"tenant:{record.tenant}:files", record.id)
+        pipe.execute()
+
+    # ----------------------------------------------------------------------------- workers
+
+    def heartbeat(self, instance: str, hostname: str, queues: list[str], ttl_s: float) -> None:
+        now = time.time()
+        ttl_ms = max(1, int(ttl_s * 1000))
+        pipe = self.r.pipeline(transaction=True)
+        pipe.zadd(P + "workers", {instance: now})
+        pipe.hset(
+            P + f"worker:{instance}",
+            mapping={"hostname": hostname, "queues": ",".join(queues), "beat": str(now)},
+        )
+        pipe.pexpire(P + f"worker:{instance}", ttl_ms * 10)
+        pipe.set(P + f"worker-host:{hostname}", instance, px=ttl_ms)
+        pipe.execute()
+
+    def drop_worker(self, instance: str, hostname: str) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.zrem(P + "workers", instance)
+        pipe.delete(P + f"worker:{instance}", P + f"worker-stop:{instance}")
+        pipe.delete(P + f"worker-host:{hostname}")
+        pipe.execute()
+
+    def workers_alive(self, ttl_s: float) -> list[str]:
+        """Worker instances whose last heartbeat is younger than ``ttl_s``."""
+        now = time.time()
+        self.r.zremrangebyscore(P + "workers", "-inf", now - 100 * ttl_s)  # long gone: forget them
+        return cast(list[str], self.r.zrangebyscore(P + "workers", now - ttl_s, "+inf"))
+
+    def worker_alive(self, instance: str, ttl_s: float) -> bool:
+        beat = self.r.zscore(P + "workers", instance)
+        return beat is not None and time.time() - float(cast(float, beat)) < ttl_s
+
+    def host_alive(self, hostname: str) -> bool:
+        return bool(self.r.exists(P + f"worker-host:{hostname}"))
+
+    def request_worker_stop(self, instance: str) -> None:
+        self.r.set(P + f"worker-stop:{instance}", "1", ex=3600)
+
+    def worker_stopping(self, instance: str) -> bool:
+        return bool(self.r.exists(P + f"worker-stop:{instance}"))
+
+    def try_lock(self, name: str, ttl_s: float) -> bool:
+        return bool(self.r.set(P + f"lock:{name}", "1", nx=True, px=max(1, int(ttl_s * 1000))))
+
+    # ------------------------------------------------------------------------------ queues
+
+    def queue_depths(self, queues: Iterable[str]) -> dict[str, int]:
+        """Messages waiting in each Celery queue (kombu's Redis transport: a list per priority)."""
+        queues = list(queues)
+        pipe = self.r.pipeline(transaction=False)
+        for queue in queues:
+            pipe.llen(queue)
+            for priority in (3, 6, 9):
+                pipe.llen(f"{queue}\x06\x16{priority}")
+        counts = [int(n) for n in pipe.execute()]
+        return {q: sum(counts[4 * i : 4 * i + 4]) for i, q in enumerate(queues)}

@@ -1,0 +1,179 @@
+"""``childtune worker``: a Celery worker that runs jobs, one at a time.
+
+    childtune worker [--queues gpu-x1,gpu-x2] [--concurrency 1] [--hostname NAME] [--loglevel info]
+    childtune worker --check [--hostname NAME]     # healthcheck: 0 when this worker's heartbeat is fresh
+
+The worker's main process keeps a heartbeat in the store (``readyz`` counts live workers; the
+reaper requeues the jobs of silent ones) and runs the reaper. SIGTERM is remapped to a cold
+shutdown with a soft wait (``REMAP_SIGTERM=SIGQUIT``, ``CHILDTUNE_SOFT_SHUTDOWN_S``): the first
+SIGTERM/SIGINT/SIGQUIT raises the worker's stop flag in the store; the running task then stops
+its launcher (the training program exits at a safe point) and the job's message goes back to the
+queue for the next worker, which resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import uuid
+from types import FrameType
+from typing import Any
+
+from service.settings import SettingsError, load_settings
+from service.store import Store
+
+__all__ = ["default_hostname", "main"]
+
+log = logging.getLogger("childtune.worker")
+INSTANCE_ENV = "CHILDTUNE_WORKER_INSTANCE"  # the same name as workers.tasks.INSTANCE_ENV
+
+
+def default_hostname() -> str:
+    return f"childtune@{socket.gethostname()}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="childtune worker", description="Run a Celery worker for childtune jobs."
+    )
+    p.add_argument("--queues", "-Q", help="comma-separated queues (default: $CHILDTUNE_QUEUES, else all)")
+    p.add_argument(
+        "--concurrency", "-c", type=int, default=1, help="jobs at a time (default 1: one per GPU set)"
+    )
+    p.add_argument("--hostname", "-n", default=None, help="worker name (default childtune@<host>)")
+    p.add_argument("--loglevel", "-l", default="info")
+    p.add_argument(
+        "--check", action="store_true", help="exit 0 when this worker's heartbeat is fresh in Redis, else 1"
+    )
+    return p
+
+
+class _Heartbeat(threading.Thread):
+    """Heartbeats, the stop flag and the reaper, from the worker's main process."""
+
+    def __init__(self, store: Store, instance: str, hostname: str, queues: list[str], settings: Any) -> None:
+        super().__init__(name="childtune-heartbeat", daemon=True)
+        self.store, self.instance, self.hostname, self.queues = store, instance, hostname, queues
+        self.settings = settings
+        self.stopping = threading.Event()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        from workers.celery_app import enqueue, make_celery
+        from workers.reaper import reap
+
+        app = make_celery(self.settings)
+        flagged = False
+        while not self.done.is_set():
+            try:
+                self.store.heartbeat(self.instance, self.hostname, self.queues, self.settings.heartbeat_ttl_s)
+                if self.stopping.is_set() and not flagged:
+                    self.store.request_worker_stop(self.instance)
+                    flagged = True
+                if not self.stopping.is_set():
+                    reap(self.store, self.settings, lambda job_id, queue: enqueue(app, job_id, queue))
+            except Exception as exc:  # keep beating through a Redis restart
+                log.warning("heartbeat: %s", exc)
+            if self.stopping.is_set():
+                self.done.wait(1.0)
+            else:  # wakes at once when a stop signal arrives, so the stop flag is set without delay
+                self.stopping.wait(self.settings.heartbeat_interval_s)
+
+
+def _chain_stop_signals(beat: _Heartbeat) -> None:
+    """Set the stop flag first on SIGTERM/SIGINT/SIGQUIT, then let Celery's handler run."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        previous = signal.getsignal(sig)
+
+        def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            beat.stopping.set()
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
+def _check(hostname: str) -> int:
+    try:
+        settings = load_settings()
+        store = Store.from_url(settings.redis_url, timeout_s=3)
+        alive = store.host_alive(hostname)
+    except Exception as exc:
+        print(f"worker {hostname}: cannot read its heartbeat: {exc}", file=sys.stderr)
+        return 1
+    print(f"worker {hostname}: {'alive' if alive else 'no fresh heartbeat'}")
+    return 0 if alive else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    hostname = args.hostname or default_hostname()
+    if args.check:
+        return _check(hostname)
+    if args.concurrency < 1:
+        print("childtune worker: --concurrency must be >= 1", file=sys.stderr)
+        return 2
+    # Before Celery (billiard) is imported: SIGTERM starts the cold shutdown with a soft wait.
+    os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
+    if args.queues:
+        os.environ["CHILDTUNE_QUEUES"] = args.queues
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"childtune worker: {exc}", file=sys.stderr)
+        return 2
+    instance = f"{hostname}/{uuid.uuid4().hex[:12]}"
+    os.environ[INSTANCE_ENV] = instance
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from celery import signals
+
+    import workers.tasks  # noqa: F401  (registers run_job)
+    from workers.celery_app import make_celery
+
+    app = make_celery(settings)
+    store = Store.from_url(settings.redis_url)
+    beat = _Heartbeat(store, instance, hostname, settings.queue_list, settings)
+
+    @signals.worker_ready.connect(weak=False)
+    def _ready(**_: Any) -> None:
+        _chain_stop_signals(beat)
+        beat.start()
+        log.info("worker %s ready on queues %s", hostname, settings.queues)
+
+    @signals.worker_shutdown.connect(weak=False)
+    def _shutdown(**_: Any) -> None:
+        beat.done.set()
+        beat.stopping.set()
+        try:
+            store.drop_worker(instance, hostname)
+        except Exception as exc:
+            log.warning("could not remove the heartbeat of %s: %s", instance, exc)
+
+    worker_argv = [
+        "worker",
+        "--queues",
+        settings.queues,
+        "--concurrency",
+        str(args.concurrency),
+        "--pool",
+        "prefork",
+        "--hostname",
+        hostname,
+        "--loglevel",
+        args.loglevel,
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    app.worker_main(argv=worker_argv)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
