@@ -1,0 +1,55 @@
+"""One real stack for the end-to-end tests: redis-server, the API (uvicorn) and a Celery worker
+that runs jobs with the real training program (DeepSpeed on CPU over gloo)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from service.client import Client  # noqa: E402
+from tests.e2e.stack import (  # noqa: E402
+    KEYS,
+    RedisServer,
+    service_env,
+    start_api,
+    start_worker,
+    stop,
+    write_tiny_model,
+)
+
+
+@dataclass
+class Stack:
+    url: str
+    redis_url: str
+    artifacts: Path
+    model: Path
+    env: dict[str, str]
+    logs: Path
+
+    def client(self, tenant: str = "alice") -> Client:
+        return Client(self.url, KEYS[tenant])
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    base = tmp_path_factory.mktemp("e2e")
+    server = RedisServer(base / "redis")
+    server.start()
+    env = service_env(server.url, base / "artifacts")
+    api, url = start_api(env, base / "api.log")
+    worker = None
+    try:
+        worker = start_worker(env, base / "worker.log", "e2e@test", url)
+        yield Stack(url, server.url, base / "artifacts", write_tiny_model(base / "tiny-bert"), env, base)
+    finally:
+        if worker is not None:
+            stop(worker)
+        stop(api)
+        server.stop()

@@ -1,0 +1,166 @@
+"""Real processes for the service tests: redis-server, the API (uvicorn), a Celery worker.
+
+Nothing here imitates the service: each helper starts the real program on loopback and waits
+until it answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from service.embedded import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = {"alice": "key-alice-0123456789", "bob": "key-bob-0123456789"}
+DATA = ROOT.parent / "shared" / "data"
+
+__all__ = [
+    "KEYS",
+    "ROOT",
+    "RedisServer",
+    "free_port",
+    "rank_pids",
+    "service_env",
+    "start_api",
+    "start_worker",
+    "stop",
+    "wait_for",
+    "write_tiny_model",
+]
+
+
+def service_env(redis_url: str, artifacts: Path, **extra: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "CHILDTUNE_ENV": "development",
+        "CHILDTUNE_REDIS_URL": redis_url,
+        "CHILDTUNE_ARTIFACTS": str(artifacts),
+        "CHILDTUNE_API_KEYS": ",".join(f"{key}:{tenant}" for tenant, key in KEYS.items()),
+        "CHILDTUNE_HEARTBEAT_INTERVAL_S": "1",
+        "CHILDTUNE_HEARTBEAT_TTL_S": "6",
+        "CHILDTUNE_SOFT_SHUTDOWN_S": "10",
+        "CHILDTUNE_KILL_GRACE_S": "3",
+        "DS_ACCELERATOR": "cpu",
+        "CI": "true",
+    }
+    if DATA.is_dir():
+        env["CHILDTUNE_DATA"] = str(DATA)
+    env.update(extra)
+    return env
+
+
+def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = _spawn([sys.executable, "-m", "service.cli", "api", "--port", str(port)], env, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: proc.poll() is not None or _answers(url + "/healthz"), 60, "the API")
+    except AssertionError:
+        stop(proc)
+        raise
+    assert proc.poll() is None, log.read_text()[-3000:]
+    return proc, url
+
+
+def start_worker(env: dict[str, str], log: Path, hostname: str, api_url: str) -> subprocess.Popen[bytes]:
+    proc = _spawn([sys.executable, "-m", "service.cli", "worker", "--hostname", hostname], env, log)
+    try:
+        wait_for(lambda: proc.poll() is not None or _answers(api_url + "/readyz"), 90, "a worker heartbeat")
+    except AssertionError:
+        stop(proc)
+        raise
+    assert proc.poll() is None, log.read_text()[-3000:]
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    return proc.wait()
+
+
+def rank_pids(job_dir: Path) -> list[int]:
+    """Processes whose command line names the job directory (launcher, torchrun, ranks)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(job_dir) in cmd and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+WORDS = (
+    "the a an is are was were not no yes he she it they we you of to in on for with and or but "
+    "by at from that this these those be has have had will would can could said says one two"
+).split()
+
+
+def write_tiny_model(folder: Path) -> Path:
+    """A random 2-layer BERT (hidden 16) with a word-level tokenizer, saved as a HF folder."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *letters, *[f"##{c}" for c in letters]]
+    vocab_file = folder / "vocab.txt"
+    vocab_file.write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    tokenizer.save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(dict.fromkeys(vocab)),
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=128,
+        num_labels=2,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    return folder

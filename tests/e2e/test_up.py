@@ -1,0 +1,94 @@
+"""``childtune up`` starts Redis, the API and a worker, and Ctrl-C stops all of them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.stack import ROOT, free_port, wait_for
+
+
+def processes_with_env(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if marker.encode() in environ and state != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def test_up_serves_the_cli_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHILDTUNE_")}
+    env.update({"PYTHONPATH": str(ROOT), "DS_ACCELERATOR": "cpu", "CHILDTUNE_HEARTBEAT_INTERVAL_S": "1"})
+    marker = f"CHILDTUNE_STATE={state}"
+    up = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "up", "--state", str(state), "--port", str(port)],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                return httpx.get(url + "/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(lambda: up.poll() is not None or ready(), 120, "childtune up")
+        assert up.poll() is None
+        key = (state / "api-key").read_text().strip()
+        assert key and (state / "api-key").stat().st_mode & 0o077 == 0
+        assert len(processes_with_env(marker)) >= 3  # redis is started without it; API, worker, pool
+        # The CLI finds the URL and the key that `up` wrote.
+        cli_env = {**env, "CHILDTUNE_STATE": str(state)}
+        listed = subprocess.run(
+            [sys.executable, "-m", "service.cli", "jobs"],
+            env=cli_env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert listed.returncode == 0 and listed.stdout.startswith("ID"), listed.stderr
+        up.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        out, _ = up.communicate(timeout=90)
+        assert up.returncode == 0, out
+        assert time.monotonic() - started < 60
+        assert "stopped" in out
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert processes_with_env(marker) == []
+    redis_dir = str(state / "redis")
+    leftovers = [
+        p for p in Path("/proc").iterdir()
+        if p.name.isdigit() and redis_dir.encode() in _cmdline(p)
+    ]  # fmt: skip
+    assert leftovers == []
+    try:
+        httpx.get(url + "/healthz", timeout=1)
+        answered = True
+    except httpx.HTTPError:
+        answered = False
+    assert not answered
+
+
+def _cmdline(entry: Path) -> bytes:
+    try:
+        return (entry / "cmdline").read_bytes()
+    except OSError:
+        return b""

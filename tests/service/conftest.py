@@ -1,0 +1,42 @@
+"""A real redis-server and a real API process (uvicorn) for the service tests; no worker here,
+so what a request enqueues stays in the queue where a test can count it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.e2e.stack import KEYS, RedisServer, service_env, start_api, stop  # noqa: E402
+
+
+@dataclass
+class Api:
+    url: str
+    redis: redis.Redis
+    artifacts: Path
+
+    def client(self, tenant: str | None = "alice") -> httpx.Client:
+        headers = {"Authorization": f"Bearer {KEYS[tenant]}"} if tenant else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    base = tmp_path_factory.mktemp("api")
+    server = RedisServer(base / "redis")
+    server.start()
+    env = service_env(server.url, base / "artifacts", CHILDTUNE_MAX_UPLOAD_MB="0.05")
+    proc, url = start_api(env, base / "api.log")
+    try:
+        yield Api(url, redis.Redis.from_url(server.url, decode_responses=True), base / "artifacts")
+    finally:
+        stop(proc)
+        server.stop()
