@@ -12,8 +12,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from service.client import Client  # noqa: E402
-from tests.e2e.stack import (  # noqa: E402
+from service.client import Client
+from tests.e2e.stack import (
     KEYS,
     RedisServer,
     service_env,

@@ -111,10 +111,8 @@ def start_worker(env: dict[str, str], log: Path, hostname: str, api_url: str) ->
 def stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     return proc.wait()
@@ -136,10 +134,52 @@ def rank_pids(job_dir: Path) -> list[int]:
     return found
 
 
-WORDS = (
-    "the a an is are was were not no yes he she it they we you of to in on for with and or but "
-    "by at from that this these those be has have had will would can could said says one two"
-).split()
+WORDS = [
+    "the",
+    "a",
+    "an",
+    "is",
+    "are",
+    "was",
+    "were",
+    "not",
+    "no",
+    "yes",
+    "he",
+    "she",
+    "it",
+    "they",
+    "we",
+    "you",
+    "of",
+    "to",
+    "in",
+    "on",
+    "for",
+    "with",
+    "and",
+    "or",
+    "but",
+    "by",
+    "at",
+    "from",
+    "that",
+    "this",
+    "these",
+    "those",
+    "be",
+    "has",
+    "have",
+    "had",
+    "will",
+    "would",
+    "can",
+    "could",
+    "said",
+    "says",
+    "one",
+    "two",
+]
 
 
 def write_tiny_model(folder: Path) -> Path:

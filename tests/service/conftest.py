@@ -14,7 +14,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.e2e.stack import KEYS, RedisServer, service_env, start_api, stop  # noqa: E402
+from tests.e2e.stack import KEYS, RedisServer, service_env, start_api, stop
 
 
 @dataclass

@@ -98,7 +98,8 @@ BAD_SPECS = [
     ({"model": "/no/such/model/folder"}, "model"),
     ({"hyperparameters": {"batch_size": 7}, "resources": {"num_ranks": 2}}, "hyperparameters.batch_size"),
     ({"dataset": {"train_file": "file-0123456789abcdef", "eval_file": "file-0123456789abcdef",
-                  "text_column": "t", "label_column": "l", "task_type": "classification"}}, "dataset.train_file"),
+                  "text_column": "t", "label_column": "l", "task_type": "classification"}},
+     "dataset.train_file"),
 ]  # fmt: skip
 
 
