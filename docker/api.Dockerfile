@@ -1,6 +1,6 @@
 # The REST API: slim Python, the project with its `service` extra only. No torch, no DeepSpeed:
 # the service never imports them (tests/deploy checks that this file never installs them).
-# Build from the repository root: docker build -f docker/api.Dockerfile -t childtune/api:0.1.0 .
+# Build from the repository root: docker build -f docker/api.Dockerfile -t localhost/childtune/api:0.1.0 .
 FROM python:3.11.14-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -25,6 +25,8 @@ COPY workers ./workers
 RUN pip install "./[service]"
 
 USER 10001:10001
+# Out of the source folder: imports come from the installed package.
+WORKDIR /home/childtune
 EXPOSE 8000
 # Liveness only: /healthz answers while the process serves. /readyz (Redis reachable, a worker
 # alive) is for monitoring and the load balancer's readiness, not for restarting the API.

@@ -1,6 +1,6 @@
 # The GPU worker: the CUDA 13.0 toolkit, torch 2.13.0+cu130, DeepSpeed 0.19.8 and the project's
 # `worker` extra. One container runs one Celery worker (concurrency 1) on one GPU set.
-# Build from the repository root: docker build -f docker/worker.Dockerfile -t childtune/worker:0.1.0 .
+# Build from the repository root: docker build -f docker/worker.Dockerfile -t localhost/childtune/worker:0.1.0 .
 #
 # DeepSpeed's ops are NOT pre-built (DS_BUILD_OPS=0): the project uses torch.optim optimizers and
 # NCCL, so no op is needed ahead of time, and any op a job does use JIT-compiles on first use
@@ -70,6 +70,8 @@ ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     TRITON_CACHE_DIR=/cache/triton
 
 USER 10001:10001
+# Out of the source folder: imports come from the installed package.
+WORKDIR /home/childtune
 # Claims a GPU set of its own (see gpu_slots.py), then runs the command.
 ENTRYPOINT ["gpu_slots.py"]
 HEALTHCHECK --interval=30s --timeout=15s --start-period=120s --retries=3 \

@@ -575,3 +575,37 @@ def test_env_example_documents_every_compose_variable(tmp_path: Path) -> None:
     assert re.search(r"^CHILDTUNE_API_KEYS=$", text, re.MULTILINE)  # required: no value shipped
     without = re.sub(r"^#?CHILDTUNE_QUEUES=.*\n", "", text, flags=re.MULTILINE)
     assert env_example_problems(variables, without) == [".env.example does not document CHILDTUNE_QUEUES"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The override files docs/deploy.md gives are valid on top of docker-compose.yml
+# ---------------------------------------------------------------------------------------------
+
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
+
+
+def doc_overrides(text: str) -> dict[str, str]:
+    """The ```yaml blocks of the doc that start with ``# compose.<name>.yml``."""
+    blocks = re.findall(r"```yaml\n(# (compose\.[\w-]+\.yml).*?)```", text, re.DOTALL)
+    return {name: body for body, name in blocks}
+
+
+def test_the_documented_override_files_are_valid(tmp_path: Path) -> None:
+    overrides = doc_overrides(DEPLOY_DOC.read_text())
+    expected = {"compose.head.yml", "compose.worker-host.yml", "compose.multinode.yml", "compose.cpu.yml"}
+    assert set(overrides) >= expected
+    env = {
+        "CHILDTUNE_API_KEYS": TEST_KEYS,
+        "CHILDTUNE_REDIS_PASSWORD": "0123abcd",
+        "CHILDTUNE_REDIS_BIND": "10.0.0.5",
+    }
+    for name, body in overrides.items():
+        path = tmp_path / name
+        path.write_text(body)
+        done = run_compose(tmp_path, "-f", str(path), "config", "-q", env=env)
+        assert done.returncode == 0, f"{name}: {done.stderr}"
+    broken = tmp_path / "compose.broken.yml"
+    broken.write_text(
+        "services:\n  worker:\n    deploy: {resources: {reservations: {devices: [{count: 1}]}}}\n"
+    )
+    assert run_compose(tmp_path, "-f", str(broken), "config", "-q", env=env).returncode != 0
