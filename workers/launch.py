@@ -1,10 +1,12 @@
 """Launching a job's ranks on this machine, and ``childtune train``.
 
 - :func:`launch_command` is the argv a worker runs for a job: ``python -m workers.launch
-  --job-dir DIR --ranks N``, a small supervisor that starts torchrun (N ranks of
-  ``python -m workers.train``), waits, and exits with the job's code (0 succeeded, 1 failed,
-  2 usage, 75 interrupted; see ``docs/job-directory.md``). Start it with
-  ``start_new_session=True`` and stop it by signalling its process group.
+  --job-dir DIR --ranks N``, a small supervisor that starts N ranks of ``python -m
+  workers.train`` (a :class:`RankGroup`: the torchrun environment, but every rank stays in
+  the supervisor's process group), waits, and exits with the job's code (0 succeeded, 1
+  failed, 2 usage, 75 interrupted; see ``docs/job-directory.md``). Start it with
+  ``start_new_session=True`` and stop it by signalling its process group: TERM lets every
+  rank stop at its next step boundary, KILL ends them all at once.
 - ``childtune train [SPEC] --ranks N [--job-dir DIR]`` writes ``job.json``, starts the ranks
   in their own session, shows live progress from the job's files, and on Ctrl-C stops them
   (TERM, a grace period, then KILL). Given a job directory alone, it resumes that job.
@@ -51,39 +53,6 @@ def launch_command(
     return argv
 
 
-def rank_command(job_dir: Path, num_ranks: int, *, hostfile: Path | None = None) -> list[str]:
-    """torchrun (one machine) or DeepSpeed's launcher (a hostfile of several) for the ranks."""
-    program = ["-m", "workers.train", "--job-dir", str(job_dir)]
-    if hostfile is not None:
-        # Multi-node: DeepSpeed's launcher reaches the hosts of the hostfile (pdsh/ssh); every
-        # host needs the same image and the job directory at the same path.
-        return [
-            sys.executable,
-            "-m",
-            "deepspeed.launcher.runner",
-            "--hostfile",
-            str(hostfile),
-            "--module",
-            *program[1:],
-        ]
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        str(num_ranks),
-        "--nnodes",
-        "1",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        "--max_restarts",
-        "0",
-        *program,
-    ]
-
-
 def rank_env(device: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
@@ -92,6 +61,104 @@ def rank_env(device: str) -> dict[str, str]:
         env["DS_ACCELERATOR"] = "cpu"
         env.setdefault("CUDA_VISIBLE_DEVICES", "")
     return env
+
+
+def _die_with_parent() -> None:
+    """In a rank, before exec: get SIGKILL when the launcher dies, however it dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class RankGroup:
+    """N local ranks of ``python -m workers.train``, children of this process, in its process group.
+
+    Unlike torchrun, which starts every rank in a session of its own, the ranks stay in the
+    launcher's process group: a TERM or KILL sent to the group reaches each of them, and a rank
+    whose launcher dies is killed with it. When a rank fails, the others (stuck, most likely,
+    in a collective with it) get TERM, then KILL after the grace period.
+    """
+
+    def __init__(self, job_dir: Path, num_ranks: int, env: dict[str, str], log: Any = None) -> None:
+        port = str(_free_port())
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for rank in range(num_ranks):
+            rank_env_ = {
+                **env,
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "WORLD_SIZE": str(num_ranks),
+                "LOCAL_WORLD_SIZE": str(num_ranks),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": port,
+            }
+            if num_ranks > 1 and env.get("DS_ACCELERATOR") == "cpu":
+                rank_env_.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // num_ranks)))
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "workers.train", "--job-dir", str(job_dir)],
+                    env=rank_env_,
+                    stdout=log,
+                    stderr=subprocess.STDOUT if log is not None else None,
+                    preexec_fn=_die_with_parent,
+                )
+            )
+        self._failed_at: float | None = None
+
+    def poll(self) -> int | None:
+        """The group's exit code once every rank has ended, else None (and reaps a failed group)."""
+        codes = [p.poll() for p in self.procs]
+        if any(c not in (None, 0, EXIT_INTERRUPTED) for c in codes) and None in codes:
+            now = time.monotonic()
+            if self._failed_at is None:
+                self._failed_at = now
+                self.signal(signal.SIGTERM)
+            elif now - self._failed_at > GRACE_SECONDS:
+                self.signal(signal.SIGKILL)
+        if None in codes:
+            return None
+        done = [c for c in codes if c is not None]
+        if all(c == 0 for c in done):
+            return EXIT_OK
+        if all(c in (0, EXIT_INTERRUPTED) for c in done):
+            return EXIT_INTERRUPTED
+        return next((c for c in done if c not in (0, EXIT_INTERRUPTED) and c > 0), EXIT_FAILED)
+
+    def signal(self, sig: int) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(sig)
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("ranks", timeout or 0)
+            time.sleep(0.1)
+        return code
+
+    def stop(self, grace: float = GRACE_SECONDS) -> int:
+        """TERM every rank (each stops at its next step boundary), wait ``grace``, then KILL."""
+        self.signal(signal.SIGTERM)
+        try:
+            return self.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            return self.wait()
+
+
+def deepspeed_command(job_dir: Path, hostfile: Path) -> list[str]:
+    """Multi-node: DeepSpeed's launcher starts the ranks on the hosts of ``hostfile`` (pdsh/ssh).
+
+    Every host needs the same image and the job directory at the same path.
+    """
+    program = ["workers.train", "--job-dir", str(job_dir)]
+    runner = [sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", str(hostfile)]
+    return [*runner, "--module", *program]
 
 
 def read_status(job_dir: Path) -> dict[str, Any]:
@@ -110,17 +177,19 @@ def _write_status(job_dir: Path, **fields: Any) -> None:
 
 
 def settle(job_dir: Path, returncode: int, *, interrupted: bool, started: float) -> int:
-    """The job's exit code from the launcher's return code and what rank 0 wrote.
+    """The job's exit code from the ranks' code and what rank 0 wrote.
 
     Where rank 0 left no final status (a rank crashed, or was killed), ``status.json`` is
     completed here so that it always ends in a terminal state.
     """
     status = read_status(job_dir)
+    if status.get("status") == "succeeded" and returncode == 0:  # (a finished job started again, too)
+        return EXIT_OK
     fresh = float(status.get("updated") or 0) >= started
     state = status.get("status") if fresh else None
-    if state == "succeeded" and returncode == 0:
-        return EXIT_OK
-    if state == "interrupted" or (interrupted and state not in ("succeeded", "failed")):
+    if state == "interrupted" or (
+        (interrupted or returncode == EXIT_INTERRUPTED) and state not in ("succeeded", "failed")
+    ):
         if state != "interrupted":
             _write_status(job_dir, **{**status, "status": "interrupted"})
         return EXIT_INTERRUPTED
@@ -129,27 +198,6 @@ def settle(job_dir: Path, returncode: int, *, interrupted: bool, started: float)
     message = f"a rank exited with code {returncode} before the job finished; see {job_dir / 'launcher.log'}"
     _write_status(job_dir, **{**status, "status": "failed", "error": message})
     return EXIT_FAILED
-
-
-def stop_group(proc: subprocess.Popen[Any], grace: float = GRACE_SECONDS) -> None:
-    """TERM the process group of ``proc``, wait up to ``grace`` seconds, then KILL it."""
-    try:
-        pgid = os.getpgid(proc.pid)
-    except ProcessLookupError:
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-        # The leader is gone; make sure no rank lingers in the group.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-        return
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,18 +217,17 @@ def supervise_main(argv: list[str] | None = None) -> int:
 
     def on_signal(signum: int, _frame: Any) -> None:
         nonlocal interrupted
-        interrupted = True  # the ranks are in our process group: they got the signal too
+        interrupted = True  # the ranks share our process group: a group signal reached them too
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     started = time.time()
-    proc = subprocess.Popen(rank_command(job_dir, a.ranks, hostfile=a.hostfile), env=rank_env(a.device))
-    while True:
-        try:
-            code = proc.wait()
-            break
-        except InterruptedError:
-            continue
+    if a.hostfile is not None:
+        proc = subprocess.Popen(deepspeed_command(job_dir, a.hostfile), env=rank_env(a.device))
+        code = proc.wait()
+    else:
+        group = RankGroup(job_dir, a.ranks, rank_env(a.device))
+        code = group.wait()
     return settle(job_dir, code, interrupted=interrupted, started=started)
 
 
@@ -316,34 +363,33 @@ def main(argv: list[str] | None = None) -> int:
     follower.skip_existing()
     print(f"job directory: {job_dir}", file=sys.stderr)
     started = time.time()
+
+    def on_term(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    interrupted = False
     with (job_dir / "launcher.log").open("ab") as log:
-        proc = subprocess.Popen(
-            rank_command(job_dir, spec.resources.num_ranks),
-            env=rank_env(device),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        interrupted = False
+        group = RankGroup(job_dir, spec.resources.num_ranks, rank_env(device), log)
         try:
-            while proc.poll() is None:
+            while (code := group.poll()) is None:
                 time.sleep(0.25)
                 if not a.quiet:
                     for kind, record in follower.poll():
                         getattr(view, kind)(record)
         except KeyboardInterrupt:
             interrupted = True
-            print("\nstopping (Ctrl-C again to kill now) ...", file=sys.stderr)
+            print("\nstopping at the next step (Ctrl-C again to kill now) ...", file=sys.stderr)
             try:
-                stop_group(proc)
+                code = group.stop()
             except KeyboardInterrupt:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                group.signal(signal.SIGKILL)
+                code = group.wait()
     if not a.quiet:
         for kind, record in follower.poll():
             getattr(view, kind)(record)
     view.close()
-    code = settle(job_dir, proc.returncode or 0, interrupted=interrupted, started=started)
+    code = settle(job_dir, code, interrupted=interrupted, started=started)
     print(_summary(job_dir, code, view), file=sys.stderr)
     return code
 

@@ -70,7 +70,8 @@ def load_model(model_path: str, info: DatasetInfo) -> tuple[Any, Any]:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
     except Exception as exc:
         raise ModelError(f"model: cannot load a tokenizer from {model_path}: {exc}") from exc
-    kwargs: dict[str, Any] = {"num_labels": info.num_labels}
+    # A folder fine-tuned before may carry a head of another size: it is re-initialised.
+    kwargs: dict[str, Any] = {"num_labels": info.num_labels, "ignore_mismatched_sizes": True}
     if info.is_regression:
         kwargs["problem_type"] = "regression"
     else:

@@ -176,8 +176,8 @@ class Run:
 
     # -- signals ----------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        if self.stop_signal is not None:  # a second signal: the user insists
-            raise SystemExit(EXIT_INTERRUPTED)
+        # The signal may come twice (to the process group, and forwarded by torchrun): the
+        # launcher, not a second signal, decides when waiting is over (it sends SIGKILL).
         self.stop_signal = signum
         log.warning("rank %d: signal %d, stopping at the next step boundary", self.rank, signum)
 
@@ -222,7 +222,9 @@ class Run:
                 log.error("rank %d failed:\n%s", self.rank, traceback.format_exc())
             else:
                 log.error("rank %d: %s", self.rank, message)
-            self.event("error", message=message, step=self.step if self.phase == "training" else None)
+            # During training the error belongs to the step in progress.
+            at = self.step + 1 if self.phase == "training" else None
+            self.event("error", message=message, step=at)
             self.event("finished", status="failed", step=self.step, error=message)
             self.status("failed", force=True, error=message)
             return EXIT_FAILED

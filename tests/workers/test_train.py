@@ -1,0 +1,420 @@
+"""The training program end to end: `childtune train` launching real DeepSpeed ranks (gloo, CPU).
+
+Each test runs real jobs on small slices of the GLUE data with a tiny random BERT (or the
+real MiniLM preset), then reads what the job left in its directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from childtuning import load_full_mask
+from tests.workers.tiny import write_tiny_model
+from workers.train.checkpoints import MARKER
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+EXIT_INTERRUPTED = 75
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("models")
+    return {
+        "plain": write_tiny_model(base / "tiny", dropout=0.0),
+        "dropout": write_tiny_model(base / "tiny-dropout", dropout=0.1),
+    }
+
+
+def make_spec(model: Path, **over: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "model": str(model),
+        "dataset": {"preset": "glue/rte", "max_train_examples": 64, "max_eval_examples": 24},
+        "childtuning": {"mode": "childtuning-d", "reserve_p": 0.3},
+        "hyperparameters": {
+            "max_steps": 8,
+            "batch_size": 8,
+            "learning_rate": 1e-3,
+            "max_seq_length": 48,
+            "eval_every": 4,
+            "save_every": 4,
+            "seed": 7,
+        },
+        "resources": {"num_ranks": 2, "zero_stage": 2, "device": "cpu"},
+    }
+    for key, value in over.items():
+        if isinstance(value, dict) and key != "dataset":  # a dataset is replaced whole
+            spec[key] = {**spec.get(key, {}), **value}
+        else:
+            spec[key] = value
+    return spec
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "DS_ACCELERATOR": "cpu", "CI": "true"}
+
+
+def train_argv(job_dir: Path, spec: dict[str, Any] | None) -> list[str]:
+    argv = [sys.executable, "-m", "service.cli", "train", "--job-dir", str(job_dir)]
+    if spec is not None:
+        path = job_dir.parent / f"{job_dir.name}.spec.json"
+        path.write_text(json.dumps(spec))
+        argv.insert(4, str(path))
+    return argv
+
+
+def run_job(
+    job_dir: Path, spec: dict[str, Any] | None, timeout: float = 400
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        train_argv(job_dir, spec), env=env(), capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def describe(proc: subprocess.CompletedProcess[str], job_dir: Path) -> str:
+    log = (job_dir / "launcher.log").read_text()[-4000:] if (job_dir / "launcher.log").exists() else ""
+    return f"rc={proc.returncode}\nstderr:\n{proc.stderr[-3000:]}\nlauncher.log:\n{log}"
+
+
+def tensorboard_tags(log_dir: Path) -> set[str]:
+    """Scalar tags in TensorBoard event files (TFRecord framing, Event protos)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    tags: set[str] = set()
+    for path in log_dir.rglob("events.out.tfevents.*"):
+        data = path.read_bytes()
+        pos = 0
+        while pos + 12 <= len(data):
+            (length,) = np.frombuffer(data[pos : pos + 8], dtype="<u8")
+            body = data[pos + 12 : pos + 12 + int(length)]
+            pos += 12 + int(length) + 4
+            event = Event.FromString(body)
+            tags.update(v.tag for v in event.summary.value)
+    return tags
+
+
+def predictions_of(model_dir: Path, spec: dict[str, Any]) -> np.ndarray:
+    """The exported model's outputs on the job's evaluation examples, computed afresh."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from service.contract import DatasetSpec
+    from workers.train.data import load_splits, tokenize
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+    splits = load_splits(DatasetSpec.model_validate(spec["dataset"]))
+    data = tokenize(
+        splits.eval, tokenizer, spec["hyperparameters"]["max_seq_length"], task_type=splits.info.task_type
+    )
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in data.tensors().items() if k != "labels"}).logits
+    return logits[:, 0].numpy() if splits.info.is_regression else logits.numpy()
+
+
+# (stage, mode, model, dataset/hyperparameter overrides): every mode at ZeRO-2 and ZeRO-3, with a
+# regression task and R-Drop among them.
+CASES = [
+    (2, "vanilla", "plain", {}),
+    (2, "childtuning-d", "plain", {}),
+    (2, "childtuning-f", "plain", {}),
+    (2, "update-dropout", "plain", {}),
+    (
+        3,
+        "vanilla",
+        "plain",
+        {"dataset": {"preset": "glue/mrpc", "max_train_examples": 64, "max_eval_examples": 24}},
+    ),
+    (3, "childtuning-d", "dropout", {}),
+    (3, "childtuning-f", "dropout", {"hyperparameters": {"rdrop_alpha": 1.0}}),
+    (
+        3,
+        "update-dropout",
+        "plain",
+        {"dataset": {"preset": "glue/sts-b", "max_train_examples": 64, "max_eval_examples": 24}},
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> dict[str, Any]:
+    """Run every case once; tests read the job directories."""
+    base = tmp_path_factory.mktemp("jobs")
+    out: dict[str, Any] = {}
+    for stage, mode, model, over in CASES:
+        spec = make_spec(models[model], **over)
+        spec["childtuning"] = {**spec["childtuning"], "mode": mode}
+        spec["resources"] = {**spec["resources"], "zero_stage": stage}
+        job_dir = base / f"s{stage}-{mode}"
+        out[f"s{stage}-{mode}"] = (job_dir, spec, run_job(job_dir, spec))
+    return out
+
+
+@pytest.mark.parametrize(("stage", "mode"), [(c[0], c[1]) for c in CASES])
+def test_job_finishes_with_contiguous_metrics_and_a_loadable_model(
+    finished: dict[str, Any], stage: int, mode: str
+) -> None:
+    job_dir, spec, proc = finished[f"s{stage}-{mode}"]
+    assert proc.returncode == 0, describe(proc, job_dir)
+    status = json.loads((job_dir / "status.json").read_text())
+    assert status["status"] == "succeeded" and status["step"] == 8 and status["error"] is None
+
+    metrics = records(job_dir / "metrics.jsonl")
+    train = [r for r in metrics if r["kind"] == "train"]
+    assert [r["step"] for r in train] == list(range(1, 9))
+    for r in train:
+        assert r["total_steps"] == 8 and np.isfinite(r["loss"]) and r["lr"] >= 0
+        assert r["samples_per_second"] > 0 and r["tokens_per_second"] > 0
+        assert {"epoch", "grad_norm", "time"} <= r.keys()
+    evals = [r for r in metrics if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [4, 8]  # eval_every 4, and the last step
+    main = evals[0]["main_metric"]
+    expected_main = {
+        "glue/rte": "eval_accuracy",
+        "glue/mrpc": "eval_f1",
+        "glue/sts-b": "eval_pearson",
+    }[spec["dataset"]["preset"]]
+    assert main == expected_main and all(main in r and "eval_loss" in r for r in evals)
+
+    events = records(job_dir / "events.jsonl")
+    types = [e["type"] for e in events]
+    assert types[-1] == "finished" and events[-1]["status"] == "succeeded"
+    phases = [e["phase"] for e in events if e["type"] == "phase"]
+    assert ("fisher" in phases) == (mode == "childtuning-d")
+    assert [e["name"] for e in events if e["type"] == "checkpoint"] == ["step-00000004"]
+    assert (job_dir / "checkpoints" / "step-00000004" / MARKER).is_file()
+    assert {"train/loss", "train/lr", f"eval/{main.removeprefix('eval_')}"} <= tensorboard_tags(
+        job_dir / "tensorboard"
+    )
+
+    # model/ is a plain Hugging Face folder giving the trained model's predictions
+    saved = json.loads((job_dir / "predictions.json").read_text())
+    assert saved["step"] == 8
+    again = predictions_of(job_dir / "model", spec)
+    np.testing.assert_allclose(again, np.asarray(saved["predictions"]), rtol=1e-4, atol=1e-5)
+    card = json.loads((job_dir / "model" / "childtune.json").read_text())
+    assert card["step"] == 8 and card["spec"]["childtuning"]["mode"] == mode
+    best = json.loads((job_dir / "best" / "childtune.json").read_text())
+    assert best["metrics"][main] == max(r[main] for r in evals)
+
+    summary = json.loads((job_dir / "masks" / "summary.json").read_text())
+    assert summary["mode"] == mode and summary["world_size"] == 2 and summary["zero_stage"] == stage
+    if mode == "childtuning-d":
+        assert summary["num_kept"] == round(0.3 * summary["num_elements"])
+
+
+def test_rdrop_and_regression_ran(finished: dict[str, Any]) -> None:
+    _, spec, _ = finished["s3-childtuning-f"]
+    assert spec["hyperparameters"]["rdrop_alpha"] == 1.0
+    job_dir, _, proc = finished["s3-update-dropout"]
+    assert proc.returncode == 0, describe(proc, job_dir)
+    config = json.loads((job_dir / "model" / "config.json").read_text())
+    assert config["problem_type"] == "regression" and config.get("num_labels", 1) == 1
+    assert len(config["id2label"]) == 1
+
+
+def test_d_mask_is_the_same_bits_at_one_and_two_ranks(
+    finished: dict[str, Any], tmp_path: Path, models: dict[str, Path]
+) -> None:
+    two_dir, spec, proc = finished["s2-childtuning-d"]
+    assert proc.returncode == 0, describe(proc, two_dir)
+    one = {**spec, "resources": {**spec["resources"], "num_ranks": 1}}
+    one_dir = tmp_path / "one-rank"
+    proc = run_job(one_dir, one)
+    assert proc.returncode == 0, describe(proc, one_dir)
+    a, b = load_full_mask(one_dir / "masks"), load_full_mask(two_dir / "masks")
+    assert a.keys() == b.keys() and len(a) > 0
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    shards = json.loads((two_dir / "masks" / "summary.json").read_text())["shards"]
+    assert len(shards) == 2  # sharded per rank at ZeRO-2
+
+
+def _wait_for_step(job_dir: Path, step: int, proc: subprocess.Popen[str], timeout: float = 300) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (
+            f"the job ended early (rc={proc.returncode}): {proc.stderr and proc.stderr.read()}"
+        )
+        path = job_dir / "metrics.jsonl"
+        if path.is_file():
+            steps = [r["step"] for r in records(path) if r["kind"] == "train"]
+            if steps and steps[-1] >= step:
+                return steps[-1]
+        time.sleep(0.05)
+    raise AssertionError(f"step {step} not reached in {timeout} s")
+
+
+def _start(job_dir: Path, spec: dict[str, Any] | None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        train_argv(job_dir, spec),
+        env=env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # the test signals the whole group, as a worker does
+    )
+
+
+def _rank_pids(job_dir: Path) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "workers.train" in cmd and str(job_dir) in cmd:
+                out.append(int(entry.name))
+    return out
+
+
+def test_sigterm_then_sigkill_then_resume(tmp_path: Path, models: dict[str, Path]) -> None:
+    total = 160
+    spec = make_spec(
+        models["plain"],
+        childtuning={"mode": "childtuning-f", "reserve_p": 0.4},
+        dataset={"preset": "glue/rte", "max_train_examples": 256, "max_eval_examples": 16},
+        hyperparameters={"max_steps": total, "save_every": 20, "eval_every": 80, "max_seq_length": 96},
+    )
+    job_dir = tmp_path / "job"
+
+    # SIGTERM: the job stops at a step boundary, writes nothing half-done, exits 75.
+    proc = _start(job_dir, spec)
+    _wait_for_step(job_dir, 25, proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_INTERRUPTED, err[-3000:]
+    status = json.loads((job_dir / "status.json").read_text())
+    assert status["status"] == "interrupted"
+    assert not list(job_dir.rglob("*.tmp")), "a temporary file was left behind"
+    assert records(job_dir / "events.jsonl")[-1]["status"] == "interrupted"
+    assert not _rank_pids(job_dir)
+
+    # SIGKILL to the whole group mid-training: nothing can be saved.
+    proc = _start(job_dir, None)
+    killed_at = _wait_for_step(job_dir, 70, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while _rank_pids(job_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _rank_pids(job_dir)
+    assert killed_at < total
+
+    # Started again: it resumes from the latest checkpoint and finishes.
+    proc2 = run_job(job_dir, None)
+    assert proc2.returncode == 0, describe(proc2, job_dir)
+    train_steps = [r["step"] for r in records(job_dir / "metrics.jsonl") if r["kind"] == "train"]
+    assert train_steps == list(range(1, total + 1)), "a step is missing or appears twice"
+    eval_steps = [r["step"] for r in records(job_dir / "metrics.jsonl") if r["kind"] == "eval"]
+    assert eval_steps == [32, 64, 80, 96, 128, 160]  # each epoch's end (32 steps) and every 80
+    events = records(job_dir / "events.jsonl")
+    resumed = [e["from_step"] for e in events if e["type"] == "resumed"]
+    assert len(resumed) == 2 and resumed[0] == 20 and resumed[1] >= 60 and resumed[1] % 20 == 0
+    assert json.loads((job_dir / "status.json").read_text())["step"] == total
+    kept = sorted(p.name for p in (job_dir / "checkpoints").iterdir() if p.is_dir())
+    assert len(kept) == 2  # keep_checkpoints defaults to 2
+
+    # A finished job started again does nothing and succeeds.
+    again = run_job(job_dir, None)
+    assert again.returncode == 0
+    assert [r["step"] for r in records(job_dir / "metrics.jsonl") if r["kind"] == "train"] == train_steps
+
+
+def test_malformed_row_fails_before_training(tmp_path: Path, models: dict[str, Path]) -> None:
+    train = tmp_path / "train.csv"
+    rows = ["text,label"] + [f"sentence number {i},{i % 2}" for i in range(20)]
+    rows[13] = "a broken row,maybe"  # line 14 of the file
+    train.write_text("\n".join(rows) + "\n")
+    dev = tmp_path / "dev.csv"
+    dev.write_text("text,label\nfine,0\nalso fine,1\n")
+    spec = make_spec(
+        models["plain"],
+        dataset={
+            "train_file": str(train),
+            "eval_file": str(dev),
+            "text_column": "text",
+            "label_column": "label",
+            "task_type": "regression",
+        },
+    )
+    job_dir = tmp_path / "job"
+    proc = run_job(job_dir, spec)
+    assert proc.returncode == 1, describe(proc, job_dir)
+    error = json.loads((job_dir / "status.json").read_text())["error"]
+    assert str(train) in error and "line 14" in error and "'maybe'" in error
+    assert "failed:" in proc.stderr and "line 14" in proc.stderr
+    phases = [e["phase"] for e in records(job_dir / "events.jsonl") if e["type"] == "phase"]
+    assert "training" not in phases
+    assert not (job_dir / "metrics.jsonl").read_text().strip()
+
+
+def test_non_finite_loss_fails_naming_the_step(tmp_path: Path, models: dict[str, Path]) -> None:
+    train = tmp_path / "train.jsonl"
+    # A finite label whose square overflows float32: the first step's loss is infinite.
+    train.write_text("".join(json.dumps({"a": f"text {i}", "y": 1e30}) + "\n" for i in range(16)))
+    spec = make_spec(
+        models["plain"],
+        dataset={
+            "train_file": str(train),
+            "eval_file": str(train),
+            "text_column": "a",
+            "label_column": "y",
+            "task_type": "regression",
+        },
+        resources={"num_ranks": 1, "zero_stage": 0, "device": "cpu"},
+        childtuning={"mode": "vanilla"},
+    )
+    job_dir = tmp_path / "job"
+    proc = run_job(job_dir, spec)
+    assert proc.returncode == 1, describe(proc, job_dir)
+    error = json.loads((job_dir / "status.json").read_text())["error"]
+    assert "non-finite loss" in error and "at step 1" in error
+    last = records(job_dir / "events.jsonl")[-2]
+    assert last["type"] == "error" and last["step"] == 1
+
+
+def test_minilm_preset_fine_tunes_offline(tmp_path: Path) -> None:
+    spec = {
+        "model": "minilm-l6",
+        "dataset": {"preset": "glue/rte", "max_train_examples": 24, "max_eval_examples": 8},
+        "childtuning": {"mode": "childtuning-d", "reserve_p": 0.3, "fisher_num_batches": 2},
+        "hyperparameters": {"max_steps": 3, "batch_size": 8, "max_seq_length": 64},
+        "resources": {"num_ranks": 1, "zero_stage": 2, "device": "cpu"},
+    }
+    job_dir = tmp_path / "job"
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    proc = subprocess.run(
+        [sys.executable, "-m", "service.cli", "train", str(path), "--job-dir", str(job_dir)],
+        env={**env(), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, describe(proc, job_dir)
+    config = json.loads((job_dir / "model" / "config.json").read_text())
+    assert config["hidden_size"] == 384 and config["num_hidden_layers"] == 6
+    assert config["id2label"] == {"0": "entailment", "1": "not_entailment"}
+    summary = json.loads((job_dir / "masks" / "summary.json").read_text())
+    assert summary["num_fisher_batches"] == 2
+    assert summary["num_elements"] > 10_000_000  # the encoder layers of MiniLM
+    train = [r for r in records(job_dir / "metrics.jsonl") if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3]
