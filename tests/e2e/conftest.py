@@ -5,36 +5,21 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from service.client import Client
 from tests.e2e.stack import (
-    KEYS,
     RedisServer,
+    Stack,
     service_env,
     start_api,
     start_worker,
     stop,
     write_tiny_model,
 )
-
-
-@dataclass
-class Stack:
-    url: str
-    redis_url: str
-    artifacts: Path
-    model: Path
-    env: dict[str, str]
-    logs: Path
-
-    def client(self, tenant: str = "alice") -> Client:
-        return Client(self.url, KEYS[tenant])
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
+from service.client import Client
 from service.embedded import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +29,9 @@ DATA = ROOT.parent / "shared" / "data"
 __all__ = [
     "KEYS",
     "ROOT",
+    "Api",
     "RedisServer",
+    "Stack",
     "free_port",
     "rank_pids",
     "service_env",
@@ -36,6 +41,34 @@ __all__ = [
     "wait_for",
     "write_tiny_model",
 ]
+
+
+@dataclass
+class Api:
+    """A running API (without a worker) and a client of its Redis."""
+
+    url: str
+    redis: redis.Redis
+    artifacts: Path
+
+    def client(self, tenant: str | None = "alice") -> httpx.Client:
+        headers = {"Authorization": f"Bearer {KEYS[tenant]}"} if tenant else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+@dataclass
+class Stack:
+    """A running API with a worker, the tiny model, and the environment they share."""
+
+    url: str
+    redis_url: str
+    artifacts: Path
+    model: Path
+    env: dict[str, str]
+    logs: Path
+
+    def client(self, tenant: str = "alice") -> Client:
+        return Client(self.url, KEYS[tenant])
 
 
 def service_env(redis_url: str, artifacts: Path, **extra: str) -> dict[str, str]:

@@ -9,9 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import Stack
-
-from tests.e2e.stack import ROOT, rank_pids, wait_for
+from tests.e2e.stack import ROOT, Stack, rank_pids, wait_for
 
 FINAL = ("succeeded", "failed", "cancelled")
 

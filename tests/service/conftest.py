@@ -5,27 +5,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.e2e.stack import KEYS, RedisServer, service_env, start_api, stop
-
-
-@dataclass
-class Api:
-    url: str
-    redis: redis.Redis
-    artifacts: Path
-
-    def client(self, tenant: str | None = "alice") -> httpx.Client:
-        headers = {"Authorization": f"Bearer {KEYS[tenant]}"} if tenant else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+from tests.e2e.stack import Api, RedisServer, service_env, start_api, stop
 
 
 @pytest.fixture(scope="session")

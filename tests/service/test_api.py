@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Api
 
 from service.settings import ALL_QUEUES
+from tests.e2e.stack import Api
 
 ROOT = Path(__file__).resolve().parents[2]
 
