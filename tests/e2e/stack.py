@@ -21,6 +21,7 @@ import redis
 
 from service.client import Client
 from service.embedded import RedisServer, free_port
+from tests.workers.tiny import write_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"alice": "key-alice-0123456789", "bob": "key-bob-0123456789"}
@@ -165,75 +166,3 @@ def rank_pids(job_dir: Path) -> list[int]:
         if str(job_dir) in cmd and state != "Z":
             found.append(int(entry.name))
     return found
-
-
-WORDS = [
-    "the",
-    "a",
-    "an",
-    "is",
-    "are",
-    "was",
-    "were",
-    "not",
-    "no",
-    "yes",
-    "he",
-    "she",
-    "it",
-    "they",
-    "we",
-    "you",
-    "of",
-    "to",
-    "in",
-    "on",
-    "for",
-    "with",
-    "and",
-    "or",
-    "but",
-    "by",
-    "at",
-    "from",
-    "that",
-    "this",
-    "these",
-    "those",
-    "be",
-    "has",
-    "have",
-    "had",
-    "will",
-    "would",
-    "can",
-    "could",
-    "said",
-    "says",
-    "one",
-    "two",
-]
-
-
-def write_tiny_model(folder: Path) -> Path:
-    """A random 2-layer BERT (hidden 16) with a word-level tokenizer, saved as a HF folder."""
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
-    folder.mkdir(parents=True, exist_ok=True)
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *letters, *[f"##{c}" for c in letters]]
-    vocab_file = folder / "vocab.txt"
-    vocab_file.write_text("\n".join(dict.fromkeys(vocab)) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
-    tokenizer.save_pretrained(folder)
-    config = BertConfig(
-        vocab_size=len(dict.fromkeys(vocab)),
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=24,
-        max_position_embeddings=128,
-        num_labels=2,
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    return folder
