@@ -11,18 +11,9 @@ What this module gives the training program:
 - :func:`shard_indices` deals each rank its part of every global batch, identically for any
   number of ranks; :func:`eval_shard` splits evaluation without dropping anything.
 
-File formats:
-
-- ``tsv``: tab-separated, header row, NO quoting (``csv.QUOTE_NONE``, as GLUE's files): a
-  quote character is ordinary text and a field cannot hold a tab or a newline.
-- ``csv``: comma-separated, header row, standard quoting (a quoted field may hold commas,
-  quotes as ``""`` and newlines; errors then name the line where the record starts).
-- ``jsonl``: one JSON object per line; text fields must be strings.
-
-Blank lines are skipped everywhere. Files are UTF-8; a leading byte-order mark is ignored.
-The format comes from ``DatasetSpec.file_format``, else the extension (``.csv``, ``.tsv``,
-``.jsonl``/``.ndjson``/``.json``), else the content (``{`` first: jsonl; a tab in the first
-line: tsv; else csv) — uploaded files are stored without an extension.
+File formats (csv, tsv, jsonl; detection, quoting, encoding) are read by ``service.datasets``,
+the one reader the API's upload checks use too; errors here put the file's path in front.
+JSONL text fields must be strings.
 
 Labels of user files: regression labels are finite numbers. Classification labels are
 integers or strings, collected from the TRAINING file: when all are integers they sort
@@ -36,9 +27,7 @@ This module imports neither torch nor transformers at import time.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import math
 import os
 import re
@@ -48,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from service.contract import PRESET_METRICS, DatasetSpec
+from service.datasets import DatasetFileError, Record, decode, detect_format, jsonl_records, table_records
 from workers.train.glue_metrics import MAIN_METRIC
 
 if TYPE_CHECKING:
@@ -260,8 +250,6 @@ def data_root() -> Path:
 # Reading files
 # ---------------------------------------------------------------------------------------------
 
-Record = tuple[int, Mapping[str, Any]]  # (1-based start line, column -> value)
-
 
 def _read_text(path: Path, encoding: str = "utf-8-sig") -> str:
     try:
@@ -271,111 +259,30 @@ def _read_text(path: Path, encoding: str = "utf-8-sig") -> str:
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
     try:
-        return data.decode(encoding)
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DatasetError(f"{path}: line {line}: not valid UTF-8 text ({exc.reason})") from None
+        return decode(data, encoding)
+    except DatasetFileError as exc:
+        raise DatasetError(f"{path}: {exc}") from None
 
 
-def _detect_format(path: Path, text: str, given: str | None) -> str:
-    if given is not None:
-        return given
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return "csv"
-    if suffix in (".tsv", ".tab"):
-        return "tsv"
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        return "jsonl"
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    if first.lstrip().startswith("{"):
-        return "jsonl"
-    return "tsv" if "\t" in first else "csv"
-
-
-def _table_records(
+def _file_records(
     path: Path, text: str, fmt: str, columns: Sequence[str] | None = None
-) -> tuple[list[str], int, Iterator[Record]]:
-    """Header, its line (0 when none) and records of a csv/tsv text.
+) -> tuple[list[str] | None, int, Iterator[Record]]:
+    """The file's header, header line and records (``service.datasets``), errors naming ``path``."""
+    try:
+        if fmt == "jsonl":
+            header, header_line, rows = None, 0, jsonl_records(text)
+        else:
+            header, header_line, rows = table_records(text, fmt, columns)
+    except DatasetFileError as exc:
+        raise DatasetError(f"{path}: {exc}") from None
 
-    ``columns`` names the fields of a header-less file.
-    """
-    delimiter = "\t" if fmt == "tsv" else ","
-    kind = "tab-separated" if fmt == "tsv" else "comma-separated"
-    reader = (
-        csv.reader(_lines(text), delimiter=delimiter, quoting=csv.QUOTE_NONE)
-        if fmt == "tsv"
-        else csv.reader(_lines(text), delimiter=delimiter, quoting=csv.QUOTE_MINIMAL)
-    )
+    def checked() -> Iterator[Record]:
+        try:
+            yield from rows
+        except DatasetFileError as exc:
+            raise DatasetError(f"{path}: {exc}") from None
 
-    def next_row() -> tuple[int, list[str]] | None:
-        while True:
-            start = reader.line_num + 1
-            try:
-                row = next(reader)
-            except StopIteration:
-                return None
-            except csv.Error as exc:
-                raise DatasetError(f"{path}: line {start}: malformed {fmt.upper()} ({exc})") from None
-            if len(row) > 1 or (row and row[0].strip()):  # a blank or whitespace-only line is skipped
-                return start, row
-
-    if columns is None:
-        first = next_row()
-        if first is None:
-            raise DatasetError(f"{path}: the file is empty (no header row and no data rows)")
-        header_line, header = first
-        header = [name.strip() for name in header]
-        seen: set[str] = set()
-        for name in header:
-            if name in seen:
-                raise DatasetError(f"{path}: line {header_line}: column {name!r} appears twice in the header")
-            seen.add(name)
-    else:
-        header_line, header = 0, list(columns)
-
-    def records() -> Iterator[Record]:
-        while (item := next_row()) is not None:
-            line, row = item
-            if len(row) != len(header):
-                raise DatasetError(
-                    f"{path}: line {line}: expected {len(header)} {kind} fields "
-                    f"({', '.join(header)}), found {len(row)}"
-                )
-            yield line, dict(zip(header, row, strict=True))
-
-    return header, header_line, records()
-
-
-def _lines(text: str) -> Iterator[str]:
-    """Lines split at ``\\n`` only, endings kept (``str.splitlines`` also splits at U+2028 etc.)."""
-    parts = text.split("\n")
-    last = len(parts) - 1
-    for i, part in enumerate(parts):
-        if i < last:
-            yield part + "\n"
-        elif part:
-            yield part
-
-
-def _jsonl_records(path: Path, text: str) -> tuple[None, Iterator[Record]]:
-    def records() -> Iterator[Record]:
-        for number, raw in enumerate(text.split("\n"), start=1):
-            line = raw.rstrip("\r")
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(
-                    f"{path}: line {number}: malformed JSON ({exc.msg} at column {exc.colno})"
-                ) from None
-            if not isinstance(obj, dict):
-                kind = "a list" if isinstance(obj, list) else type(obj).__name__
-                raise DatasetError(f"{path}: line {number}: expected a JSON object, got {kind}")
-            yield number, obj
-
-    return None, records()
+    return header, header_line, checked()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,7 +390,7 @@ def _preset_split(preset: _Preset, root: Path, split: Split) -> list[Example]:
             f"{path}: file not found (preset {preset.name}; set {DATA_ENV} to the folder holding glue/)"
         )
     text = _read_text(path, preset.encoding)
-    _, _, records = _table_records(path, text, "tsv", preset.columns)
+    _, _, records = _file_records(path, text, "tsv", preset.columns)
     label_ids = {value: i for i, value in enumerate(preset.label_values)}
     out: list[Example] = []
     for line, record in records:
@@ -539,15 +446,13 @@ def _user_rows(path: Path, spec: DatasetSpec) -> list[_Row]:
     text = _read_text(path)
     if not text.strip():
         raise DatasetError(f"{path}: the file is empty")
-    fmt = _detect_format(path, text, spec.file_format)
-    if fmt == "jsonl" and text.lstrip().startswith("["):
-        raise DatasetError(f"{path}: line 1: a JSON array; expected JSON Lines (one object per line)")
-    if fmt == "jsonl":
-        _, records = _jsonl_records(path, text)
-    else:
-        header, header_line, records = _table_records(path, text, fmt)
-        wanted = [spec.text_column, spec.text_pair_column, spec.label_column]
-        for column in wanted:
+    try:
+        fmt = detect_format(path.name, text, spec.file_format)
+    except DatasetFileError as exc:
+        raise DatasetError(f"{path}: {exc}") from None
+    header, header_line, records = _file_records(path, text, fmt)
+    if header is not None:
+        for column in (spec.text_column, spec.text_pair_column, spec.label_column):
             if column is not None and column not in header:
                 raise DatasetError(
                     f"{path}: line {header_line}: missing column {column!r}; "
