@@ -126,10 +126,10 @@ def predictions_of(model_dir: Path, spec: dict[str, Any]) -> np.ndarray:
     return logits[:, 0].numpy() if splits.info.is_regression else logits.numpy()
 
 
-# (stage, mode, model, dataset/hyperparameter overrides): every mode at ZeRO-2 and ZeRO-3, with a
-# regression task and R-Drop among them.
+# (stage, mode, model, dataset/hyperparameter overrides): every mode at ZeRO-2 and ZeRO-3, with
+# gradient accumulation, a regression task and R-Drop among them.
 CASES = [
-    (2, "vanilla", "plain", {}),
+    (2, "vanilla", "plain", {"hyperparameters": {"gradient_accumulation_steps": 2}}),
     (2, "childtuning-d", "plain", {}),
     (2, "childtuning-f", "plain", {}),
     (2, "update-dropout", "plain", {}),
@@ -418,3 +418,31 @@ def test_minilm_preset_fine_tunes_offline(tmp_path: Path) -> None:
     assert summary["num_elements"] > 10_000_000  # the encoder layers of MiniLM
     train = [r for r in records(job_dir / "metrics.jsonl") if r["kind"] == "train"]
     assert [r["step"] for r in train] == [1, 2, 3]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bf16_on_one_gpu(tmp_path: Path, models: dict[str, Path]) -> None:
+    spec = make_spec(
+        models["plain"], resources={"num_ranks": 1, "zero_stage": 2, "precision": "bf16", "device": "cuda"}
+    )
+    job_dir = tmp_path / "job"
+    proc = run_job(job_dir, spec)
+    assert proc.returncode == 0, describe(proc, job_dir)
+    started = next(e for e in records(job_dir / "events.jsonl") if e["type"] == "started")
+    assert started["device"] == "cuda" and started["precision"] == "bf16"
+    again = predictions_of(job_dir / "model", spec)
+    saved = np.asarray(json.loads((job_dir / "predictions.json").read_text())["predictions"])
+    np.testing.assert_allclose(again, saved, rtol=2e-2, atol=2e-2)  # bf16 forward vs fp32 export
+
+
+def test_bf16_on_cpu_is_refused_naming_the_field(tmp_path: Path, models: dict[str, Path]) -> None:
+    spec = make_spec(
+        models["plain"], resources={"num_ranks": 1, "zero_stage": 2, "precision": "bf16", "device": "cpu"}
+    )
+    job_dir = tmp_path / "job"
+    proc = run_job(job_dir, spec)
+    assert proc.returncode == 1, describe(proc, job_dir)
+    assert (
+        "resources.precision: bf16 needs a GPU" in json.loads((job_dir / "status.json").read_text())["error"]
+    )
