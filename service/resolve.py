@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from service.contract import MODEL_PRESETS, JobSpec, SpecError
-from service.settings import Settings
+from service.settings import ALL_QUEUES, MAX_RANKS_PER_QUEUE, Settings, queue_for
 from service.store import FileRecord, Store, valid_file_id
 
 __all__ = ["resolve_spec"]
@@ -44,6 +44,14 @@ def _check_model(model: str, settings: Settings) -> list[tuple[str, str]]:
 def resolve_spec(spec: JobSpec, tenant: str, store: Store, settings: Settings) -> JobSpec:
     """The spec with dataset file ids replaced by paths; raises SpecError naming every bad field."""
     errors = _check_model(spec.model, settings)
+    if queue_for(spec.resources.device, spec.resources.num_ranks) not in ALL_QUEUES:
+        errors.append(
+            (
+                "resources.num_ranks",
+                f"at most {MAX_RANKS_PER_QUEUE} ranks per job on this service (no worker serves "
+                f"{spec.resources.num_ranks}); jobs across machines: docs/deploy.md, DeepSpeed's hostfile",
+            )
+        )
     data = spec.dataset
     updates: dict[str, object] = {}
     if data.preset is None:

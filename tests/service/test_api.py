@@ -97,6 +97,7 @@ BAD_SPECS = [
     ({"model": "bert-base-uncased"}, "model"),
     ({"model": "/no/such/model/folder"}, "model"),
     ({"hyperparameters": {"batch_size": 7}, "resources": {"num_ranks": 2}}, "hyperparameters.batch_size"),
+    ({"hyperparameters": {"batch_size": 16}, "resources": {"num_ranks": 16}}, "resources.num_ranks"),
     ({"dataset": {"train_file": "file-0123456789abcdef", "eval_file": "file-0123456789abcdef",
                   "text_column": "t", "label_column": "l", "task_type": "classification"}},
      "dataset.train_file"),
