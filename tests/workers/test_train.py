@@ -431,6 +431,8 @@ def test_bf16_on_one_gpu(tmp_path: Path, models: dict[str, Path]) -> None:
     assert proc.returncode == 0, describe(proc, job_dir)
     started = next(e for e in records(job_dir / "events.jsonl") if e["type"] == "started")
     assert started["device"] == "cuda" and started["precision"] == "bf16"
+    train = [r for r in records(job_dir / "metrics.jsonl") if r["kind"] == "train"]
+    assert all(r["gpu_peak_memory_mib"] > 0 for r in train)
     again = predictions_of(job_dir / "model", spec)
     saved = np.asarray(json.loads((job_dir / "predictions.json").read_text())["predictions"])
     np.testing.assert_allclose(again, saved, rtol=2e-2, atol=2e-2)  # bf16 forward vs fp32 export

@@ -461,6 +461,7 @@ class Run:
                     grad_norm=None if grad_norm is None else float(grad_norm),
                     samples_per_second=hp.batch_size * gas / elapsed,
                     tokens_per_second=totals[1].item() / elapsed,
+                    **self.device_memory(),
                 )
             self.status("running")
             epoch_end = step % plan.steps_per_epoch == 0
@@ -470,6 +471,14 @@ class Run:
             saving = step % hp.save_every == 0 if hp.save_every is not None else epoch_end
             if saving and not last:
                 self.save_checkpoint(step)
+
+    def device_memory(self) -> dict[str, float]:
+        """Rank 0's peak GPU memory so far (MiB), on CUDA; nothing on CPU."""
+        if self.torch_device.type != "cuda":
+            return {}
+        import torch
+
+        return {"gpu_peak_memory_mib": torch.cuda.max_memory_allocated(self.torch_device) / 2**20}
 
     def save_checkpoint(self, step: int) -> None:
         from workers.train import checkpoints
