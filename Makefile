@@ -34,6 +34,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	DS_ACCELERATOR=cpu $(BIN)/python -m bench.hook_overhead
 	DS_ACCELERATOR=cpu $(BIN)/python -m bench.threshold
+	DS_ACCELERATOR=cpu $(BIN)/python -m bench.train_step
 
 clean:
 	rm -rf $(VENV) build *.egg-info
