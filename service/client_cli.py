@@ -254,17 +254,21 @@ def watch_job(client: Client, job_id: str, interval: float = 1.0, file: Any = No
     cursors = {"metrics": "0", "events": "0"}
 
     def drain() -> None:
+        # Both streams' new records, shown in the order they were written (the bars and the
+        # phase would jump about if all events came before the metrics of the same interval).
+        fresh: list[tuple[float, int, Any, dict[str, Any]]] = []
         for which, fetch, show in (
             ("events", client.events, view.event),
             ("metrics", client.metrics, view.metric),
         ):
             while True:
                 page = fetch(job_id, cursors[which])
-                for record in page["data"]:
-                    show(record)
+                fresh.extend((float(r.get("time") or 0), len(fresh), show, r) for r in page["data"])
                 cursors[which] = page["next_cursor"]
                 if len(page["data"]) < 1000:
                     break
+        for _, _, show, record in sorted(fresh, key=lambda item: item[:2]):
+            show(record)
 
     try:
         while True:

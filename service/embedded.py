@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from service.procs import die_with_parent
+
 __all__ = ["DEMO_SPEC", "RedisServer", "Stack", "demo_main", "find_redis_server", "free_port", "up_main"]
 
 # ChildTuning-D on RTE, sized to finish in a few minutes on 2 CPU cores: 800 training examples
@@ -113,7 +115,9 @@ class RedisServer:
             "--daemonize", "no",
             "--logfile", "redis.log",
         ]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent
+        )
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
         deadline = time.monotonic() + timeout
         while True:
@@ -195,6 +199,7 @@ class Stack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent,  # none outlives `childtune up`, however it ends
             )
 
     def start(self, *, queues: str | None = None, ready_timeout: float = 90.0) -> None:
@@ -287,15 +292,19 @@ def up_main(argv: list[str] | None = None) -> int:
     print(f"API key in {stack.key_file} (the CLI reads it); logs in {state / 'logs'}", flush=True)
     print("Ctrl-C stops everything.", flush=True)
     code = 0
-    while not stopping:
-        if not stack.alive():
-            print("childtune up: a component exited unexpectedly; stopping", file=sys.stderr)
-            code = 1
-            break
-        time.sleep(0.3)
-    print("childtune up: stopping the worker, the API and Redis...", flush=True)
-    stack.stop()
-    print("childtune up: stopped.", flush=True)
+    try:
+        while not stopping:
+            if not stack.alive():
+                print("childtune up: a component exited unexpectedly; stopping", file=sys.stderr)
+                code = 1
+                break
+            time.sleep(0.3)
+        with contextlib.suppress(OSError):  # stdout may be a pipe that is gone (`up | tee`, Ctrl-C)
+            print("childtune up: stopping the worker, the API and Redis...", flush=True)
+    finally:
+        stack.stop()
+    with contextlib.suppress(OSError):
+        print("childtune up: stopped.", flush=True)
     return code
 
 
@@ -338,6 +347,7 @@ def demo_main(argv: list[str] | None = None) -> int:
             up_proc = subprocess.Popen(
                 [sys.executable, "-m", "service.cli", "up", "--state", str(state), "--port", "0"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=die_with_parent,
             )  # fmt: skip
         deadline = time.monotonic() + 180
         while running is None:

@@ -50,7 +50,7 @@ class ProgressView:
             print(text, file=self.file, flush=True)
 
     def _open_bar(self, kind: str, total: int | None, initial: int = 0) -> None:
-        if not self.interactive:
+        if not self.interactive or self.finished is not None:
             self.bar_kind = kind
             return
         if self.bar is not None and self.bar_kind == kind and self.bar.total == total:

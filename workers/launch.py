@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from service.contract import JobSpec, SpecError, load_spec
+from service.procs import die_with_parent
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 75
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -64,13 +65,8 @@ def rank_env(device: str) -> dict[str, str]:
 
 
 def _die_with_parent() -> None:
-    """In a rank, before exec: get SIGKILL when the launcher dies, however it dies (Linux)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    """In a rank, before exec: SIGKILL when the launcher dies, however it dies."""
+    die_with_parent(signal.SIGKILL)
 
 
 class RankGroup:

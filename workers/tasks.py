@@ -18,7 +18,6 @@ after a redelivery) is dropped: at most one worker runs a job at a time.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ import redis
 from celery import shared_task
 
 from service.contract import load_spec
+from service.procs import die_with_parent
 from service.settings import Settings, load_settings
 from service.store import Store
 from workers.celery_app import RUN_JOB
@@ -45,7 +45,6 @@ INSTANCE_ENV = "CHILDTUNE_WORKER_INSTANCE"
 SINKS_ENV = "CHILDTUNE_SINKS"
 POLL_S = 0.5
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 75
-_PR_SET_PDEATHSIG = 1
 
 
 def _launcher_preexec() -> None:
@@ -53,8 +52,7 @@ def _launcher_preexec() -> None:
     SIGINT/SIGTERM and a child inherits that), and SIGTERM when the task's process dies."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    die_with_parent(signal.SIGTERM)
 
 
 def _group_alive(pgid: int) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -52,6 +53,8 @@ def test_up_serves_the_cli_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         key = (state / "api-key").read_text().strip()
         assert key and (state / "api-key").stat().st_mode & 0o077 == 0
         assert len(processes_with_env(marker)) >= 3  # redis is started without it; API, worker, pool
+        port_of_redis = redis_port(state)
+        assert len(redis_pids(port_of_redis)) == 1
         # The CLI finds the URL and the key that `up` wrote.
         cli_env = {**env, "CHILDTUNE_STATE": str(state)}
         listed = subprocess.run(
@@ -73,12 +76,7 @@ def test_up_serves_the_cli_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
             up.kill()
             up.wait()
     assert processes_with_env(marker) == []
-    redis_dir = str(state / "redis")
-    leftovers = [
-        p for p in Path("/proc").iterdir()
-        if p.name.isdigit() and redis_dir.encode() in _cmdline(p)
-    ]  # fmt: skip
-    assert leftovers == []
+    assert redis_pids(port_of_redis) == []
     try:
         httpx.get(url + "/healthz", timeout=1)
         answered = True
@@ -87,8 +85,43 @@ def test_up_serves_the_cli_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     assert not answered
 
 
+def redis_port(state: Path) -> str:
+    return str(json.loads((state / "up.json").read_text())["redis_url"].rsplit(":", 1)[1].split("/")[0])
+
+
+def redis_pids(port: str) -> list[int]:
+    """redis-server processes on ``port`` (redis-server rewrites its command line to
+    ``.../redis-server HOST:PORT``, so its --dir cannot be seen there)."""
+    wanted = f"redis-server 127.0.0.1:{port}".encode()
+    pids = (p for p in Path("/proc").iterdir() if p.name.isdigit())
+    return [int(p.name) for p in pids if wanted in _cmdline(p)]
+
+
 def _cmdline(entry: Path) -> bytes:
     try:
         return (entry / "cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_nothing_outlives_a_killed_up(tmp_path: Path) -> None:
+    """SIGKILL gives `up` no chance to stop anything: Redis, the API and the worker die with it."""
+    state = tmp_path / "state"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHILDTUNE_")}
+    env.update({"PYTHONPATH": str(ROOT), "DS_ACCELERATOR": "cpu", "CHILDTUNE_HEARTBEAT_INTERVAL_S": "1"})
+    marker = f"CHILDTUNE_STATE={state}"
+    up = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "up", "--state", str(state), "--port", str(port)],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: up.poll() is not None or (state / "up.json").exists(), 120, "childtune up")
+        wait_for(lambda: len(processes_with_env(marker)) >= 3, 60, "the API and the worker")
+        port_of_redis = redis_port(state)
+        assert len(redis_pids(port_of_redis)) == 1
+    finally:
+        up.kill()
+        up.wait()
+    wait_for(lambda: processes_with_env(marker) == [], 60, "the API and the worker to exit")
+    wait_for(lambda: redis_pids(port_of_redis) == [], 30, "redis-server to exit")
