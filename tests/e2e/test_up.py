@@ -48,7 +48,8 @@ def test_up_serves_the_cli_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
             except httpx.HTTPError:
                 return False
 
-        wait_for(lambda: up.poll() is not None or ready(), 120, "childtune up")
+        # up.json is written once the stack is ready: wait for both
+        wait_for(lambda: up.poll() is not None or (ready() and (state / "up.json").exists()), 120, "up")
         assert up.poll() is None
         key = (state / "api-key").read_text().strip()
         assert key and (state / "api-key").stat().st_mode & 0o077 == 0
