@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service.procs import die_with_parent
+from service.procs import die_with_parent, free_port
 
 __all__ = ["DEMO_SPEC", "RedisServer", "Stack", "demo_main", "find_redis_server", "free_port", "up_main"]
 
@@ -49,12 +49,6 @@ DEMO_SPEC: dict[str, Any] = {
     "resources": {"num_ranks": 1, "zero_stage": 2, "device": "auto"},
     "metadata": {"source": "childtune demo"},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def find_redis_server() -> str:

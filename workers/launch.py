@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,17 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from service.contract import JobSpec, SpecError, load_spec
-from service.procs import die_with_parent
+from service.procs import die_with_parent, free_port
+from workers.train.program import read_status, write_status
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 75
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GRACE_SECONDS = 20.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def launch_command(
@@ -79,7 +73,7 @@ class RankGroup:
     """
 
     def __init__(self, job_dir: Path, num_ranks: int, env: dict[str, str], log: Any = None) -> None:
-        port = str(_free_port())
+        port = str(free_port())
         self.procs: list[subprocess.Popen[bytes]] = []
         for rank in range(num_ranks):
             rank_env_ = {
@@ -157,21 +151,6 @@ def deepspeed_command(job_dir: Path, hostfile: Path) -> list[str]:
     return [*runner, "--module", *program]
 
 
-def read_status(job_dir: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((job_dir / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_status(job_dir: Path, **fields: Any) -> None:
-    path = job_dir / "status.json"
-    tmp = path.with_name(f"status.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({**fields, "updated": time.time()}) + "\n")
-    os.replace(tmp, path)
-
-
 def settle(job_dir: Path, returncode: int, *, interrupted: bool, started: float) -> int:
     """The job's exit code from the ranks' code and what rank 0 wrote.
 
@@ -187,12 +166,12 @@ def settle(job_dir: Path, returncode: int, *, interrupted: bool, started: float)
         (interrupted or returncode == EXIT_INTERRUPTED) and state not in ("succeeded", "failed")
     ):
         if state != "interrupted":
-            _write_status(job_dir, **{**status, "status": "interrupted"})
+            write_status(job_dir, **{**status, "status": "interrupted"})
         return EXIT_INTERRUPTED
     if state == "failed":
         return EXIT_USAGE if returncode == EXIT_USAGE else EXIT_FAILED
     message = f"a rank exited with code {returncode} before the job finished; see {job_dir / 'launcher.log'}"
-    _write_status(job_dir, **{**status, "status": "failed", "error": message})
+    write_status(job_dir, **{**status, "status": "failed", "error": message})
     return EXIT_FAILED
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import pickle
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import torch.multiprocessing as mp
 
 from childtuning import selection
 from childtuning.selection import Selection, kth_largest, select_top_k
+from service.procs import free_port
 
 N = 3000
 KS = [0, 1, 17, 900, 1500, N - 1, N]
@@ -254,16 +254,10 @@ def _rank_main(rank: int, world: int, port: int, workdir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("world", [2, 4])
 def test_ranks_agree_with_one_process(world: int, tmp_path: Path) -> None:
     torch.save({name: CASES[name] for name in MULTI_CASES}, tmp_path / "cases.pt")
-    mp.spawn(_rank_main, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    mp.spawn(_rank_main, args=(world, free_port(), str(tmp_path)), nprocs=world, join=True)
     results = [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in range(world)]
     for name in MULTI_CASES:
         scores = CASES[name]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 import torch
 
 from childtuning import load_full_mask
+from service.procs import free_port
 from tests.childtuning import zero_program as prog
 
 pytestmark = pytest.mark.slow
@@ -27,12 +27,6 @@ RESUME_MODES = "childtuning-d,childtuning-f,update-dropout"
 SGD_TOL = 1e-6
 ADAMW_TOL = {0: 1e-6, 1: 1e-6, 2: 1e-6, 3: 1e-5}  # ZeRO-3 reduces in another order: stated looser
 GAS_ADAMW_TOL = 1e-5  # two accumulated micro-batches round differently from one batch (measured 1.3e-6)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(args: list[str], world: int | None) -> None:
@@ -49,7 +43,7 @@ def _run(args: list[str], world: int | None) -> None:
             "--master_addr",
             "127.0.0.1",
             "--master_port",
-            str(_free_port()),
+            str(free_port()),
             str(HERE / "zero_program.py"),
             *args,
         ]

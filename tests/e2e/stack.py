@@ -20,7 +20,8 @@ import httpx
 import redis
 
 from service.client import Client
-from service.embedded import RedisServer, free_port
+from service.embedded import RedisServer
+from service.procs import free_port
 from tests.workers.tiny import write_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -29,16 +29,21 @@ def processes_with_env(marker: str) -> list[int]:
     return found
 
 
+def start_up(state: Path, port: int, output: int) -> tuple[subprocess.Popen[str], dict[str, str], str]:
+    """`childtune up` on ``state`` and ``port``: the process, its environment, the marker of its children."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHILDTUNE_")}
+    env.update({"PYTHONPATH": str(ROOT), "DS_ACCELERATOR": "cpu", "CHILDTUNE_HEARTBEAT_INTERVAL_S": "1"})
+    up = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "up", "--state", str(state), "--port", str(port)],
+        env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    return up, env, f"CHILDTUNE_STATE={state}"
+
+
 def test_up_serves_the_cli_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     state = tmp_path / "state"
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHILDTUNE_")}
-    env.update({"PYTHONPATH": str(ROOT), "DS_ACCELERATOR": "cpu", "CHILDTUNE_HEARTBEAT_INTERVAL_S": "1"})
-    marker = f"CHILDTUNE_STATE={state}"
-    up = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "up", "--state", str(state), "--port", str(port)],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    up, env, marker = start_up(state, port, subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"
 
@@ -108,14 +113,7 @@ def _cmdline(entry: Path) -> bytes:
 def test_nothing_outlives_a_killed_up(tmp_path: Path) -> None:
     """SIGKILL gives `up` no chance to stop anything: Redis, the API and the worker die with it."""
     state = tmp_path / "state"
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHILDTUNE_")}
-    env.update({"PYTHONPATH": str(ROOT), "DS_ACCELERATOR": "cpu", "CHILDTUNE_HEARTBEAT_INTERVAL_S": "1"})
-    marker = f"CHILDTUNE_STATE={state}"
-    up = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "up", "--state", str(state), "--port", str(port)],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    up, _, marker = start_up(state, free_port(), subprocess.DEVNULL)
     try:
         wait_for(lambda: up.poll() is not None or (state / "up.json").exists(), 120, "childtune up")
         wait_for(lambda: len(processes_with_env(marker)) >= 3, 60, "the API and the worker")

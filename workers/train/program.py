@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import signal
-import socket
 import sys
 import time
 import traceback
@@ -32,6 +31,7 @@ from types import FrameType
 from typing import Any
 
 from service.contract import JobSpec, SpecError, load_spec
+from service.procs import free_port
 
 log = logging.getLogger("childtune.train")
 
@@ -83,12 +83,6 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     """The seed of a step's dropout on a rank: a resumed run draws what the uninterrupted one drew."""
     digest = hashlib.blake2b(f"childtune/dropout/{seed}/{rank}/{step}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & (2**63 - 1)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -622,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("LOCAL_RANK", "0")
         os.environ.setdefault("WORLD_SIZE", "1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
     if not (job_dir / "job.json").is_file():
         print(f"error: {job_dir / 'job.json'} not found", file=sys.stderr)
         return EXIT_USAGE
