@@ -170,7 +170,7 @@ class Run:
 
     # -- signals ----------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        # The signal may come twice (to the process group, and forwarded by torchrun): the
+        # The signal may come twice (to the process group, and again from the launcher): the
         # launcher, not a second signal, decides when waiting is over (it sends SIGKILL).
         self.stop_signal = signum
         log.warning("rank %d: signal %d, stopping at the next step boundary", self.rank, signum)
