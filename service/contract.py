@@ -48,6 +48,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 __all__ = [
+    "ALLOW_HUB_ENV",
     "DEVICES",
     "METRICS",
     "MODEL_PRESETS",
@@ -66,6 +67,7 @@ __all__ = [
     "SpecError",
     "format_validation_error",
     "load_spec",
+    "model_problem",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -107,6 +109,30 @@ FileFormat = Literal["csv", "tsv", "jsonl"]
 
 # Models the workers know by a short name (resolved to a local folder by the worker).
 MODEL_PRESETS: tuple[str, ...] = ("minilm-l6",)
+ALLOW_HUB_ENV = "CHILDTUNE_ALLOW_HUB"
+
+
+def model_problem(model: str, *, allow_hub: bool) -> str | None:
+    """Why ``model`` cannot be loaded on this machine, or None: a preset, a local Hugging Face folder
+    (one holding ``config.json``), or a hub name where the hub is allowed. The API checks it on
+    submit and the training program again where the job runs."""
+    if model in MODEL_PRESETS:
+        return None
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return None
+        return f"the folder {model} has no config.json (a Hugging Face model folder is needed)"
+    if model.startswith(("/", ".", "~")) or path.exists():
+        return f"no model folder {model} here (give a folder that holds config.json)"
+    if allow_hub:
+        return None
+    presets = ", ".join(repr(m) for m in MODEL_PRESETS)
+    return (
+        f"{model!r}: no Hugging Face hub access here; use {presets} or a local model folder with "
+        f"config.json (or set {ALLOW_HUB_ENV}=1 on the API and the workers where the hub can be reached)"
+    )
+
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 STATUSES: tuple[str, ...] = get_args(Status)

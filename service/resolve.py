@@ -11,39 +11,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.contract import MODEL_PRESETS, JobSpec, SpecError
+from service.contract import JobSpec, SpecError, model_problem
 from service.settings import ALL_QUEUES, MAX_RANKS_PER_QUEUE, Settings, queue_for
 from service.store import FileRecord, Store, valid_file_id
 
 __all__ = ["resolve_spec"]
 
 
-def _check_model(model: str, settings: Settings) -> list[tuple[str, str]]:
-    if model in MODEL_PRESETS:
-        return []
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if (path / "config.json").is_file():
-            return []
-        return [("model", f"the folder {model} has no config.json (a Hugging Face model folder is needed)")]
-    looks_like_path = model.startswith(("/", ".", "~")) or path.exists()
-    if looks_like_path:
-        return [("model", f"no model folder {model} on the service (give a folder that holds config.json)")]
-    if settings.allow_hub:
-        return []
-    presets = ", ".join(repr(m) for m in MODEL_PRESETS)
-    return [
-        (
-            "model",
-            f"{model!r}: the service has no Hugging Face hub access; use {presets} or a local model "
-            "folder with config.json (or set CHILDTUNE_ALLOW_HUB=1 on the API and the workers)",
-        )
-    ]
-
-
 def resolve_spec(spec: JobSpec, tenant: str, store: Store, settings: Settings) -> JobSpec:
     """The spec with dataset file ids replaced by paths; raises SpecError naming every bad field."""
-    errors = _check_model(spec.model, settings)
+    problem = model_problem(spec.model, allow_hub=settings.allow_hub)
+    errors = [("model", problem)] if problem else []
     if queue_for(spec.resources.device, spec.resources.num_ranks) not in ALL_QUEUES:
         errors.append(
             (

@@ -30,9 +30,15 @@ from typing import Any
 
 from service.contract import JobSpec, SpecError, load_spec
 from service.procs import die_with_parent, free_port
-from workers.train.program import read_status, write_status
+from workers.train.program import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    read_status,
+    write_status,
+)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 75
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GRACE_SECONDS = 20.0
 

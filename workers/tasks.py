@@ -36,6 +36,7 @@ from service.procs import die_with_parent
 from service.settings import Settings, load_settings
 from service.store import Store
 from workers.celery_app import RUN_JOB
+from workers.train.program import EXIT_INTERRUPTED, EXIT_OK
 
 __all__ = ["INSTANCE_ENV", "JobRunner", "run_job", "stop_process_group"]
 
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 INSTANCE_ENV = "CHILDTUNE_WORKER_INSTANCE"
 SINKS_ENV = "CHILDTUNE_SINKS"
 POLL_S = 0.5
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 75
 
 
 def _launcher_preexec() -> None:

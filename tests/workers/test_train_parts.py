@@ -256,3 +256,22 @@ def test_childtune_train_rejects_a_bad_spec_naming_the_field(tmp_path: Path) -> 
         timeout=60,
     )
     assert proc.returncode == 2 and "hyperparameters.batch_size" in proc.stderr and "divisible" in proc.stderr
+
+
+def test_the_worker_refuses_models_it_cannot_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.train.model_io import ModelError, resolve_model
+
+    monkeypatch.delenv("CHILDTUNE_ALLOW_HUB", raising=False)
+    assert Path(resolve_model("minilm-l6"), "config.json").is_file()
+    with pytest.raises(ModelError, match=r"^model: 'bert-base-uncased': no Hugging Face hub access"):
+        resolve_model("bert-base-uncased")
+    with pytest.raises(ModelError, match=r"^model: no model folder /no/such/folder"):
+        resolve_model("/no/such/folder")
+    with pytest.raises(ModelError, match=r"^model: the folder .* has no config.json"):
+        resolve_model(str(tmp_path))
+    monkeypatch.setenv("CHILDTUNE_ALLOW_HUB", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # allowed, but this process cannot reach the hub
+    with pytest.raises(ModelError, match="no Hugging Face hub access"):
+        resolve_model("bert-base-uncased")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert resolve_model("bert-base-uncased") == "bert-base-uncased"

@@ -18,10 +18,8 @@ from typing import Any
 
 import torch
 
-from service.contract import JobSpec
+from service.contract import ALLOW_HUB_ENV, MODEL_PRESETS, JobSpec, model_problem
 from workers.train.data import DatasetInfo
-
-ALLOW_HUB_ENV = "CHILDTUNE_ALLOW_HUB"
 
 
 class ModelError(ValueError):
@@ -43,23 +41,14 @@ def _preset_path(name: str) -> Path:
 
 def resolve_model(model: str) -> str:
     """A local folder for ``model`` (a preset or a folder), or the hub name when the hub is allowed."""
-    from service.contract import MODEL_PRESETS
-
+    allow_hub = os.environ.get(ALLOW_HUB_ENV) == "1" and os.environ.get("HF_HUB_OFFLINE") not in ("1", "true")
+    problem = model_problem(model, allow_hub=allow_hub)
+    if problem is not None:
+        raise ModelError(f"model: {problem}")
     if model in MODEL_PRESETS:
         return str(_preset_path(model))
     path = Path(model).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelError(f"model: {path} has no config.json; give a Hugging Face model folder")
-        return str(path)
-    if path.is_absolute() or model.startswith((".", "~")):
-        raise ModelError(f"model: folder {model} not found")
-    if os.environ.get(ALLOW_HUB_ENV) == "1" and os.environ.get("HF_HUB_OFFLINE") not in ("1", "true"):
-        return model
-    raise ModelError(
-        f"model: {model!r} is neither a preset ({', '.join(MODEL_PRESETS)}) nor a local folder, and this "
-        f"machine does not load from the hub (set {ALLOW_HUB_ENV}=1 where the hub can be reached)"
-    )
+    return str(path) if path.is_dir() else model  # a folder, else a hub name
 
 
 def load_model(model_path: str, info: DatasetInfo) -> tuple[Any, Any]:
