@@ -65,6 +65,7 @@ __all__ = [
     "JobSpec",
     "Resources",
     "SpecError",
+    "env_flag",
     "format_validation_error",
     "load_spec",
     "model_problem",
@@ -110,6 +111,13 @@ FileFormat = Literal["csv", "tsv", "jsonl"]
 # Models the workers know by a short name (resolved to a local folder by the worker).
 MODEL_PRESETS: tuple[str, ...] = ("minilm-l6",)
 ALLOW_HUB_ENV = "CHILDTUNE_ALLOW_HUB"
+# The words pydantic-settings reads as true, so the API and the workers agree on a flag's value.
+TRUE_WORDS = frozenset({"1", "true", "t", "yes", "y", "on"})
+
+
+def env_flag(environ: Mapping[str, str], name: str) -> bool:
+    """A boolean environment variable read as the service's settings read it."""
+    return environ.get(name, "").strip().lower() in TRUE_WORDS
 
 
 def model_problem(model: str, *, allow_hub: bool) -> str | None:
@@ -142,6 +150,11 @@ PHASES: tuple[str, ...] = get_args(Phase)
 
 # ChildTuningConfig requires 0 <= seed < 2**63; the job's seed has the same range.
 SEED_MAX = 2**63 - 1
+
+# Upper bounds on the work one job may ask for (each refused with a 422 naming the field).
+MAX_STEPS = 1_000_000
+MAX_LABELS = 10_000
+MAX_EXAMPLES = 100_000_000
 
 METADATA_MAX_ENTRIES = 32
 METADATA_MAX_KEY = 64
@@ -206,10 +219,16 @@ class ChildTuningSpec(BaseModel):
         'for childtuning-d, every parameter otherwise); "" matches every parameter.',
     )
     fisher_num_batches: Int | None = Field(
-        default=None, ge=1, description="Batches in the Fisher pass (childtuning-d); null = one full pass."
+        default=None,
+        ge=1,
+        le=MAX_STEPS,
+        description="Batches in the Fisher pass (childtuning-d); null = one full pass.",
     )
     fisher_clip_norm: Float | None = Field(
-        default=1.0, gt=0, description="Per-tensor gradient clip norm before squaring; null = no clipping."
+        default=1.0,
+        gt=0,
+        le=1e6,
+        description="Per-tensor gradient clip norm before squaring; null = no clipping.",
     )
     rescale: bool | None = Field(
         default=None,
@@ -301,6 +320,7 @@ class DatasetSpec(BaseModel):
     num_labels: Int | None = Field(
         default=None,
         ge=1,
+        le=MAX_LABELS,
         description="Classification: >= 2 (inferred from the training labels when null); regression: 1.",
     )
     metric: Metric | None = Field(
@@ -310,10 +330,10 @@ class DatasetSpec(BaseModel):
         default=None, description="Null = by file extension, else by content (uploaded files have none)."
     )
     max_train_examples: Int | None = Field(
-        default=None, ge=1, description="Use only the first n training rows."
+        default=None, ge=1, le=MAX_EXAMPLES, description="Use only the first n training rows."
     )
     max_eval_examples: Int | None = Field(
-        default=None, ge=1, description="Use only the first n evaluation rows."
+        default=None, ge=1, le=MAX_EXAMPLES, description="Use only the first n evaluation rows."
     )
 
     @field_validator("preset", mode="before")
@@ -402,21 +422,25 @@ class Hyperparameters(BaseModel):
         description="Global micro-batch (summed over ranks); divisible by num_ranks.",
     )
     learning_rate: Float = Field(default=2e-5, gt=0, le=1)
-    weight_decay: Float = Field(default=0.01, ge=0)
+    weight_decay: Float = Field(default=0.01, ge=0, le=1)
     warmup_ratio: Float = Field(default=0.1, ge=0, le=1)
     max_seq_length: Int = Field(default=128, ge=8, le=8192)
     seed: Int = Field(default=42, ge=0, le=SEED_MAX)
-    eval_every: Int | None = Field(default=None, ge=1, description="Optimizer steps; null = every epoch end.")
+    eval_every: Int | None = Field(
+        default=None, ge=1, le=MAX_STEPS, description="Optimizer steps; null = every epoch end."
+    )
     gradient_accumulation_steps: Int = Field(default=1, ge=1, le=4096)
     max_grad_norm: Float = Field(
-        default=1.0, ge=0, description="Gradient clipping norm; 0 disables clipping."
+        default=1.0, ge=0, le=1e6, description="Gradient clipping norm; 0 disables clipping."
     )
-    rdrop_alpha: Float = Field(default=0.0, ge=0, description="R-Drop weight; 0 disables R-Drop.")
+    rdrop_alpha: Float = Field(default=0.0, ge=0, le=100, description="R-Drop weight; 0 disables R-Drop.")
     max_steps: Int | None = Field(
-        default=None, ge=1, description="Optimizer steps; overrides epochs when set."
+        default=None, ge=1, le=MAX_STEPS, description="Optimizer steps; overrides epochs when set."
     )
     keep_checkpoints: Int = Field(default=2, ge=1, le=1000, description="Most recent checkpoints kept.")
-    save_every: Int | None = Field(default=None, ge=1, description="Optimizer steps; null = every epoch end.")
+    save_every: Int | None = Field(
+        default=None, ge=1, le=MAX_STEPS, description="Optimizer steps; null = every epoch end."
+    )
 
 
 class Resources(BaseModel):

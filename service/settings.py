@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     queues: str = ",".join(ALL_QUEUES)
     max_upload_mb: float = Field(default=100.0, gt=0)
     allow_hub: bool = False
+    # Folders of models the operator offers to every tenant (comma-separated); a job names a
+    # model in them by its folder name (or its path). Nothing else on the server can be named.
+    model_roots: str = ""
     # Workers: heartbeats, the reaper, shutdown.
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     heartbeat_ttl_s: float = Field(default=30.0, gt=0)
@@ -143,6 +146,11 @@ class Settings(BaseSettings):
     @property
     def files_dir(self) -> Path:
         return self.artifacts / "files"
+
+    @property
+    def model_root_list(self) -> list[Path]:
+        """The model roots, each resolved (links followed) so containment checks are exact."""
+        return [Path(p.strip()).expanduser().resolve() for p in self.model_roots.split(",") if p.strip()]
 
     @property
     def max_upload_bytes(self) -> int:

@@ -9,6 +9,8 @@ Keys (prefix ``ct:``):
   entry ids are the ``after=`` cursors. ``ct:job:<id>:steps`` hash: the last step stored per
   metric kind (a resumed run's re-emitted steps are dropped).
 - ``ct:job:<id>:cancel``: set when a cancel of a running job is asked.
+- ``ct:job:<id>:lease``: the run id of the task supervising the job, renewed every poll and
+  expiring after ``heartbeat_ttl_s`` (a lost lease: that task died; the job is taken over).
 - ``ct:file:<id>`` hash and ``ct:tenant:<t>:files`` sorted set: uploaded datasets.
 - ``ct:workers`` sorted set (worker instance -> last heartbeat), ``ct:worker:<instance>`` hash
   (hostname, queues, pid), ``ct:worker-host:<hostname>`` (expiring: ``childtune worker --check``),
@@ -70,9 +72,15 @@ def valid_file_id(text: str) -> bool:
     return bool(_FILE_ID.match(text))
 
 
+_U64_MAX = 2**64 - 1
+
+
 def valid_cursor(text: str) -> bool:
-    """A stream cursor: ``0`` (from the start) or an entry id ``<ms>-<seq>``."""
-    return bool(_STREAM_ID.match(text))
+    """A stream cursor: ``0`` (from the start) or an entry id ``<ms>-<seq>``, each part a
+    64-bit unsigned number as Redis requires (a larger part would make Redis raise)."""
+    if not _STREAM_ID.match(text):
+        return False
+    return all(int(part) <= _U64_MAX for part in text.split("-"))
 
 
 class JobRecord(BaseModel):
@@ -150,6 +158,7 @@ return {'ok', cur}
 """
 
 # KEYS[1] steps hash, KEYS[2] stream, KEYS[3] job hash. ARGV: kind, step, record JSON, field/value pairs.
+# Events use the same script with kind "event" and their sequence number as the step.
 _APPEND_METRIC = """
 local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 if tonumber(ARGV[2]) <= last then return 0 end
@@ -215,7 +224,7 @@ class Store:
             return
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(P + f"job:{job_id}", P + f"job:{job_id}:metrics", P + f"job:{job_id}:events")
-        pipe.delete(P + f"job:{job_id}:steps", P + f"job:{job_id}:cancel")
+        pipe.delete(P + f"job:{job_id}:steps", P + f"job:{job_id}:cancel", P + f"job:{job_id}:lease")
         pipe.zrem(P + f"tenant:{record.tenant}:jobs", job_id)
         for status in STATUSES:
             pipe.srem(P + f"status:{status}", job_id)
@@ -333,8 +342,48 @@ class Store:
         keys = [P + f"job:{job_id}:steps", P + f"job:{job_id}:metrics", P + f"job:{job_id}"]
         return bool(self._append_metric(keys=keys, args=args))
 
-    def append_event(self, job_id: str, record: Mapping[str, Any]) -> None:
-        self.r.xadd(P + f"job:{job_id}:events", {"r": _dumps(_safe(dict(record)))})
+    def append_event(self, job_id: str, record: Mapping[str, Any], **job_fields: Any) -> bool:
+        """Append an event; one carrying a ``seq`` (its number in ``events.jsonl``) is appended
+        only when newer than the last stored, so replaying a job's file adds only what is missing.
+        ``job_fields`` update the job record in the same atomic step. Returns whether it was added."""
+        seq = record.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            self.r.xadd(P + f"job:{job_id}:events", {"r": _dumps(_safe(dict(record)))})
+            if job_fields:
+                self.update_job(job_id, **job_fields)
+            return True
+        args: list[str] = ["event", str(seq), _dumps(_safe(dict(record)))]
+        for key, value in job_fields.items():
+            args += [key, _dumps(_safe(value))]
+        keys = [P + f"job:{job_id}:steps", P + f"job:{job_id}:events", P + f"job:{job_id}"]
+        return bool(self._append_metric(keys=keys, args=args))
+
+    # ------------------------------------------------------------------------------ leases
+
+    def renew_lease(self, job_id: str, run_id: str, ttl_s: float) -> None:
+        """Hold (or renew) the job's run lease for ``ttl_s`` seconds."""
+        self.r.set(P + f"job:{job_id}:lease", run_id, px=max(1, int(ttl_s * 1000)))
+
+    def lease_holder(self, job_id: str) -> str | None:
+        """The run id holding the job's lease, or None when no live task supervises it."""
+        return cast(str | None, self.r.get(P + f"job:{job_id}:lease"))
+
+    def release_lease(self, job_id: str, run_id: str) -> None:
+        if self.lease_holder(job_id) == run_id:
+            self.r.delete(P + f"job:{job_id}:lease")
+
+    def requeue(self, job_id: str, run_id: str | None, **fields: Any) -> Transition:
+        """The one way a running job goes back to ``queued`` (its run ``run_id`` is over)."""
+        return self.transition(
+            job_id,
+            "queued",
+            allowed=("running",),
+            expect_run=run_id,
+            worker=None,
+            worker_instance=None,
+            run_id=None,
+            **fields,
+        )
 
     def read_stream(self, job_id: str, which: str, *, after: str = "0", limit: int = 1000) -> Page:
         """Records of the ``metrics`` or ``events`` stream strictly after ``after``.
@@ -343,6 +392,8 @@ class Store:
         a client passing it back sees every record exactly once.
         """
         assert which in ("metrics", "events")
+        if after == f"{_U64_MAX}-{_U64_MAX}":  # the largest id: nothing can follow it
+            return Page(items=[], next_cursor=after)
         low = "-" if after in ("", "0") else f"({after}"
         rows = cast(
             list[tuple[str, dict[str, str]]],

@@ -41,6 +41,39 @@ from workers.train.program import (
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GRACE_SECONDS = 20.0
+# The lock a job's launcher and ranks hold on its directory: one run of a job at a time.
+LOCK_FILE = "run.lock"
+# How long a new run waits for an earlier run's processes to let go of the directory.
+LOCK_WAIT_S = 120.0
+
+
+class JobDirBusy(RuntimeError):
+    """Another run of the job still holds its directory."""
+
+
+def lock_job_dir(job_dir: Path, wait_s: float = LOCK_WAIT_S) -> int:
+    """An open file descriptor holding the exclusive lock of ``job_dir``.
+
+    Processes started with the descriptor (``pass_fds``) share the lock, which is released only
+    when the last of them exits, however it exits. An earlier run of the same job (ranks still
+    stopping after their supervisor died) therefore keeps a new run out until it is gone: this
+    waits up to ``wait_s`` for it, then raises :class:`JobDirBusy`.
+    """
+    import fcntl
+
+    fd = os.open(job_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise JobDirBusy(
+                    f"another run of this job still holds {job_dir} after {wait_s:.0f} s"
+                ) from None
+            time.sleep(0.2)
 
 
 def launch_command(
@@ -79,8 +112,10 @@ class RankGroup:
     """
 
     def __init__(self, job_dir: Path, num_ranks: int, env: dict[str, str], log: Any = None) -> None:
+        self.lock_fd = lock_job_dir(job_dir)
         port = str(free_port())
         self.procs: list[subprocess.Popen[bytes]] = []
+        self._stop_at: float | None = None
         for rank in range(num_ranks):
             rank_env_ = {
                 **env,
@@ -100,13 +135,23 @@ class RankGroup:
                     stdout=log,
                     stderr=subprocess.STDOUT if log is not None else None,
                     preexec_fn=_die_with_parent,
+                    pass_fds=(self.lock_fd,),
                 )
             )
         self._failed_at: float | None = None
 
+    def request_stop(self) -> None:
+        """TERM every rank (each stops at its next step boundary); :meth:`poll` sends KILL to
+        what is left once :data:`GRACE_SECONDS` have passed. Safe in a signal handler."""
+        if self._stop_at is None:
+            self._stop_at = time.monotonic() + GRACE_SECONDS
+        self.signal(signal.SIGTERM)
+
     def poll(self) -> int | None:
         """The group's exit code once every rank has ended, else None (and reaps a failed group)."""
         codes = [p.poll() for p in self.procs]
+        if self._stop_at is not None and None in codes and time.monotonic() > self._stop_at:
+            self.signal(signal.SIGKILL)
         if any(c not in (None, 0, EXIT_INTERRUPTED) for c in codes) and None in codes:
             now = time.monotonic()
             if self._failed_at is None:
@@ -195,10 +240,19 @@ def supervise_main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     job_dir = a.job_dir.resolve()
     interrupted = False
+    group: RankGroup | None = None
+    proc: subprocess.Popen[bytes] | None = None
 
     def on_signal(signum: int, _frame: Any) -> None:
+        # A TERM to the whole process group reached the ranks already; one to this process
+        # alone (our parent died: see workers.tasks) did not. Either way pass it on, and KILL
+        # what is left after the grace period: no rank outlives its supervisor for long.
         nonlocal interrupted
-        interrupted = True  # the ranks share our process group: a group signal reached them too
+        interrupted = True
+        if group is not None:
+            group.request_stop()
+        elif proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -207,7 +261,13 @@ def supervise_main(argv: list[str] | None = None) -> int:
         proc = subprocess.Popen(deepspeed_command(job_dir, a.hostfile), env=rank_env(a.device))
         code = proc.wait()
     else:
-        group = RankGroup(job_dir, a.ranks, rank_env(a.device))
+        try:
+            group = RankGroup(job_dir, a.ranks, rank_env(a.device))
+        except JobDirBusy as exc:  # (status.json is the other run's: leave it alone)
+            print(f"childtune launcher: {exc}", file=sys.stderr, flush=True)
+            return EXIT_FAILED
+        if interrupted:  # a signal came while the ranks were starting
+            group.request_stop()
         code = group.wait()
     return settle(job_dir, code, interrupted=interrupted, started=started)
 
@@ -351,7 +411,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     interrupted = False
     with (job_dir / "launcher.log").open("ab") as log:
-        group = RankGroup(job_dir, spec.resources.num_ranks, rank_env(device), log)
+        try:
+            group = RankGroup(job_dir, spec.resources.num_ranks, rank_env(device), log)
+        except JobDirBusy as exc:
+            print(f"childtune train: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         try:
             while (code := group.poll()) is None:
                 time.sleep(0.25)

@@ -2,59 +2,177 @@
 
 Named by the task in ``CHILDTUNE_SINKS=workers.redis_sink:factory``; the training program calls
 ``factory(job_dir, spec)`` once on rank 0 and then ``metric``/``event`` for every record of
-``metrics.jsonl``/``events.jsonl``. Each metric record is stored once per (kind, step): a
-resumed run re-emitting steps it already sent is ignored. The job record follows along:
-phase, step and total steps, latest train loss, latest and best evaluation.
+``metrics.jsonl``/``events.jsonl``. Each metric record is stored once per (kind, step) and each
+event once per ``seq``: records the store already holds are ignored. The job record follows
+along: phase, step and total steps, latest train loss, latest and best evaluation.
+
+The store may be unreachable for a while (a Redis restart, a network blip): the sink never
+fails the job and never drops a record. Records go through a queue to a thread that stores
+them in order, retrying with backoff while the store is away, so the training loop never waits
+on Redis. When the sink starts it first replays the job directory's files, which fills any gap
+an earlier run left (killed with records still queued). What is still queued at the end after
+:data:`FLUSH_TIMEOUT_S` is left to :func:`replay`, which the worker's task runs before it
+records the job's final status: the job directory is the source of truth the streams are
+rebuilt from.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
 import logging
 import os
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from service.contract import JobSpec
 from service.store import Store
+from workers.train.sinks import EVENTS_FILE, METRICS_FILE, number_events, read_jsonl
 
-__all__ = ["REDIS_URL_ENV", "RedisSink", "factory"]
+__all__ = ["FLUSH_TIMEOUT_S", "REDIS_URL_ENV", "RedisSink", "factory", "replay"]
 
 REDIS_URL_ENV = "CHILDTUNE_REDIS_URL"
+# How long closing the sink waits for queued records to reach an unreachable store.
+FLUSH_TIMEOUT_S = 10.0
+RETRY_MAX_S = 2.0
 log = logging.getLogger(__name__)
+
+
+def _metric_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """The job record's fields that a metric record updates."""
+    fields: dict[str, Any] = {}
+    if isinstance(record.get("step"), int):
+        fields["step"] = record["step"]
+    if isinstance(record.get("total_steps"), int):
+        fields["total_steps"] = record["total_steps"]
+    kind = record.get("kind")
+    if kind == "train":
+        fields["latest_train"] = record
+    elif kind == "eval":
+        fields["latest_eval"] = record
+        if record.get("is_best"):
+            fields["best_eval"] = record
+    return fields
+
+
+def _event_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """The job record's fields that an event updates."""
+    kind = record.get("type")
+    if kind == "phase" and isinstance(record.get("phase"), str):
+        return {"phase": record["phase"]}
+    if kind == "started" and isinstance(record.get("total_steps"), int):
+        return {"total_steps": record["total_steps"]}
+    return {}
+
+
+def _store_one(store: Store, job_id: str, what: str, record: dict[str, Any]) -> bool:
+    if what == "metric":
+        return store.append_metric(job_id, record, **_metric_fields(record))
+    return store.append_event(job_id, record, **_event_fields(record))
+
+
+def replay(store: Store, job_id: str, job_dir: Path) -> int:
+    """Store every record of the job directory's files the store lacks; returns how many.
+
+    Idempotent (the store keeps each metric step and event ``seq`` once). Raises the store's
+    errors: the caller retries.
+    """
+    added = 0
+    for record in read_jsonl(Path(job_dir) / METRICS_FILE):
+        added += _store_one(store, job_id, "metric", record)
+    for record in number_events(read_jsonl(Path(job_dir) / EVENTS_FILE)):
+        added += _store_one(store, job_id, "event", record)
+    return added
 
 
 class RedisSink:
     """Appends records to the job's streams and keeps the job record's progress current."""
 
-    def __init__(self, store: Store, job_id: str) -> None:
+    def __init__(self, store: Store, job_id: str, job_dir: Path | None = None) -> None:
         self.store = store
         self.job_id = job_id
+        self._job_dir = job_dir
+        self._queue: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._failing_since: float | None = None
+        self._thread = threading.Thread(target=self._run, name="childtune-redis-sink", daemon=True)
+        self._thread.start()
 
     def metric(self, record: dict[str, Any]) -> None:
-        kind = record.get("kind")
-        fields: dict[str, Any] = {}
-        step = record.get("step")
-        if isinstance(step, int):
-            fields["step"] = step
-        if isinstance(record.get("total_steps"), int):
-            fields["total_steps"] = record["total_steps"]
-        if kind == "train":
-            fields["latest_train"] = record
-        elif kind == "eval":
-            fields["latest_eval"] = record
-            if record.get("is_best"):
-                fields["best_eval"] = record
-        self.store.append_metric(self.job_id, record, **fields)
+        self._put("metric", record)
 
     def event(self, record: dict[str, Any]) -> None:
-        self.store.append_event(self.job_id, record)
-        kind = record.get("type")
-        if kind == "phase" and isinstance(record.get("phase"), str):
-            self.store.update_job(self.job_id, phase=record["phase"])
-        elif kind == "started" and isinstance(record.get("total_steps"), int):
-            self.store.update_job(self.job_id, total_steps=record["total_steps"])
+        self._put("event", record)
 
-    def close(self) -> None:
+    def _put(self, what: str, record: dict[str, Any]) -> None:
+        with self._cond:
+            self._queue.append((what, dict(record)))
+            self._cond.notify()
+
+    @property
+    def pending(self) -> int:
+        """Records not yet stored."""
+        with self._cond:
+            return len(self._queue)
+
+    def _attempt(self, action: Callable[[], object]) -> bool:
+        """Run ``action`` against the store; on failure wait (backoff) and say so."""
+        try:
+            action()
+        except (redis.RedisError, OSError) as exc:
+            now = time.monotonic()
+            if self._failing_since is None:
+                self._failing_since = now
+                log.warning(
+                    "job %s: the store is unreachable (%s); records are kept and retried", self.job_id, exc
+                )
+            delay = min(RETRY_MAX_S, 0.1 * 2 ** min(10, int((now - self._failing_since) / 0.5)))
+            with self._cond:
+                self._cond.wait(delay)
+            return False
+        if self._failing_since is not None:
+            log.warning(
+                "job %s: the store is back after %.1f s", self.job_id, time.monotonic() - self._failing_since
+            )
+            self._failing_since = None
+        return True
+
+    def _run(self) -> None:
+        if self._job_dir is not None:
+            job_dir = self._job_dir
+            while not self._attempt(functools.partial(replay, self.store, self.job_id, job_dir)):
+                if self._closing:
+                    return
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                what, record = self._queue[0]
+            if self._attempt(functools.partial(_store_one, self.store, self.job_id, what, record)):
+                with self._cond:
+                    self._queue.popleft()
+
+    def close(self, timeout: float = FLUSH_TIMEOUT_S) -> None:
+        """Store what is queued (waiting at most ``timeout`` s for an unreachable store)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        left = self.pending
+        if left or self._thread.is_alive():
+            log.warning(
+                "job %s: %d record(s) not stored yet; the worker replays them from the job directory",
+                self.job_id,
+                left,
+            )
         self.store.r.close()
 
 
@@ -64,6 +182,4 @@ def factory(job_dir: Path, spec: JobSpec) -> RedisSink | None:
     if not url:
         log.warning("%s is not set: no Redis sink for %s", REDIS_URL_ENV, job_dir)
         return None
-    store = Store.from_url(url)
-    store.ping()
-    return RedisSink(store, Path(job_dir).name)
+    return RedisSink(Store.from_url(url), Path(job_dir).name, Path(job_dir))

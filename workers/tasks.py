@@ -25,16 +25,18 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from celery import shared_task
 
 from service.contract import load_spec
 from service.procs import die_with_parent
+from service.resolve import resolved_problem
 from service.settings import Settings, load_settings
-from service.store import Store
+from service.store import JobRecord, Store
 from workers.celery_app import RUN_JOB
 from workers.train.program import EXIT_INTERRUPTED, EXIT_OK
 
@@ -45,6 +47,11 @@ log = logging.getLogger(__name__)
 INSTANCE_ENV = "CHILDTUNE_WORKER_INSTANCE"
 SINKS_ENV = "CHILDTUNE_SINKS"
 POLL_S = 0.5
+# A run's lease must stay absent this long (seen by one observer) before its job is taken over:
+# a live task renews it within POLL_S of the store coming back from an outage.
+LEASE_CONFIRM_S = 2.0
+RETRY_MAX_S = 5.0
+T = TypeVar("T")
 
 
 def _launcher_preexec() -> None:
@@ -118,54 +125,153 @@ class JobRunner:
         self.job_dir = settings.jobs_dir / job_id
         self.parent_pid = os.getppid()
 
+    def _worker_gone(self) -> bool:
+        return os.getppid() != self.parent_pid
+
     def _stopping(self) -> bool:
-        if os.getppid() != self.parent_pid:
+        if self._worker_gone():
             return True
         try:
             return self.store.worker_stopping(self.instance)
         except (OSError, redis.RedisError):
             return False
 
+    def _retry(self, what: str, action: Callable[[], T]) -> T:
+        """``action()`` until the store answers (it may be restarting), with backoff.
+
+        While the store is away nothing can be recorded anyway; the job's run keeps its state in
+        the job directory. If the worker itself dies meanwhile, this process exits: the reaper
+        of another worker settles the job from its directory.
+        """
+        delay, failing_since = 0.2, None
+        while True:
+            try:
+                result = action()
+            except (OSError, redis.RedisError) as exc:
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.warning("job %s: store unreachable (%s) while %s; retrying", self.job_id, exc, what)
+                if self._worker_gone():
+                    os._exit(EXIT_INTERRUPTED)
+                time.sleep(delay)
+                delay = min(RETRY_MAX_S, delay * 2)
+                continue
+            if failing_since is not None:
+                log.warning(
+                    "job %s: store back after %.1f s (%s)",
+                    self.job_id,
+                    time.monotonic() - failing_since,
+                    what,
+                )
+            return result
+
     def _wait_for_requeue(self) -> None:
         """Hold the message unacknowledged until the worker's cold shutdown requeues it."""
         log.info("job %s: worker %s is stopping; the job goes back to the queue", self.job_id, self.hostname)
         deadline = time.monotonic() + self.settings.soft_shutdown_s + 120
-        while time.monotonic() < deadline and os.getppid() == self.parent_pid:
+        while time.monotonic() < deadline and not self._worker_gone():
             time.sleep(0.5)
-        if os.getppid() != self.parent_pid:
+        if self._worker_gone():
             os._exit(EXIT_INTERRUPTED)  # the worker is gone: the broker redelivers after the timeout
         from celery.exceptions import Reject
 
         raise Reject("worker stopping", requeue=True)
 
+    def _claim_fields(self, record: JobRecord) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "worker": self.hostname,
+            "worker_instance": self.instance,
+            "started_at": record.started_at or time.time(),
+            "phase": "preparing",
+            "error": None,
+        }
+
+    def _claim(self) -> tuple[JobRecord | None, str]:
+        """Take the job: a ``queued`` one at once; a ``running`` one only once its run is gone.
+
+        A message comes back for a running job when the task that ran it died (the pool child
+        was killed: Celery redelivers at once), or when the broker redelivers a message held too
+        long. The run is gone when its lease has lapsed and stays absent for
+        :data:`LEASE_CONFIRM_S`; a live run renews it every poll, so its job is left alone.
+        """
+        ttl = self.settings.heartbeat_ttl_s
+        deadline = time.monotonic() + ttl + 2 * LEASE_CONFIRM_S + 5
+        absent_since: float | None = None
+        while True:
+            record = self.store.get_job(self.job_id)
+            if record is None:
+                return None, "missing"
+            if record.status == "queued":
+                claim = self.store.transition(
+                    self.job_id,
+                    "running",
+                    allowed=("queued",),
+                    incr_attempts=True,
+                    **self._claim_fields(record),
+                )
+                if claim.ok:
+                    return record, "claimed"
+                continue
+            if record.status != "running":
+                return None, f"skipped ({record.status})"
+            now = time.monotonic()
+            if self.store.lease_holder(self.job_id) is not None:
+                absent_since = None
+            elif absent_since is None:
+                absent_since = now
+            elif now - absent_since >= LEASE_CONFIRM_S:
+                if record.attempts >= self.settings.max_attempts:
+                    error = (
+                        f"the task supervising this job died, {record.attempts} attempt(s) out of "
+                        f"{self.settings.max_attempts}"
+                    )
+                    self.store.transition(
+                        self.job_id,
+                        "failed",
+                        allowed=("running",),
+                        expect_run=record.run_id,
+                        error=error,
+                        finished_at=time.time(),
+                    )
+                    return None, "failed (attempts)"
+                takeover = self.store.transition(
+                    self.job_id,
+                    "running",
+                    allowed=("running",),
+                    expect_run=record.run_id,
+                    incr_attempts=True,
+                    **self._claim_fields(record),
+                )
+                if takeover.ok:
+                    log.warning("job %s: its run %s is gone; taking it over", self.job_id, record.run_id)
+                    return record, "taken over"
+                continue
+            if now > deadline:
+                return None, "skipped (running, its run is alive)"
+            time.sleep(POLL_S)
+
     def run(self) -> str:
-        record = self.store.get_job(self.job_id)
-        if record is None:
-            log.warning("job %s: no such job in the store; message dropped", self.job_id)
-            return "missing"
         if self._stopping():
             self._wait_for_requeue()
-        claim = self.store.transition(
-            self.job_id,
-            "running",
-            allowed=("queued",),
-            incr_attempts=True,
-            run_id=self.run_id,
-            worker=self.hostname,
-            worker_instance=self.instance,
-            started_at=record.started_at or time.time(),
-            phase="preparing",
-            error=None,
-        )
-        if not claim.ok:
-            log.info("job %s is %s, not queued: message dropped", self.job_id, claim.previous)
-            return f"skipped ({claim.previous})"
+        record, outcome = self._retry("claiming the job", self._claim)
+        if record is None:
+            log.info("job %s: message dropped: %s", self.job_id, outcome)
+            return outcome
+        self._retry("taking the lease", self._renew)
+        problem = resolved_problem(record.resolved_spec, record.tenant, self.store, self.settings)
+        if problem is not None:
+            self._finish("failed", error=f"refused: {problem}")
+            return "failed"
         try:
             proc = self._start(record.resolved_spec)
         except Exception as exc:
             self._finish("failed", error=f"could not start the training launcher: {exc}")
             return "failed"
         return self._watch(proc)
+
+    def _renew(self) -> None:
+        self.store.renew_lease(self.job_id, self.run_id, self.settings.heartbeat_ttl_s)
 
     def _start(self, resolved_spec: dict[str, Any]) -> subprocess.Popen[bytes]:
         from workers.launch import launch_command
@@ -209,6 +315,7 @@ class JobRunner:
         while (code := proc.poll()) is None:
             time.sleep(POLL_S)
             try:
+                self._renew()
                 if self.store.cancel_requested(self.job_id):
                     reason = "cancel"
                 elif self._stopping():
@@ -218,11 +325,10 @@ class JobRunner:
                     current = self.store.get_job(self.job_id)
                     if current is None or current.run_id != self.run_id:
                         reason = "superseded"
-            except (
-                OSError,
-                redis.RedisError,
-            ) as exc:  # Redis away for a moment: keep training, look again later
+            except (OSError, redis.RedisError) as exc:  # Redis away for a moment: keep training
                 log.warning("job %s: store unreachable while watching (%s)", self.job_id, exc)
+                if self._worker_gone():
+                    reason = "shutdown"
             if reason:
                 grace = self.settings.kill_grace_s
                 if reason == "shutdown":
@@ -238,20 +344,14 @@ class JobRunner:
         if reason == "superseded":
             return "superseded"
         if reason == "shutdown" or code == EXIT_INTERRUPTED:
-            self.store.transition(
-                self.job_id,
-                "queued",
-                allowed=("running",),
-                expect_run=self.run_id,
-                worker=None,
-                worker_instance=None,
-                run_id=None,
-            )
+            self._retry("recording the stop", self._sync_streams)
+            self._retry("requeueing", lambda: self.store.requeue(self.job_id, self.run_id))
+            self._release()
             if reason == "shutdown":
                 self._wait_for_requeue()
             from workers.celery_app import enqueue, make_celery
 
-            record = self.store.get_job(self.job_id)
+            record = self._retry("requeueing", lambda: self.store.get_job(self.job_id))
             if record is not None:
                 enqueue(make_celery(self.settings), self.job_id, record.queue)
             return "requeued"
@@ -261,15 +361,38 @@ class JobRunner:
         self._finish("failed", error=_error_of(self.job_dir, int(code if code is not None else -1)))
         return "failed"
 
-    def _finish(self, status: str, error: str | None = None) -> None:
-        fields: dict[str, Any] = {"finished_at": time.time(), "error": error}
-        if status == "succeeded":
-            record = self.store.get_job(self.job_id)
-            if record is not None and record.total_steps:
-                fields["step"] = record.total_steps
-        self.store.transition(self.job_id, status, allowed=("running",), expect_run=self.run_id, **fields)
+    def _sync_streams(self) -> None:
+        """Store what the job directory holds and the streams lack (the sink may have been cut off)."""
+        from workers.redis_sink import replay
+
+        if self.job_dir.is_dir():
+            replay(self.store, self.job_id, self.job_dir)
+
+    def _release(self) -> None:
         with contextlib.suppress(OSError, redis.RedisError):
+            self.store.release_lease(self.job_id, self.run_id)
+
+    def _finish(self, status: str, error: str | None = None) -> None:
+        """Record the final status (retrying until the store answers), streams complete first."""
+        self._retry("recording the final records", self._sync_streams)
+
+        def record_final() -> None:
+            fields: dict[str, Any] = {"finished_at": time.time(), "error": error}
+            if status == "succeeded":
+                record = self.store.get_job(self.job_id)
+                if record is not None and record.total_steps:
+                    fields["step"] = record.total_steps
+            outcome = self.store.transition(
+                self.job_id, status, allowed=("running",), expect_run=self.run_id, **fields
+            )
+            if not outcome.ok:
+                log.warning(
+                    "job %s: not %s: it is %s under another run", self.job_id, status, outcome.previous
+                )
             self.store.clear_cancel(self.job_id)
+
+        self._retry(f"recording {status}", record_final)
+        self._release()
 
 
 @shared_task(name=RUN_JOB, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)

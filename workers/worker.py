@@ -65,9 +65,10 @@ class _Heartbeat(threading.Thread):
 
     def run(self) -> None:
         from workers.celery_app import enqueue, make_celery
-        from workers.reaper import reap
+        from workers.reaper import Reaper
 
         app = make_celery(self.settings)
+        reaper = Reaper(self.store, self.settings, lambda job_id, queue: enqueue(app, job_id, queue))
         flagged = False
         while not self.done.is_set():
             try:
@@ -76,7 +77,7 @@ class _Heartbeat(threading.Thread):
                     self.store.request_worker_stop(self.instance)
                     flagged = True
                 if not self.stopping.is_set():
-                    reap(self.store, self.settings, lambda job_id, queue: enqueue(app, job_id, queue))
+                    reaper()
             except Exception as exc:  # keep beating through a Redis restart
                 log.warning("heartbeat: %s", exc)
             if self.stopping.is_set():

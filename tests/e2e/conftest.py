@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.e2e.stack import (
     RedisServer,
     Stack,
+    model_root,
     service_env,
     start_api,
     start_worker,
@@ -32,7 +33,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     worker = None
     try:
         worker = start_worker(env, base / "worker.log", "e2e@test", url)
-        yield Stack(url, server.url, base / "artifacts", write_tiny_model(base / "tiny-bert"), env, base)
+        yield Stack(
+            url, server.url, base / "artifacts", write_tiny_model(model_root(env) / "tiny-bert"), env, base
+        )
     finally:
         if worker is not None:
             stop(worker)

@@ -35,6 +35,7 @@ __all__ = [
     "RedisServer",
     "Stack",
     "free_port",
+    "model_root",
     "rank_pids",
     "service_env",
     "start_api",
@@ -80,6 +81,8 @@ def service_env(redis_url: str, artifacts: Path, **extra: str) -> dict[str, str]
         "CHILDTUNE_ENV": "development",
         "CHILDTUNE_REDIS_URL": redis_url,
         "CHILDTUNE_ARTIFACTS": str(artifacts),
+        # The operator's model roots: tests write their tiny models into this one.
+        "CHILDTUNE_MODEL_ROOTS": str(artifacts.parent / "models"),
         "CHILDTUNE_API_KEYS": ",".join(f"{key}:{tenant}" for tenant, key in KEYS.items()),
         "CHILDTUNE_HEARTBEAT_INTERVAL_S": "1",
         "CHILDTUNE_HEARTBEAT_TTL_S": "6",
@@ -92,6 +95,11 @@ def service_env(redis_url: str, artifacts: Path, **extra: str) -> dict[str, str]
         env["CHILDTUNE_DATA"] = str(DATA)
     env.update(extra)
     return env
+
+
+def model_root(env: dict[str, str]) -> Path:
+    """The (first) model root of a service environment: where a test puts models jobs may name."""
+    return Path(env["CHILDTUNE_MODEL_ROOTS"].split(",")[0])
 
 
 def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -11,6 +11,7 @@ from service.client import Client
 from tests.e2e.stack import (
     KEYS,
     RedisServer,
+    model_root,
     rank_pids,
     service_env,
     start_api,
@@ -31,7 +32,7 @@ def test_sigterm_requeues_the_job_and_the_next_worker_resumes_it(tmp_path: Path)
         workers.append(start_worker(env, tmp_path / "worker1.log", "first@test", url))
         client = Client(url, KEYS["alice"])
         spec = {
-            "model": str(write_tiny_model(tmp_path / "model")),
+            "model": str(write_tiny_model(model_root(env) / "tiny")),
             "dataset": {"preset": "glue/rte", "max_train_examples": 32, "max_eval_examples": 16},
             "childtuning": {"mode": "childtuning-f", "reserve_p": 0.5},
             "hyperparameters": {

@@ -67,6 +67,15 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def number_events(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Events with their ``seq``: the stored one, else their position (files from before ``seq``)."""
+    out: list[dict[str, Any]] = []
+    for index, record in enumerate(records, start=1):
+        seq = record.get("seq")
+        out.append(record if isinstance(seq, int) and not isinstance(seq, bool) else {**record, "seq": index})
+    return out
+
+
 class JsonlSink:
     """``metrics.jsonl`` and ``events.jsonl``, appended and flushed record by record."""
 
@@ -150,10 +159,15 @@ def extra_sinks(job_dir: Path, spec: JobSpec, names: str | None = None) -> list[
 class Recorder:
     """Rank 0's one door for records: stamps ``time``, writes each metric step once, fans out."""
 
-    def __init__(self, sinks: Iterable[Sink], written: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self, sinks: Iterable[Sink], written: Mapping[str, int] | None = None, events_written: int = 0
+    ) -> None:
         self.sinks = list(sinks)
         # kind -> the last step already written (from an earlier run of the same job)
         self.last_step: dict[str, int] = dict(written or {})
+        # Events are numbered 1, 2, ... across the runs of a job (``seq``), so a sink that
+        # missed some (the store was unreachable) can tell what it lacks from the file.
+        self.last_event = events_written
 
     @classmethod
     def for_job(cls, job_dir: Path, spec: JobSpec, *, tensorboard: bool = True) -> Recorder:
@@ -162,6 +176,8 @@ class Recorder:
             kind, step = record.get("kind"), record.get("step")
             if isinstance(kind, str) and isinstance(step, int):
                 written[kind] = max(written.get(kind, 0), step)
+        events = number_events(read_jsonl(job_dir / EVENTS_FILE))
+        events_written = int(events[-1]["seq"]) if events else 0
         sinks: list[Sink] = [JsonlSink(job_dir)]
         if tensorboard:
             try:
@@ -169,7 +185,7 @@ class Recorder:
             except Exception:
                 log.exception("TensorBoard sink unavailable; going on without it")
         sinks.extend(extra_sinks(job_dir, spec))
-        return cls(sinks, written)
+        return cls(sinks, written, events_written)
 
     def metric(self, kind: str, step: int, **fields: Any) -> bool:
         """Send a metric record; False (and nothing sent) when this step of ``kind`` was written."""
@@ -180,7 +196,8 @@ class Recorder:
         return True
 
     def event(self, type_: str, **fields: Any) -> None:
-        self._send("event", {"type": type_, **fields, "time": time.time()})
+        self.last_event += 1
+        self._send("event", {"type": type_, **fields, "time": time.time(), "seq": self.last_event})
 
     def _send(self, what: str, record: dict[str, Any]) -> None:
         record = _json_safe(record)
