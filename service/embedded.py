@@ -208,9 +208,15 @@ class Stack:
                 "CHILDTUNE_API_KEYS": f"{key}:local",
                 "CHILDTUNE_STATE": str(self.state),
                 "CHILDTUNE_ARTIFACTS": os.environ.get("CHILDTUNE_ARTIFACTS") or str(self.state / "artifacts"),
+                # Local model folders a job may name (by folder name): put or link them here.
+                "CHILDTUNE_MODEL_ROOTS": os.environ.get("CHILDTUNE_MODEL_ROOTS")
+                or str(self.state / "models"),
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        for root in env["CHILDTUNE_MODEL_ROOTS"].split(","):
+            if root.strip():
+                Path(root.strip()).expanduser().mkdir(parents=True, exist_ok=True)
         if queues:
             env["CHILDTUNE_QUEUES"] = queues
         try:

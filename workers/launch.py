@@ -222,7 +222,10 @@ def settle(job_dir: Path, returncode: int, *, interrupted: bool, started: float)
     if state == "failed":
         return EXIT_USAGE if returncode == EXIT_USAGE else EXIT_FAILED
     message = f"a rank exited with code {returncode} before the job finished; see {job_dir / 'launcher.log'}"
-    write_status(job_dir, **{**status, "status": "failed", "error": message})
+    try:
+        write_status(job_dir, **{**status, "status": "failed", "error": message})
+    except OSError as exc:  # a full or read-only disk: the exit code still says failed
+        print(f"childtune launcher: cannot write status.json: {exc}", file=sys.stderr, flush=True)
     return EXIT_FAILED
 
 

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -51,6 +52,7 @@ POLL_S = 0.5
 # a live task renews it within POLL_S of the store coming back from an outage.
 LEASE_CONFIRM_S = 2.0
 RETRY_MAX_S = 5.0
+DISK_LOW_BYTES = 1 << 20
 T = TypeVar("T")
 
 
@@ -97,8 +99,26 @@ def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float) -> int:
     return code
 
 
+def _disk_note(job_dir: Path) -> str:
+    """A note when the job's folder cannot take more writes (full, or read-only), else ''."""
+    try:
+        usage = shutil.disk_usage(job_dir)
+    except OSError:
+        return ""
+    if usage.free < DISK_LOW_BYTES:
+        return f" (the artifact folder has {usage.free} bytes free: free space there and resubmit)"
+    if not os.access(job_dir, os.W_OK):
+        return " (the artifact folder is not writable)"
+    return ""
+
+
 def _error_of(job_dir: Path, code: int) -> str:
-    """The job's error: ``status.json``'s, else the launcher log's last line, else the exit code."""
+    """The job's error (``status.json``'s, else the launcher log's last line, else the exit
+    code), with a note when the disk is why."""
+    return _reported_error(job_dir, code) + _disk_note(job_dir)
+
+
+def _reported_error(job_dir: Path, code: int) -> str:
     with contextlib.suppress(OSError, ValueError):
         status = json.loads((job_dir / "status.json").read_text())
         if isinstance(status, dict) and status.get("error"):
@@ -165,13 +185,24 @@ class JobRunner:
                 )
             return result
 
-    def _wait_for_requeue(self) -> None:
+    def _enqueue_again(self) -> None:
+        """A fresh message for the (queued) job: its old one is held by a dead worker until the
+        broker's visibility timeout, far too long to wait."""
+        from workers.celery_app import enqueue, make_celery
+
+        record = self._retry("requeueing", lambda: self.store.get_job(self.job_id))
+        if record is not None and record.status == "queued":
+            enqueue(make_celery(self.settings), self.job_id, record.queue)
+
+    def _wait_for_requeue(self, on_worker_gone: Callable[[], None] | None = None) -> None:
         """Hold the message unacknowledged until the worker's cold shutdown requeues it."""
         log.info("job %s: worker %s is stopping; the job goes back to the queue", self.job_id, self.hostname)
         deadline = time.monotonic() + self.settings.soft_shutdown_s + 120
         while time.monotonic() < deadline and not self._worker_gone():
             time.sleep(0.5)
         if self._worker_gone():
+            if on_worker_gone is not None:
+                on_worker_gone()
             os._exit(EXIT_INTERRUPTED)  # the worker is gone: the broker redelivers after the timeout
         from celery.exceptions import Reject
 
@@ -347,13 +378,11 @@ class JobRunner:
             self._retry("recording the stop", self._sync_streams)
             self._retry("requeueing", lambda: self.store.requeue(self.job_id, self.run_id))
             self._release()
-            if reason == "shutdown":
-                self._wait_for_requeue()
-            from workers.celery_app import enqueue, make_celery
-
-            record = self._retry("requeueing", lambda: self.store.get_job(self.job_id))
-            if record is not None:
-                enqueue(make_celery(self.settings), self.job_id, record.queue)
+            if reason == "shutdown" and not self._worker_gone():
+                self._wait_for_requeue(on_worker_gone=self._enqueue_again)
+            self._enqueue_again()
+            if self._worker_gone():
+                os._exit(EXIT_INTERRUPTED)  # nothing left to report to
             return "requeued"
         if code == EXIT_OK:
             self._finish("succeeded")

@@ -3,13 +3,9 @@ that runs jobs with the real training program (DeepSpeed on CPU over gloo)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.e2e.stack import (
     RedisServer,

@@ -3,14 +3,10 @@ so what a request enqueues stays in the queue where a test can count it."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.e2e.stack import Api, RedisServer, service_env, start_api, stop
 

@@ -220,7 +220,10 @@ class Run:
             at = self.step + 1 if self.phase == "training" else None
             self.event("error", message=message, step=at)
             self.event("finished", status="failed", step=self.step, error=message)
-            self.status("failed", force=True, error=message)
+            try:
+                self.status("failed", force=True, error=message)
+            except OSError as write_error:  # a full disk: the supervisor reports what it can
+                log.error("rank %d: cannot record the failure: %s", self.rank, write_error)
             return EXIT_FAILED
         finally:
             if self.recorder is not None:

@@ -1,0 +1,211 @@
+"""The pieces that keep jobs from getting stuck or losing records, against a real redis-server:
+the Redis sink through an outage, replay from the job directory, the reaper, run leases, and the
+store's transitions under concurrent callers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.embedded import RedisServer
+from service.settings import Settings
+from service.store import JobRecord, Store, new_job_id
+from tests.e2e.stack import wait_for
+from workers.reaper import Reaper
+from workers.redis_sink import RedisSink, replay
+from workers.tasks import LEASE_CONFIRM_S
+from workers.train.sinks import EVENTS_FILE, METRICS_FILE, number_events, read_jsonl
+
+
+@pytest.fixture()
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    srv = RedisServer(tmp_path / "redis")
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def new_job(store: Store) -> JobRecord:
+    return store.create_job(JobRecord(id=new_job_id(), tenant="t", spec={}, resolved_spec={}, queue="cpu-x1"))
+
+
+def stored(store: Store, job_id: str, which: str) -> list[dict[str, object]]:
+    return store.read_stream(job_id, which, limit=100000).items
+
+
+def test_the_sink_keeps_records_through_an_outage_and_stores_them_in_order(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    store = Store.from_url(server.url, timeout_s=1)
+    job = new_job(store)
+    sink = RedisSink(Store.from_url(server.url, timeout_s=1), job.id)
+    for step in range(1, 6):
+        sink.metric({"kind": "train", "step": step, "loss": 1.0 / step})
+    sink.event({"type": "phase", "phase": "training", "seq": 1})
+    wait_for(lambda: sink.pending == 0, 30, "the first records")
+    port = server.port
+    server.stop()  # the store goes away mid-job
+    for step in range(6, 21):
+        sink.metric({"kind": "train", "step": step, "loss": 1.0 / step})  # never raises, never blocks
+    sink.event({"type": "phase", "phase": "saving", "seq": 2})
+    sink.event({"type": "finished", "status": "succeeded", "seq": 3})
+    time.sleep(0.5)
+    assert sink.pending == 17  # kept, not dropped
+    again = RedisServer(tmp_path / "redis", port=port)  # the same AOF
+    again.start()
+    try:
+        sink.close(timeout=60)
+        assert sink.pending == 0
+        steps = [r["step"] for r in stored(store, job.id, "metrics")]
+        assert steps == list(range(1, 21))
+        assert [e["seq"] for e in stored(store, job.id, "events")] == [1, 2, 3]
+        record = store.get_job(job.id)
+        assert record is not None and record.phase == "saving" and record.step == 20
+    finally:
+        again.stop()
+
+
+def test_replay_fills_what_the_streams_lack_once(server: RedisServer, tmp_path: Path) -> None:
+    store = Store.from_url(server.url)
+    job = new_job(store)
+    with (tmp_path / METRICS_FILE).open("w") as f:
+        for step in range(1, 11):
+            f.write(json.dumps({"kind": "train", "step": step, "loss": 0.1}) + "\n")
+        f.write(json.dumps({"kind": "eval", "step": 10, "eval_accuracy": 0.5, "is_best": True}) + "\n")
+        f.write('{"kind": "train", "st')  # torn by a kill
+    with (tmp_path / EVENTS_FILE).open("w") as f:  # an older file: events without seq
+        for phase in ("preparing", "training", "saving"):
+            f.write(json.dumps({"type": "phase", "phase": phase}) + "\n")
+    for step in range(1, 5):  # the sink got this far before it was cut off
+        store.append_metric(job.id, {"kind": "train", "step": step})
+    assert replay(store, job.id, tmp_path) == 6 + 1 + 3
+    assert replay(store, job.id, tmp_path) == 0  # idempotent
+    assert [r["step"] for r in stored(store, job.id, "metrics")] == [*range(1, 11), 10]
+    assert [e["seq"] for e in stored(store, job.id, "events")] == [1, 2, 3]
+    record = store.get_job(job.id)
+    assert record is not None and record.phase == "saving" and record.best_eval is not None
+    assert number_events(read_jsonl(tmp_path / EVENTS_FILE))[-1]["seq"] == 3
+
+
+def settings(tmp_path: Path, url: str, **over: object) -> Settings:
+    return Settings(
+        redis_url=url,
+        artifacts=tmp_path / "artifacts",
+        heartbeat_interval_s=0.1,
+        heartbeat_ttl_s=1.0,
+        max_attempts=2,
+        **over,  # type: ignore[arg-type]
+    )
+
+
+def running(store: Store, instance: str, attempts: int = 1, started: float | None = None) -> JobRecord:
+    job = new_job(store)
+    for _ in range(attempts):
+        assert store.transition(job.id, None, incr_attempts=True).ok
+    assert store.transition(
+        job.id,
+        "running",
+        allowed=("queued",),
+        run_id="run-1",
+        worker="w@test",
+        worker_instance=instance,
+        started_at=started if started is not None else time.time() - 60,
+    ).ok
+    got = store.get_job(job.id)
+    assert got is not None
+    return got
+
+
+def test_the_reaper_requeues_then_fails_the_jobs_of_a_silent_worker(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    store = Store.from_url(server.url)
+    cfg = settings(tmp_path, server.url)
+    sent: list[tuple[str, str]] = []
+    reaper = Reaper(store, cfg, lambda job_id, queue: sent.append((job_id, queue)))
+    store.heartbeat("alive", "alive@test", ["cpu-x1"], cfg.heartbeat_ttl_s)
+    healthy = running(store, "alive")
+    store.renew_lease(healthy.id, "run-1", 60)
+    fresh = running(store, "gone", started=time.time())  # just claimed: left alone for now
+    once = running(store, "gone", attempts=1)
+    twice = running(store, "gone", attempts=2)
+    done = dict(reaper())
+    assert done == {once.id: "queued", twice.id: "failed"}
+    assert sent == [(once.id, "cpu-x1")]
+    requeued, failed = store.get_job(once.id), store.get_job(twice.id)
+    assert requeued is not None and requeued.run_id is None and requeued.worker is None
+    assert failed is not None and "stopped responding, 2 attempt(s) out of 2" in str(failed.error)
+    assert store.get_job(healthy.id).status == "running"  # type: ignore[union-attr]
+    assert store.get_job(fresh.id).status == "running"  # type: ignore[union-attr]
+    time.sleep(0.2)
+    assert reaper() == []  # nothing more to do (the lock lapsed: this is a real second pass)
+
+
+def test_the_reaper_settles_a_job_whose_task_died_from_its_directory(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    store = Store.from_url(server.url)
+    cfg = settings(tmp_path, server.url)
+    store.heartbeat("alive", "alive@test", ["cpu-x1"], 60)  # the worker beats on
+    finished = running(store, "alive")
+    job_dir = cfg.jobs_dir / finished.id
+    job_dir.mkdir(parents=True)
+    (job_dir / "status.json").write_text(json.dumps({"status": "succeeded", "updated": time.time()}))
+    (job_dir / METRICS_FILE).write_text(json.dumps({"kind": "train", "step": 1, "total_steps": 1}) + "\n")
+    (job_dir / EVENTS_FILE).write_text(
+        json.dumps({"type": "finished", "status": "succeeded", "seq": 1}) + "\n"
+    )
+    interrupted = running(store, "alive")
+    sent: list[tuple[str, str]] = []
+    reaper = Reaper(store, cfg, lambda job_id, queue: sent.append((job_id, queue)))
+    assert reaper() == []  # the lease is seen absent once: not yet (a store outage looks the same)
+    store.renew_lease(interrupted.id, "run-1", 60)  # ... and a live task renews it
+    deadline = time.monotonic() + LEASE_CONFIRM_S + 1
+    done: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        store.heartbeat("alive", "alive@test", ["cpu-x1"], 60)
+        done.update(reaper())
+    assert done == {finished.id: "succeeded"}
+    record = store.get_job(finished.id)
+    assert record is not None and record.error is None and record.finished_at is not None
+    assert [r["step"] for r in stored(store, finished.id, "metrics")] == [1]
+    assert store.get_job(interrupted.id).status == "running"  # type: ignore[union-attr]
+    assert sent == []
+
+
+def _claim(url: str, job_id: str, run_id: str, barrier: threading.Barrier, results: list[bool]) -> None:
+    own = Store.from_url(url)
+    barrier.wait()
+    results.append(own.transition(job_id, "running", allowed=("queued",), run_id=run_id).ok)
+
+
+def test_one_transition_wins_among_concurrent_callers(server: RedisServer) -> None:
+    store = Store.from_url(server.url)
+    for _ in range(5):
+        job = new_job(store)
+        results: list[bool] = []
+        barrier = threading.Barrier(8)
+        threads = [
+            threading.Thread(target=_claim, args=(server.url, job.id, f"run-{n}", barrier, results))
+            for n in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == [False] * 7 + [True]
+        record = store.get_job(job.id)
+        assert record is not None and record.status == "running"
+        assert store.jobs_with_status("running").count(job.id) == 1
+        assert job.id not in store.jobs_with_status("queued")
+        # A requeue of another run than the current one is refused.
+        assert not store.requeue(job.id, "run-999").ok
+        assert store.requeue(job.id, record.run_id).ok
