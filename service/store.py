@@ -372,6 +372,12 @@ class Store:
         if self.lease_holder(job_id) == run_id:
             self.r.delete(P + f"job:{job_id}:lease")
 
+    def fail_run(self, job_id: str, run_id: str | None, error: str) -> Transition:
+        """Fail a running job whose run ``run_id`` cannot go on (its supervisor is gone for good)."""
+        return self.transition(
+            job_id, "failed", allowed=("running",), expect_run=run_id, error=error, finished_at=time.time()
+        )
+
     def requeue(self, job_id: str, run_id: str | None, **fields: Any) -> Transition:
         """The one way a running job goes back to ``queued`` (its run ``run_id`` is over)."""
         return self.transition(

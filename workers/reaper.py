@@ -102,15 +102,7 @@ class Reaper:
                 f"the worker running this job ({record.worker}) {why}, "
                 f"{record.attempts} attempt(s) out of {self.settings.max_attempts}"
             )
-            moved = self.store.transition(
-                record.id,
-                "failed",
-                allowed=("running",),
-                expect_run=record.run_id,
-                error=error,
-                finished_at=time.time(),
-            )
-            return "failed" if moved.ok else None
+            return "failed" if self.store.fail_run(record.id, record.run_id, error).ok else None
         if self.store.requeue(record.id, record.run_id).ok:
             self.enqueue(record.id, record.queue)
             return "queued"

@@ -257,14 +257,7 @@ class JobRunner:
                         f"the task supervising this job died, {record.attempts} attempt(s) out of "
                         f"{self.settings.max_attempts}"
                     )
-                    self.store.transition(
-                        self.job_id,
-                        "failed",
-                        allowed=("running",),
-                        expect_run=record.run_id,
-                        error=error,
-                        finished_at=time.time(),
-                    )
+                    self.store.fail_run(self.job_id, record.run_id, error)
                     return None, "failed (attempts)"
                 takeover = self.store.transition(
                     self.job_id,

@@ -204,16 +204,33 @@ def _alive(pids: list[int]) -> list[int]:
     return out
 
 
+def start_past_two_checkpoints(stack: FaultStack, steps: int) -> tuple[str, Path, list[int]]:
+    """Submit a job and wait for its second checkpoint: its id, folder and processes then."""
+    client = stack.client
+    job_id = client.submit(spec(stack.model, steps))["id"]
+    wait_for(lambda: client.get_job(job_id)["progress"]["step"] >= 12, 240, "two checkpoints")
+    job_dir = stack.job_dir(job_id)
+    return job_id, job_dir, rank_pids(job_dir)
+
+
+def assert_resumed_once(stack: FaultStack, job_id: str, steps: int) -> None:
+    """The job ends succeeded on its second start, resumed from a checkpoint, every step once."""
+    client = stack.client
+    wait_for(lambda: client.get_job(job_id)["status"] in ("succeeded", "failed"), 300, "the resumed job")
+    job = client.get_job(job_id)
+    assert job["status"] == "succeeded", (job, stack.logs(job_id))
+    assert job["attempts"] == 2
+    assert_streams_complete(stack, job_id, steps)
+    assert any(e["type"] == "resumed" for e in client.all_records(job_id, "events"))
+
+
 def test_task_process_killed_leaves_no_orphan_and_the_job_resumes(tmp_path: Path) -> None:
     """Defect 4: killing the task process (as the OOM killer would) orphaned the ranks, and the
     redelivered message was dropped because the job was ``running``."""
     steps = 60
     with fault_stack(tmp_path) as stack:
         client = stack.client
-        job_id = client.submit(spec(stack.model, steps))["id"]
-        job_dir = stack.job_dir(job_id)
-        wait_for(lambda: client.get_job(job_id)["progress"]["step"] >= 12, 240, "two checkpoints")
-        old = rank_pids(job_dir)
+        job_id, job_dir, old = start_past_two_checkpoints(stack, steps)
         task = _task_pid(job_dir)
         os.kill(task, signal.SIGKILL)
         killed_at = time.monotonic()
@@ -223,13 +240,7 @@ def test_task_process_killed_leaves_no_orphan_and_the_job_resumes(tmp_path: Path
         # The job is taken over and finishes, every step once.
         wait_for(lambda: client.get_job(job_id)["attempts"] >= 2, SETTLE_S, "the job to be taken over")
         resumed_s = time.monotonic() - killed_at
-        wait_for(lambda: client.get_job(job_id)["status"] in ("succeeded", "failed"), 300, "the resumed job")
-        job = client.get_job(job_id)
-        assert job["status"] == "succeeded", (job, stack.logs(job_id))
-        assert job["attempts"] == 2
-        assert_streams_complete(stack, job_id, steps)
-        events = client.all_records(job_id, "events")
-        assert any(e["type"] == "resumed" for e in events)
+        assert_resumed_once(stack, job_id, steps)
         print(f"task killed: old run gone after {orphan_s:.1f} s, job taken over after {resumed_s:.1f} s")
 
 
@@ -241,10 +252,7 @@ def test_worker_killed_mid_job_the_next_worker_resumes_it(tmp_path: Path) -> Non
     steps = 60
     with fault_stack(tmp_path) as stack:
         client = stack.client
-        job_id = client.submit(spec(stack.model, steps))["id"]
-        job_dir = stack.job_dir(job_id)
-        wait_for(lambda: client.get_job(job_id)["progress"]["step"] >= 12, 240, "two checkpoints")
-        old = rank_pids(job_dir)
+        job_id, _, old = start_past_two_checkpoints(stack, steps)
         stack.workers[0].kill()  # the main process only, as `kill -9 <pid>` would
         stack.workers[0].wait()
         killed_at = time.monotonic()
@@ -255,11 +263,7 @@ def test_worker_killed_mid_job_the_next_worker_resumes_it(tmp_path: Path) -> Non
             lambda: client.get_job(job_id)["worker"] == "w2@test", SETTLE_S, "the next worker to take it"
         )
         resumed_s = time.monotonic() - killed_at
-        wait_for(lambda: client.get_job(job_id)["status"] in ("succeeded", "failed"), 300, "the resumed job")
-        job = client.get_job(job_id)
-        assert job["status"] == "succeeded", (job, stack.logs(job_id))
-        assert job["attempts"] == 2
-        assert_streams_complete(stack, job_id, steps)
+        assert_resumed_once(stack, job_id, steps)
         print(f"worker killed: old run gone after {orphan_s:.1f} s, resumed by w2 after {resumed_s:.1f} s")
 
 
