@@ -41,6 +41,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -338,7 +339,9 @@ class DatasetSpec(BaseModel):
 
     @field_validator("preset", mode="before")
     @classmethod
-    def _preset_lower(cls, value: Any) -> Any:
+    def _preset_lower(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.context and info.context.get("strict"):  # the REST API: exactly as its schema says
+            return value
         return value.strip().lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
@@ -818,13 +821,17 @@ def _parse_text(text: str, fmt: str | None) -> Any:
         raise SpecError([("", f"invalid YAML{where}: {problem}")]) from exc
 
 
-def load_spec(source: str | Path | Mapping[str, Any]) -> JobSpec:
+def load_spec(source: str | Path | Mapping[str, Any], *, strict: bool = False) -> JobSpec:
     """Read and validate a job spec from a file path, a JSON or YAML text, or a mapping.
 
     A :class:`~pathlib.Path`, or a one-line string naming an existing file, is read as a file:
     JSON for ``.json``, YAML for ``.yaml``/``.yml``, else by content. Any other string is the
     spec's text (JSON when it starts with ``{``, else YAML). Raises :class:`SpecError` listing
     every problem.
+
+    ``strict`` takes every value as the JSON type its schema says (no ``"3"`` for 3, no ``0``
+    for false): the REST API's mode, so it accepts exactly what its OpenAPI schema describes.
+    Files stay lax: YAML reads ``2e-5`` as a string.
     """
     fmt: str | None = None
     if isinstance(source, Mapping):
@@ -855,6 +862,6 @@ def load_spec(source: str | Path | Mapping[str, Any]) -> JobSpec:
     if not isinstance(data, Mapping):
         raise SpecError([("", f"the job spec must be an object (a mapping), not {type(data).__name__}")])
     try:
-        return JobSpec.model_validate(data)
+        return JobSpec.model_validate(data, strict=strict, context={"strict": strict})
     except ValidationError as exc:
         raise format_validation_error(exc) from exc

@@ -155,6 +155,9 @@ def jsonl_records(text: str) -> Iterator[Record]:
             raise DatasetFileError(
                 f"line {number}: malformed JSON ({exc.msg} at column {exc.colno})"
             ) from None
+        except (ValueError, RecursionError) as exc:  # a number of > 4300 digits, deep nesting
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0][:120]
+            raise DatasetFileError(f"line {number}: unreadable JSON ({reason})") from None
         if not isinstance(obj, dict):
             kind = "a list" if isinstance(obj, list) else type(obj).__name__
             raise DatasetFileError(f"line {number}: expected a JSON object, got {kind}")

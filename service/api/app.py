@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.api.errors import error_body, install_error_handlers
 from service.api.observability import install_metrics
 from service.api.routes import artifacts, files, health, jobs
+from service.api.schemas import ErrorResponse
 from service.contract import JobSpec
 from service.settings import Settings, load_settings
 from service.store import Store
@@ -50,6 +51,30 @@ class UploadLimit:
         await self.app(scope, receive, send)
 
 
+def _document_errors(schema: dict[str, Any]) -> None:
+    """FastAPI documents a request validation failure as its own ``HTTPValidationError``
+    (``{"detail": [...]}``); this API answers it with the error body (errors.py): say so.
+    Each operation's answers are listed by status."""
+    fastapi_ref = "#/components/schemas/HTTPValidationError"
+    ours = {"$ref": "#/components/schemas/ErrorResponse"}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            response = responses.get("422")
+            content = (response or {}).get("content", {}).get("application/json", {})
+            if content.get("schema", {}).get("$ref") == fastapi_ref:
+                response["description"] = "Invalid input; error.field names the first bad field."
+                content["schema"] = ours
+            operation["responses"] = dict(sorted(responses.items()))
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    if "ErrorResponse" not in components:
+        error_schema = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(error_schema.pop("$defs", {}))
+        components["ErrorResponse"] = error_schema
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API for ``settings`` (default: from the environment; unsafe production settings raise)."""
     settings = settings or load_settings()
@@ -73,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(spec_schema.pop("$defs", {}))
             components["JobSpec"] = spec_schema
+            _document_errors(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

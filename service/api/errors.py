@@ -8,6 +8,7 @@ without internals.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
@@ -15,16 +16,63 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.api.schemas import ErrorResponse
 from service.contract import SpecError
 
-__all__ = ["RETRY_AFTER_S", "ApiError", "error_body", "install_error_handlers"]
+__all__ = [
+    "RETRY_AFTER_S",
+    "ApiError",
+    "error_body",
+    "error_responses",
+    "install_error_handlers",
+    "is_unicode",
+]
 
 log = logging.getLogger("childtune.api")
 RETRY_AFTER_S = 5
 
 
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` can go into an answer: JSON's ``\\ud800`` escapes decode to lone
+    surrogates, which UTF-8 cannot encode (the answer would fail as a 500)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, dict[str, str | None]]:
     return {"error": {"code": code, "message": message, "field": field}}
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "The body cannot be parsed (not UTF-8 JSON, or malformed multipart).",
+    401: "Missing or unknown API key.",
+    404: "No such id for this API key (another tenant's id answers the same).",
+    409: "Conflict with the resource's state.",
+    413: "The upload is over the size limit (CHILDTUNE_MAX_UPLOAD_MB).",
+    422: "Invalid input; error.field names the first bad field.",
+    503: "The job store (Redis) is unreachable; retry after Retry-After seconds.",
+}
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+}
+
+
+def error_responses(
+    *statuses: int, descriptions: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` (FastAPI's ``responses=``) for error answers: the error body, a
+    description per status (``descriptions`` overrides), ``Retry-After`` with a 503."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        description = (descriptions or {}).get(status, _ERROR_DESCRIPTIONS[status])
+        entry: dict[str, Any] = {"model": ErrorResponse, "description": description}
+        if status == 503:
+            entry["headers"] = _RETRY_AFTER
+        out[status] = entry
+    return out
 
 
 class ApiError(Exception):
@@ -81,6 +129,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":  # loc is ("body", <character offset>), not a field
+            where = first.get("loc", ())[-1:]
+            reason = str((first.get("ctx") or {}).get("error", "JSON decode error"))
+            at = f" at character {where[0]}" if where and isinstance(where[0], int) else ""
+            return _json(ApiError(422, "invalid_request", f"the body is not valid JSON: {reason}{at}"))
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
         field = ".".join(loc) or None
         message = str(first.get("msg", "invalid request"))

@@ -11,6 +11,8 @@ from service.store import FileRecord, JobRecord
 __all__ = [
     "CheckpointList",
     "CheckpointPublic",
+    "ErrorDetail",
+    "ErrorResponse",
     "FileList",
     "FilePublic",
     "JobList",
@@ -18,6 +20,34 @@ __all__ = [
     "Progress",
     "RecordPage",
 ]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(
+        description="A stable code: unauthorized, not_found, invalid_request, invalid_spec, ..."
+    )
+    message: str = Field(description="What is wrong and how to fix it.")
+    field: str | None = Field(description="The input at fault (a dotted path such as childtuning.reserve_p).")
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer of the API: ``{"error": {"code", "message", "field"}}``."""
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "error": {
+                        "code": "invalid_spec",
+                        "message": "childtuning.reserve_p: must be > 0 and <= 1 (got 1.5)",
+                        "field": "childtuning.reserve_p",
+                    }
+                }
+            ]
+        }
+    }
+
+    error: ErrorDetail
 
 
 class Progress(BaseModel):

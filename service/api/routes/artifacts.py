@@ -6,14 +6,14 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from service.api.deps import SettingsDep, StoreDep, TenantDep
-from service.api.errors import ApiError
+from service.api.errors import ApiError, error_responses
 from service.api.routes.jobs import owned_job
 from service.api.schemas import CheckpointList, CheckpointPublic
 from service.artifacts import find_checkpoint, list_checkpoints, mask_summary, tar_stream
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/jobs", tags=["artifacts"])
+router = APIRouter(prefix="/v1/jobs", tags=["artifacts"], responses=error_responses(401, 404, 503))
 
 
 @router.get(
@@ -47,7 +47,10 @@ def checkpoints(job_id: str, tenant: TenantDep, store: StoreDep, settings: Setti
     "/{job_id}/checkpoints/{name}/archive",
     summary="Download a model or checkpoint as a tar",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/x-tar": {}}, "description": "An uncompressed tar stream."}},
+    responses={
+        200: {"content": {"application/x-tar": {}}, "description": "An uncompressed tar stream."},
+        **error_responses(404, descriptions={404: "No such job for this API key, or no such checkpoint."}),
+    },
 )
 def archive(
     job_id: str, name: str, tenant: TenantDep, store: StoreDep, settings: SettingsDep
@@ -65,7 +68,13 @@ def archive(
     return StreamingResponse(tar_stream(ckpt), media_type="application/x-tar", headers=headers)
 
 
-@router.get("/{job_id}/mask", summary="The child network: the ChildTuning-D mask's summary")
+@router.get(
+    "/{job_id}/mask",
+    summary="The child network: the ChildTuning-D mask's summary",
+    responses=error_responses(
+        404, descriptions={404: "No such job for this API key, or no mask summary (yet) (code no_mask)."}
+    ),
+)
 def mask(job_id: str, tenant: TenantDep, store: StoreDep, settings: SettingsDep) -> dict[str, object]:
     """Kept fraction per layer, threshold, counts (``masks/summary.json``)."""
     record = owned_job(store, job_id, tenant)

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
 from service.api.deps import SettingsDep, StoreDep, TenantDep
-from service.api.errors import ApiError
+from service.api.errors import ApiError, error_responses, is_unicode
 from service.api.schemas import FileList, FilePublic
 from service.datasets import DatasetFileError, inspect_file
 from service.store import FileRecord, Store, new_file_id, valid_file_id
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+router = APIRouter(prefix="/v1/files", tags=["files"], responses=error_responses(401, 503))
+log = logging.getLogger("childtune.api")
 
 
 def owned_file(store: Store, file_id: str, tenant: str) -> FileRecord:
@@ -26,9 +28,26 @@ def owned_file(store: Store, file_id: str, tenant: str) -> FileRecord:
     return record
 
 
-@router.post("", status_code=201, response_model=FilePublic, summary="Upload a csv, tsv or jsonl dataset")
+@router.post(
+    "",
+    status_code=201,
+    response_model=FilePublic,
+    summary="Upload a csv, tsv or jsonl dataset",
+    responses=error_responses(
+        400,
+        413,
+        422,
+        descriptions={422: "The file is not valid csv, tsv or jsonl, or a form field is missing or invalid."},
+    ),
+)
 def upload_file(
-    file: Annotated[UploadFile, File(description="The dataset: csv/tsv with a header row, or jsonl.")],
+    file: Annotated[
+        UploadFile,
+        File(
+            description="The dataset: csv/tsv with a header row, or jsonl.",
+            examples=["text,label\nthe best film of the year,1\na waste of two hours,0\n"],
+        ),
+    ],
     tenant: TenantDep,
     store: StoreDep,
     settings: SettingsDep,
@@ -55,10 +74,24 @@ def upload_file(
                     )
                 out.write(chunk)
         filename = os.path.basename(file.filename or "upload")[:255]
+        filename = filename.encode("utf-8", "replace").decode()  # no lone surrogates in answers
         try:
             summary = inspect_file(tmp, filename, format)
         except DatasetFileError as exc:
             raise ApiError(422, "invalid_file", f"{filename}: {exc}", "file") from exc
+        except (ValueError, RecursionError) as exc:
+            # The reader's own errors name the line; these escaped it (a JSON number of more than
+            # 4300 digits, nesting deeper than the decoder's limit), but the file is still at fault.
+            log.warning("upload %r: %s: %s", filename, type(exc).__name__, exc)
+            reason = str(exc).split(";")[0][:200]
+            raise ApiError(422, "invalid_file", f"{filename}: cannot be read ({reason})", "file") from exc
+        if not all(is_unicode(name) for name in summary.columns):
+            raise ApiError(
+                422,
+                "invalid_file",
+                f"{filename}: a column name is not valid Unicode text (a lone surrogate such as \\ud800)",
+                "file",
+            )
         record = FileRecord(
             id=file_id,
             tenant=tenant,
@@ -85,12 +118,21 @@ def list_files(tenant: TenantDep, store: StoreDep) -> FileList:
     return FileList(data=[FilePublic.of(r) for r in store.list_files(tenant)])
 
 
-@router.get("/{file_id}", response_model=FilePublic, summary="One uploaded file")
+@router.get(
+    "/{file_id}", response_model=FilePublic, summary="One uploaded file", responses=error_responses(404)
+)
 def get_file(file_id: str, tenant: TenantDep, store: StoreDep) -> FilePublic:
     return FilePublic.of(owned_file(store, file_id, tenant))
 
 
-@router.delete("/{file_id}", status_code=204, summary="Delete an uploaded file")
+@router.delete(
+    "/{file_id}",
+    status_code=204,
+    summary="Delete an uploaded file",
+    responses=error_responses(
+        404, 409, descriptions={409: "A queued or running job reads the file (code file_in_use)."}
+    ),
+)
 def delete_file(file_id: str, tenant: TenantDep, store: StoreDep, settings: SettingsDep) -> Response:
     """Refused (409) while a queued or running job of yours reads the file."""
     record = owned_file(store, file_id, tenant)

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api.deps import SettingsDep, StoreDep
-from service.api.errors import RETRY_AFTER_S, error_body
+from service.api.errors import RETRY_AFTER_S, error_body, error_responses
 
 __all__ = ["router"]
 
@@ -21,7 +21,16 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: Redis reachable and at least one worker alive")
+@router.get(
+    "/readyz",
+    summary="Readiness: Redis reachable and at least one worker alive",
+    responses=error_responses(
+        503,
+        descriptions={
+            503: "Not ready: Redis is unreachable (store_unavailable) or no worker is alive (no_workers)."
+        },
+    ),
+)
 def readyz(store: StoreDep, settings: SettingsDep) -> Any:
     try:
         store.ping()
@@ -37,6 +46,11 @@ def readyz(store: StoreDep, settings: SettingsDep) -> Any:
     return {"status": "ready", "redis": True, "workers": len(workers)}
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+)
 def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)

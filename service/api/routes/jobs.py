@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Query
 
 from service.api.deps import CeleryDep, SettingsDep, StoreDep, TenantDep
-from service.api.errors import RETRY_AFTER_S, ApiError
+from service.api.errors import RETRY_AFTER_S, ApiError, error_responses, is_unicode
 from service.api.schemas import JobList, JobPublic, RecordPage
 from service.contract import JobSpec, SpecError, load_spec
 from service.resolve import resolve_spec
@@ -17,7 +17,7 @@ from workers.celery_app import EnqueueError, enqueue
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 503))
 
 _EXAMPLE_SPECS: list[Any] = JobSpec.model_json_schema().get("examples", [])
 _SPEC_EXAMPLES = {
@@ -34,6 +34,30 @@ _SPEC_EXAMPLES = {
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
+def _not_unicode(body: Any) -> str | None:
+    """Where a JSON body holds a string that is not Unicode text, else None: JSON's ``\\ud800``
+    escapes decode to lone surrogates, which no answer, log or ``job.json`` could encode.
+
+    The answer is the dotted path of the value, or of the object whose key it is (the key itself
+    cannot be shown). Iterative: a body may nest as deep as the JSON decoder allows.
+    """
+    stack: list[tuple[str, Any]] = [("", body)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if not is_unicode(value):
+                return path
+        elif isinstance(value, dict):
+            if not all(is_unicode(str(key)) for key in value):
+                return path
+            items = [(f"{path}.{key}" if path else str(key), item) for key, item in value.items()]
+            stack.extend(reversed(items))  # in document order
+        elif isinstance(value, list):
+            items = [(f"{path}.{i}" if path else str(i), item) for i, item in enumerate(value)]
+            stack.extend(reversed(items))
+    return None
+
+
 def owned_job(store: Store, job_id: str, tenant: str) -> JobRecord:
     """The caller's job, else 404 (another tenant's id looks exactly like a missing one)."""
     record = store.get_job(job_id, tenant) if valid_job_id(job_id) else None
@@ -47,7 +71,15 @@ def owned_job(store: Store, job_id: str, tenant: str) -> JobRecord:
     status_code=201,
     response_model=JobPublic,
     summary="Submit a fine-tune job",
-    responses={422: {"description": "The spec is invalid; error.field names the first bad field."}},
+    responses=error_responses(
+        400,
+        422,
+        503,
+        descriptions={
+            422: "The spec is invalid; error.field names the first bad field.",
+            503: "The job store (Redis) or the broker is unreachable; retry after Retry-After seconds.",
+        },
+    ),
     openapi_extra={
         "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}}}
     },
@@ -60,7 +92,11 @@ def create_job(
     celery: CeleryDep,
 ) -> JobPublic:
     """Validate the spec (the job contract), resolve its model and files, store it and enqueue it."""
-    spec = load_spec(body)
+    where = _not_unicode(body)
+    if where is not None:
+        message = "not valid Unicode text (a lone surrogate such as \\ud800)"
+        raise ApiError(422, "invalid_spec", f"{where}: {message}" if where else message, where or None)
+    spec = load_spec(body, strict=True)
     try:
         resolved = resolve_spec(spec, tenant, store, settings)
     except SpecError as exc:
@@ -97,12 +133,24 @@ def list_jobs(
     return JobList(data=[JobPublic.of(r) for r in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobPublic, summary="One job: status, phase, progress, metrics")
+@router.get(
+    "/{job_id}",
+    response_model=JobPublic,
+    summary="One job: status, phase, progress, metrics",
+    responses=error_responses(404),
+)
 def get_job(job_id: str, tenant: TenantDep, store: StoreDep) -> JobPublic:
     return JobPublic.of(owned_job(store, job_id, tenant))
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic, summary="Cancel a queued or running job")
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobPublic,
+    summary="Cancel a queued or running job",
+    responses=error_responses(
+        404, 409, descriptions={409: "The job has finished already (code job_finished)."}
+    ),
+)
 def cancel_job(job_id: str, tenant: TenantDep, store: StoreDep) -> JobPublic:
     """A queued job is cancelled at once; a running one within seconds (its ranks are stopped)."""
     owned_job(store, job_id, tenant)
@@ -120,7 +168,12 @@ def _records(store: Store, job_id: str, which: str, after: str, limit: int) -> R
     return RecordPage(data=page.items, next_cursor=page.next_cursor)
 
 
-@router.get("/{job_id}/metrics", response_model=RecordPage, summary="Metric records after a cursor")
+@router.get(
+    "/{job_id}/metrics",
+    response_model=RecordPage,
+    summary="Metric records after a cursor",
+    responses=error_responses(404),
+)
 def job_metrics(
     job_id: str,
     tenant: TenantDep,
@@ -133,7 +186,12 @@ def job_metrics(
     return _records(store, job_id, "metrics", after, limit)
 
 
-@router.get("/{job_id}/events", response_model=RecordPage, summary="Event records after a cursor")
+@router.get(
+    "/{job_id}/events",
+    response_model=RecordPage,
+    summary="Event records after a cursor",
+    responses=error_responses(404),
+)
 def job_events(
     job_id: str,
     tenant: TenantDep,
