@@ -26,6 +26,10 @@ TOPOLOGIES = [(2, 0), (2, 1), (2, 2), (2, 3), (4, 2), (4, 3)]
 RESUME_MODES = "childtuning-d,childtuning-f,update-dropout"
 SGD_TOL = 1e-6
 ADAMW_TOL = {0: 1e-6, 1: 1e-6, 2: 1e-6, 3: 1e-5}  # ZeRO-3 reduces in another order: stated looser
+# Four ranks sum four partial gradients in another order than one process: AdamW's m/sqrt(v)
+# turns the last-bit differences into up to 2.1e-6 after 3 steps at lr 1e-2 (measured at ZeRO-2 on
+# this machine's CPU, the same in every run: deterministic, not flaky), so 4 ranks get ZeRO-3's bound.
+ADAMW_TOL_4_RANKS = 1e-5
 GAS_ADAMW_TOL = 1e-5  # two accumulated micro-batches round differently from one batch (measured 1.3e-6)
 
 
@@ -51,20 +55,55 @@ def _run(args: list[str], world: int | None) -> None:
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
 
 
+GAS_RESUME = [(2, stage, "gas-resume") for stage in (2, 3)]
+
+
+class Runs:
+    """The rank program's outputs by topology, each run once, on first use.
+
+    A run that fails fails only the tests that read it (each sees the same error), not every
+    test of the module.
+    """
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self._done: dict[tuple, Path | BaseException] = {}
+
+    def _start(self, key: tuple) -> Path:
+        if key == (1, -1):
+            out = self.base / "ref"
+            _run(["--stage", "-1", "--out", str(out)], world=None)
+            return out
+        if len(key) == 3:  # gradient accumulation (2 micro-steps a step) and resume from a checkpoint
+            stage = key[1]
+            out = self.base / f"w2-s{stage}-gas-resume"
+            args = ["--stage", str(stage), "--gas", "2", "--resume-at", "2", "--modes", RESUME_MODES]
+            _run([*args, "--out", str(out)], world=2)
+            return out
+        world, stage = key
+        out = self.base / f"w{world}-s{stage}"
+        _run(["--stage", str(stage), "--out", str(out)], world=world)
+        return out
+
+    def __getitem__(self, key: tuple) -> Path:
+        if key not in self._done:
+            try:
+                self._done[key] = self._start(key)
+            except BaseException as exc:  # kept: every test of this run reports it
+                self._done[key] = exc
+        got = self._done[key]
+        if isinstance(got, BaseException):
+            raise AssertionError(f"the rank program for {key} failed: {got}") from None
+        return got
+
+    def items(self) -> list[tuple[tuple, Path]]:
+        keys: list[tuple] = [(1, -1), *TOPOLOGIES, *GAS_RESUME]
+        return [(key, self[key]) for key in keys]
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[tuple[int, int], Path]:
-    base = tmp_path_factory.mktemp("zero")
-    out = {(1, -1): base / "ref"}
-    _run(["--stage", "-1", "--out", str(out[(1, -1)])], world=None)
-    for world, stage in TOPOLOGIES:
-        out[(world, stage)] = base / f"w{world}-s{stage}"
-        _run(["--stage", str(stage), "--out", str(out[(world, stage)])], world=world)
-    # gradient accumulation (2 micro-steps per step) and resume from a DeepSpeed checkpoint
-    for stage in (2, 3):
-        out[(2, stage, "gas-resume")] = base / f"w2-s{stage}-gas-resume"
-        args = ["--stage", str(stage), "--gas", "2", "--resume-at", "2", "--modes", RESUME_MODES]
-        _run([*args, "--out", str(out[(2, stage, "gas-resume")])], world=2)
-    return out
+def runs(tmp_path_factory) -> Runs:
+    return Runs(tmp_path_factory.mktemp("zero"))
 
 
 def _params(d: Path, tag: str) -> dict[str, torch.Tensor]:
@@ -88,7 +127,8 @@ def test_gradient_accumulation_and_resume_match_single_process(runs, stage, mode
 
 
 def _compare(ref: Path, got: Path, world: int, stage: int, mode: str, adamw_tol: float | None = None) -> None:
-    for opt, tol in (("sgd", SGD_TOL), ("adamw", adamw_tol or ADAMW_TOL[stage])):
+    adamw = adamw_tol or (max(ADAMW_TOL[stage], ADAMW_TOL_4_RANKS) if world >= 4 else ADAMW_TOL[stage])
+    for opt, tol in (("sgd", SGD_TOL), ("adamw", adamw)):
         a, b = _params(ref, f"{mode}-{opt}"), _params(got, f"{mode}-{opt}")
         worst = max((a[k] - b[k]).abs().max().item() for k in a)
         assert worst <= tol, f"{mode}/{opt} at W={world} ZeRO-{stage}: max diff {worst:.3g} > {tol}"

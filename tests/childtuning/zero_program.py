@@ -179,6 +179,12 @@ def main() -> None:
     ap.add_argument("--resume-at", type=int, default=None, help="checkpoint, rebuild and resume at this step")
     a = ap.parse_args()
     run(a.stage, a.out, a.fused, a.clip, a.modes.split(","), a.optimizers.split(","), a.gas, a.resume_at)
+    if torch.distributed.is_initialized():
+        # Shut gloo down before the interpreter does: its threads, still joinable while static
+        # destructors run at exit, made a busy machine abort a rank ("terminate called without
+        # an active exception", SIGABRT) after all its work was written.
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

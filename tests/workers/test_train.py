@@ -195,8 +195,12 @@ def test_job_finishes_with_contiguous_metrics_and_a_loadable_model(
     assert types[-1] == "finished" and events[-1]["status"] == "succeeded"
     phases = [e["phase"] for e in events if e["type"] == "phase"]
     assert ("fisher" in phases) == (mode == "childtuning-d")
-    assert [e["name"] for e in events if e["type"] == "checkpoint"] == ["step-00000004"]
-    assert (job_dir / "checkpoints" / "step-00000004" / MARKER).is_file()
+    # every save_every (4) steps, the last step included
+    assert [e["name"] for e in events if e["type"] == "checkpoint"] == ["step-00000004", "step-00000008"]
+    assert (job_dir / "checkpoints" / "step-00000008" / MARKER).is_file()
+    # after the final evaluation the job saves: no training phase after it
+    last_eval = max(i for i, e in enumerate(events) if e["type"] == "phase" and e["phase"] == "evaluating")
+    assert [e["phase"] for e in events[last_eval:] if e["type"] == "phase"] == ["evaluating", "saving"]
     assert {"train/loss", "train/lr", f"eval/{main.removeprefix('eval_')}"} <= tensorboard_tags(
         job_dir / "tensorboard"
     )

@@ -228,6 +228,18 @@ class Run:
         finally:
             if self.recorder is not None:
                 self.recorder.close()
+            self.close_process_group()
+
+    def close_process_group(self) -> None:
+        """Shut the process group down before the interpreter does (a local call, no collective):
+        gloo's threads left to the exit-time destructors could abort the rank with SIGABRT."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            try:
+                dist.destroy_process_group()
+            except Exception as exc:  # the job's outcome is decided; this is only cleanup
+                log.warning("rank %d: destroying the process group failed: %s", self.rank, exc)
 
     # -- prepare ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -466,8 +478,8 @@ class Run:
             if (hp.eval_every is not None and step % hp.eval_every == 0) or epoch_end or last:
                 self.evaluate(step, last=last)
             saving = step % hp.save_every == 0 if hp.save_every is not None else epoch_end
-            if saving and not last:
-                self.save_checkpoint(step)
+            if saving or last:  # the last step too: every job leaves a checkpoint of its end
+                self.save_checkpoint(step, last=last)
 
     def device_memory(self) -> dict[str, float]:
         """Rank 0's peak GPU memory so far (MiB), on CUDA; nothing on CPU."""
@@ -477,14 +489,15 @@ class Run:
 
         return {"gpu_peak_memory_mib": torch.cuda.max_memory_allocated(self.torch_device) / 2**20}
 
-    def save_checkpoint(self, step: int) -> None:
+    def save_checkpoint(self, step: int, *, last: bool = False) -> None:
         from workers.train import checkpoints
 
         self.set_phase("saving")
         keep = self.spec.hyperparameters.keep_checkpoints
         path = checkpoints.save(self.engine, self.ckpt_dir, step, {"best": self.best}, keep)
         self.event("checkpoint", name=path.name, step=step, path=str(path))
-        self.set_phase("training")
+        if not last:  # after the last step the job goes on saving (the model export)
+            self.set_phase("training")
 
     # -- evaluate ---------------------------------------------------------------------------------
     def evaluate(self, step: int, *, last: bool) -> None:
@@ -551,7 +564,8 @@ class Run:
             self.export("best", step, record)
             self.event("best", step=step, main_metric=main_key, main_value=value)
         self.engine.train()
-        self.set_phase("training")
+        if not last:  # after the final evaluation comes saving, not more training
+            self.set_phase("training")
 
     # -- export -----------------------------------------------------------------------------------
     def export(self, which: str, step: int, metrics: dict[str, Any]) -> None:
