@@ -18,9 +18,9 @@ RUN groupadd --system --gid 10001 childtune \
 
 WORKDIR /opt/childtune
 COPY pyproject.toml README.md ./
-COPY childtuning ./childtuning
+# Only what the API imports: service/ stands on nothing of workers/ or childtuning/
+# (tests/service/test_api.py checks the imports; tests/deploy that this list is enough).
 COPY service ./service
-COPY workers ./workers
 # Every version the service extra names is pinned in pyproject.toml.
 RUN pip install "./[service]"
 

@@ -35,10 +35,10 @@ from celery import shared_task
 
 from service.contract import load_spec
 from service.procs import die_with_parent
+from service.queue import RUN_JOB
 from service.resolve import resolved_problem
 from service.settings import Settings, load_settings
 from service.store import JobRecord, Store
-from workers.celery_app import RUN_JOB
 from workers.train.program import EXIT_INTERRUPTED, EXIT_OK
 
 __all__ = ["INSTANCE_ENV", "JobRunner", "run_job", "stop_process_group"]
@@ -188,7 +188,7 @@ class JobRunner:
     def _enqueue_again(self) -> None:
         """A fresh message for the (queued) job: its old one is held by a dead worker until the
         broker's visibility timeout, far too long to wait."""
-        from workers.celery_app import enqueue, make_celery
+        from service.queue import enqueue, make_celery
 
         record = self._retry("requeueing", lambda: self.store.get_job(self.job_id))
         if record is not None and record.status == "queued":

@@ -64,7 +64,7 @@ class _Heartbeat(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
-        from workers.celery_app import enqueue, make_celery
+        from service.queue import enqueue, make_celery
         from workers.reaper import Reaper
 
         app = make_celery(self.settings)
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     from celery import signals
 
     import workers.tasks  # noqa: F401  (registers run_job)
-    from workers.celery_app import make_celery
+    from service.queue import make_celery
 
     app = make_celery(settings)
     store = Store.from_url(settings.redis_url)

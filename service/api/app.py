@@ -13,9 +13,9 @@ from service.api.observability import install_metrics
 from service.api.routes import artifacts, files, health, jobs
 from service.api.schemas import ErrorResponse
 from service.contract import JobSpec
+from service.queue import make_celery
 from service.settings import Settings, load_settings
 from service.store import Store
-from workers.celery_app import make_celery
 
 __all__ = ["create_app"]
 

@@ -609,3 +609,45 @@ def test_the_documented_override_files_are_valid(tmp_path: Path) -> None:
         "services:\n  worker:\n    deploy: {resources: {reservations: {devices: [{count: 1}]}}}\n"
     )
     assert run_compose(tmp_path, "-f", str(broken), "config", "-q", env=env).returncode != 0
+
+
+def test_the_api_image_files_are_enough_to_start_the_api(tmp_path: Path) -> None:
+    """The API image copies only what the API imports: with exactly the sources its COPY lines
+    name (and the installed dependencies, without this checkout on the path), the app and the
+    CLI that serves it import, and the app answers /healthz."""
+    copies = [
+        line.split()[1:-1]
+        for line in API_DOCKERFILE.read_text().splitlines()
+        if line.startswith("COPY ") and "--from" not in line
+    ]
+    image = tmp_path / "image"
+    image.mkdir()
+    for sources in copies:
+        for source in sources:
+            target = image / source
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(ROOT / source, target)
+    assert (image / "service").is_dir() and not (image / "workers").exists()
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    code = (
+        "import sys; sys.path[:0] = [sys.argv[1], *sys.argv[2:]]\n"
+        "import service.cli, service.api\n"
+        "from starlette.testclient import TestClient\n"
+        "app = service.api.create_app()\n"
+        "assert TestClient(app).get('/healthz').status_code == 200\n"
+        "assert service.api.__file__.startswith(sys.argv[1]), service.api.__file__\n"
+        "print('ok')\n"
+    )
+    # -S: no site-packages .pth files, so the editable install of this checkout is not on the path.
+    env = {"PATH": os.environ.get("PATH", ""), "CHILDTUNE_REDIS_URL": "redis://127.0.0.1:1/0"}
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", code, str(image), *site],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stdout + out.stderr

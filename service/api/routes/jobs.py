@@ -10,10 +10,10 @@ from service.api.deps import CeleryDep, SettingsDep, StoreDep, TenantDep
 from service.api.errors import RETRY_AFTER_S, ApiError, error_responses, is_unicode
 from service.api.schemas import JobList, JobPublic, RecordPage
 from service.contract import JobSpec, SpecError, load_spec
+from service.queue import EnqueueError, enqueue
 from service.resolve import resolve_spec
 from service.settings import queue_for
 from service.store import FINAL_STATUSES, JobRecord, Store, new_job_id, valid_cursor, valid_job_id
-from workers.celery_app import EnqueueError, enqueue
 
 __all__ = ["router"]
 

@@ -1,7 +1,8 @@
-"""The Celery application: broker settings and the one task name, shared by the API and the workers.
+"""The job queue: the Celery application, the one task name and ``enqueue``.
 
-This module imports neither torch nor the task's code: the API builds an app here only to send
-``run_job`` messages by name. Job state lives in the store (:mod:`service.store`), never in
+Defined on the producer side: the API sends ``run_job`` messages by name from here, and the
+workers (``workers.tasks``, ``workers.worker``) import the same app to consume them. It imports
+neither torch nor the task's code. Job state lives in the store (:mod:`service.store`), never in
 Celery results, so there is no result backend.
 """
 
