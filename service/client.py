@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from service import env
 from service.settings import state_dir
 
 __all__ = ["DEFAULT_URL", "Client", "ClientError"]
@@ -45,11 +46,11 @@ class Client:
         """URL and key from arguments, else ``CHILDTUNE_API_URL``/``_KEY``, else ``childtune up``'s files."""
         state = state_dir()
         if url is None:
-            url = os.environ.get("CHILDTUNE_API_URL")
+            url = os.environ.get(env.API_URL)
         if url is None and (state / "api-url").is_file():
             url = (state / "api-url").read_text().strip()
         if api_key is None:
-            api_key = os.environ.get("CHILDTUNE_API_KEY")
+            api_key = os.environ.get(env.API_KEY)
         if api_key is None and (state / "api-key").is_file():
             api_key = (state / "api-key").read_text().strip()
         return cls(url or DEFAULT_URL, api_key)

@@ -48,6 +48,8 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
+from service import env
+
 __all__ = [
     "ALLOW_HUB_ENV",
     "DEVICES",
@@ -111,7 +113,7 @@ FileFormat = Literal["csv", "tsv", "jsonl"]
 
 # Models the workers know by a short name (resolved to a local folder by the worker).
 MODEL_PRESETS: tuple[str, ...] = ("minilm-l6",)
-ALLOW_HUB_ENV = "CHILDTUNE_ALLOW_HUB"
+ALLOW_HUB_ENV = env.ALLOW_HUB
 # The words pydantic-settings reads as true, so the API and the workers agree on a flag's value.
 TRUE_WORDS = frozenset({"1", "true", "t", "yes", "y", "on"})
 

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from service import env as names
 from service.procs import die_with_parent, free_port
 
 __all__ = ["DEMO_SPEC", "RedisServer", "Stack", "demo_main", "find_redis_server", "free_port", "up_main"]
@@ -203,22 +204,21 @@ class Stack:
         env = dict(os.environ)
         env.update(
             {
-                "CHILDTUNE_ENV": "development",
-                "CHILDTUNE_REDIS_URL": self.redis.url,
-                "CHILDTUNE_API_KEYS": f"{key}:local",
-                "CHILDTUNE_STATE": str(self.state),
-                "CHILDTUNE_ARTIFACTS": os.environ.get("CHILDTUNE_ARTIFACTS") or str(self.state / "artifacts"),
+                names.ENV: "development",
+                names.REDIS_URL: self.redis.url,
+                names.API_KEYS: f"{key}:local",
+                names.STATE: str(self.state),
+                names.ARTIFACTS: os.environ.get(names.ARTIFACTS) or str(self.state / "artifacts"),
                 # Local model folders a job may name (by folder name): put or link them here.
-                "CHILDTUNE_MODEL_ROOTS": os.environ.get("CHILDTUNE_MODEL_ROOTS")
-                or str(self.state / "models"),
+                names.MODEL_ROOTS: os.environ.get(names.MODEL_ROOTS) or str(self.state / "models"),
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        for root in env["CHILDTUNE_MODEL_ROOTS"].split(","):
+        for root in env[names.MODEL_ROOTS].split(","):
             if root.strip():
                 Path(root.strip()).expanduser().mkdir(parents=True, exist_ok=True)
         if queues:
-            env["CHILDTUNE_QUEUES"] = queues
+            env[names.QUEUES] = queues
         try:
             cli = [sys.executable, "-m", "service.cli"]
             self.api = self._spawn(
@@ -250,7 +250,7 @@ class Stack:
         with contextlib.suppress(OSError):
             self.info_file.unlink(missing_ok=True)
         if self.worker is not None:
-            soft = float(os.environ.get("CHILDTUNE_SOFT_SHUTDOWN_S", "30"))
+            soft = float(os.environ.get(names.SOFT_SHUTDOWN_S, "30"))
             _stop(self.worker, "the worker", soft + 60)
         if self.api is not None:
             _stop(self.api, "the API", 15)
@@ -372,7 +372,7 @@ def demo_main(argv: list[str] | None = None) -> int:
         job = watch_job(client, job_id)
         print_job_summary(job)
         if job["status"] == "succeeded":
-            artifacts = Path(os.environ.get("CHILDTUNE_ARTIFACTS") or state / "artifacts")
+            artifacts = Path(os.environ.get(names.ARTIFACTS) or state / "artifacts")
             print(f"The model (Hugging Face folder): {artifacts / 'jobs' / job_id / 'model'}")
             print(f"Download it elsewhere: childtune download {job_id} --to ./{job_id}-model")
             print(

@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service import env
+
 __all__ = [
     "ALL_QUEUES",
     "DEFAULT_API_KEYS",
@@ -43,7 +45,7 @@ def queue_for(device: str, num_ranks: int) -> str:
 
 def state_dir() -> Path:
     """The local state folder of ``childtune up`` and the CLI: ``$CHILDTUNE_STATE`` or ``~/.childtune``."""
-    return Path(os.environ.get("CHILDTUNE_STATE") or "~/.childtune").expanduser()
+    return Path(os.environ.get(env.STATE) or "~/.childtune").expanduser()
 
 
 class SettingsError(ValueError):
@@ -75,7 +77,7 @@ def parse_api_keys(text: str) -> dict[str, str]:
 class Settings(BaseSettings):
     """Configuration of the API, the workers and the embedded stack (environment ``CHILDTUNE_*``)."""
 
-    model_config = SettingsConfigDict(env_prefix="CHILDTUNE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=env.PREFIX, extra="ignore", frozen=True)
 
     env: Literal["development", "production"] = "development"
     redis_url: str = "redis://127.0.0.1:6379/0"

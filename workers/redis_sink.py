@@ -30,13 +30,14 @@ from typing import Any
 
 import redis
 
+from service import env
 from service.contract import JobSpec
 from service.store import Store
 from workers.train.sinks import EVENTS_FILE, METRICS_FILE, number_events, read_jsonl
 
 __all__ = ["FLUSH_TIMEOUT_S", "REDIS_URL_ENV", "RedisSink", "factory", "replay"]
 
-REDIS_URL_ENV = "CHILDTUNE_REDIS_URL"
+REDIS_URL_ENV = env.REDIS_URL
 # How long closing the sink waits for queued records to reach an unreachable store.
 FLUSH_TIMEOUT_S = 10.0
 RETRY_MAX_S = 2.0

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import redis
 from celery import shared_task
 
+from service import env as names
 from service.contract import load_spec
 from service.procs import die_with_parent
 from service.queue import RUN_JOB
@@ -45,8 +46,8 @@ __all__ = ["INSTANCE_ENV", "JobRunner", "run_job", "stop_process_group"]
 
 log = logging.getLogger(__name__)
 
-INSTANCE_ENV = "CHILDTUNE_WORKER_INSTANCE"
-SINKS_ENV = "CHILDTUNE_SINKS"
+INSTANCE_ENV = names.WORKER_INSTANCE
+SINKS_ENV = names.SINKS
 POLL_S = 0.5
 # A run's lease must stay absent this long (seen by one observer) before its job is taken over:
 # a live task renews it within POLL_S of the store coming back from an outage.
@@ -316,8 +317,8 @@ class JobRunner:
         env.update(
             {
                 SINKS_ENV: ",".join(sinks),
-                "CHILDTUNE_REDIS_URL": self.settings.redis_url,
-                "CHILDTUNE_ARTIFACTS": str(self.settings.artifacts),
+                names.REDIS_URL: self.settings.redis_url,
+                names.ARTIFACTS: str(self.settings.artifacts),
                 "PYTHONUNBUFFERED": "1",
             }
         )

@@ -24,13 +24,14 @@ import uuid
 from types import FrameType
 from typing import Any
 
+from service import env
 from service.settings import SettingsError, load_settings
 from service.store import Store
 
 __all__ = ["default_hostname", "main"]
 
 log = logging.getLogger("childtune.worker")
-INSTANCE_ENV = "CHILDTUNE_WORKER_INSTANCE"  # the same name as workers.tasks.INSTANCE_ENV
+INSTANCE_ENV = env.WORKER_INSTANCE
 
 
 def default_hostname() -> str:
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     # Before Celery (billiard) is imported: SIGTERM starts the cold shutdown with a soft wait.
     os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
     if args.queues:
-        os.environ["CHILDTUNE_QUEUES"] = args.queues
+        os.environ[env.QUEUES] = args.queues
     try:
         settings = load_settings()
     except SettingsError as exc:

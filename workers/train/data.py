@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from service import env
 from service.contract import PRESET_METRICS, DatasetSpec
 from service.datasets import DatasetFileError, Record, decode, detect_format, jsonl_records, table_records
 from workers.train.glue_metrics import MAIN_METRIC
@@ -63,7 +64,7 @@ __all__ = [
     "tokenize",
 ]
 
-DATA_ENV = "CHILDTUNE_DATA"
+DATA_ENV = env.DATA
 
 Split = Literal["train", "eval"]
 _SPLIT_NAMES: Mapping[str, Split] = {

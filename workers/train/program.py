@@ -30,6 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from service import env
 from service.contract import JobSpec, SpecError, load_spec
 from service.procs import free_port
 
@@ -37,7 +38,7 @@ log = logging.getLogger("childtune.train")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 75
 FISHER_EPOCH = -1  # the Fisher pass reads its own shuffle of the training set
-FILES_ENV = "CHILDTUNE_FILES_DIR"
+FILES_ENV = env.FILES_DIR
 STATUS_FILE = "status.json"
 
 

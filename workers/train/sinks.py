@@ -22,11 +22,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from service import env
 from service.contract import JobSpec
 
 log = logging.getLogger(__name__)
 
-SINKS_ENV = "CHILDTUNE_SINKS"
+SINKS_ENV = env.SINKS
 METRICS_FILE = "metrics.jsonl"
 EVENTS_FILE = "events.jsonl"
 

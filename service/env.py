@@ -1,0 +1,32 @@
+"""Every ``CHILDTUNE_*`` environment variable's name, defined once.
+
+:class:`service.settings.Settings` parses the service's configuration from the variables named
+after its fields (``CHILDTUNE_`` + the field name); the names below are those that code also
+sets or reads outside it: in the environment a worker gives the launcher and the ranks, in the
+local stack, in the CLI. Import the name; never spell it.
+"""
+
+from __future__ import annotations
+
+PREFIX = "CHILDTUNE_"
+
+# Read by Settings (the field of the same name) and set by the local stack or the worker.
+ENV = PREFIX + "ENV"
+REDIS_URL = PREFIX + "REDIS_URL"
+ARTIFACTS = PREFIX + "ARTIFACTS"
+API_KEYS = PREFIX + "API_KEYS"
+QUEUES = PREFIX + "QUEUES"
+MODEL_ROOTS = PREFIX + "MODEL_ROOTS"
+ALLOW_HUB = PREFIX + "ALLOW_HUB"
+SOFT_SHUTDOWN_S = PREFIX + "SOFT_SHUTDOWN_S"
+
+# The local state folder of `childtune up` and the CLI, and the CLI's client.
+STATE = PREFIX + "STATE"
+API_URL = PREFIX + "API_URL"
+API_KEY = PREFIX + "API_KEY"
+
+# Between a worker, its task and the training program.
+WORKER_INSTANCE = PREFIX + "WORKER_INSTANCE"
+SINKS = PREFIX + "SINKS"
+DATA = PREFIX + "DATA"
+FILES_DIR = PREFIX + "FILES_DIR"
