@@ -31,12 +31,14 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
+import redis.asyncio
 from pydantic import BaseModel, Field
 
 from service.contract import STATUSES
 
 __all__ = [
     "FINAL_STATUSES",
+    "AsyncReads",
     "FileRecord",
     "JobRecord",
     "Page",
@@ -186,6 +188,33 @@ def _safe(value: Any) -> Any:
     return value
 
 
+def _job_of(raw: dict[str, str], tenant: str | None) -> JobRecord | None:
+    """A job hash as a record; None when empty or another tenant's (when ``tenant`` is given)."""
+    if not raw:
+        return None
+    record = JobRecord.model_validate({k: json.loads(v) for k, v in raw.items()})
+    if tenant is not None and record.tenant != tenant:
+        return None
+    return record
+
+
+def _stream_low(which: str, after: str) -> str | None:
+    """XRANGE's lower bound for records strictly after ``after``; None when none can follow."""
+    assert which in ("metrics", "events")
+    if after == f"{_U64_MAX}-{_U64_MAX}":  # the largest id: nothing can follow it
+        return None
+    return "-" if after in ("", "0") else f"({after}"
+
+
+def _page_of(rows: list[tuple[str, dict[str, str]]], after: str) -> Page:
+    items = []
+    for entry_id, fields in rows:
+        record = json.loads(fields["r"])
+        record["cursor"] = entry_id
+        items.append(record)
+    return Page(items=items, next_cursor=rows[-1][0] if rows else (after or "0"))
+
+
 class Store:
     """Jobs, files, streams, cancel flags and worker heartbeats in one Redis database."""
 
@@ -232,13 +261,7 @@ class Store:
 
     def get_job(self, job_id: str, tenant: str | None = None) -> JobRecord | None:
         """The job, or None when it does not exist (or belongs to another tenant than ``tenant``)."""
-        raw = cast(dict[str, str], self.r.hgetall(P + f"job:{job_id}"))
-        if not raw:
-            return None
-        record = JobRecord.model_validate({k: json.loads(v) for k, v in raw.items()})
-        if tenant is not None and record.tenant != tenant:
-            return None
-        return record
+        return _job_of(cast(dict[str, str], self.r.hgetall(P + f"job:{job_id}")), tenant)
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         """Set fields of an existing job (not its status: use :meth:`transition`)."""
@@ -397,20 +420,11 @@ class Store:
         ``next_cursor`` is the id of the last record returned (``after`` itself when none), so
         a client passing it back sees every record exactly once.
         """
-        assert which in ("metrics", "events")
-        if after == f"{_U64_MAX}-{_U64_MAX}":  # the largest id: nothing can follow it
+        low = _stream_low(which, after)
+        if low is None:
             return Page(items=[], next_cursor=after)
-        low = "-" if after in ("", "0") else f"({after}"
-        rows = cast(
-            list[tuple[str, dict[str, str]]],
-            self.r.xrange(P + f"job:{job_id}:{which}", low, "+", count=limit),
-        )
-        items = []
-        for entry_id, fields in rows:
-            record = json.loads(fields["r"])
-            record["cursor"] = entry_id
-            items.append(record)
-        return Page(items=items, next_cursor=rows[-1][0] if rows else (after or "0"))
+        rows = self.r.xrange(P + f"job:{job_id}:{which}", low, "+", count=limit)
+        return _page_of(cast(list[tuple[str, dict[str, str]]], rows), after)
 
     # ------------------------------------------------------------------------------- files
 
@@ -495,3 +509,34 @@ class Store:
                 pipe.llen(f"{queue}\x06\x16{priority}")
         counts = [int(n) for n in pipe.execute()]
         return {q: sum(counts[4 * i : 4 * i + 4]) for i, q in enumerate(queues)}
+
+
+class AsyncReads:
+    """The API's hot read path, a job and its streams, on ``redis.asyncio``: polled by every
+    client, so it runs on the event loop with no thread hand-off, and a slow Redis stalls only
+    the requests that wait on it. Same keys and answers as :class:`Store`."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self.r = client
+
+    @classmethod
+    def from_url(cls, url: str, *, timeout_s: float = 5.0) -> AsyncReads:
+        client = redis.asyncio.Redis.from_url(
+            url, decode_responses=True, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+        )
+        return cls(client)
+
+    async def get_job(self, job_id: str, tenant: str | None = None) -> JobRecord | None:
+        return _job_of(cast(dict[str, str], await self.r.hgetall(P + f"job:{job_id}")), tenant)
+
+    async def owns(self, tenant: str, job_id: str) -> bool:
+        """Whether the job exists and is ``tenant``'s (one field read, not the whole record)."""
+        raw = await self.r.hget(P + f"job:{job_id}", "tenant")
+        return raw is not None and json.loads(raw) == tenant
+
+    async def read_stream(self, job_id: str, which: str, *, after: str = "0", limit: int = 1000) -> Page:
+        low = _stream_low(which, after)
+        if low is None:
+            return Page(items=[], next_cursor=after)
+        rows = await self.r.xrange(P + f"job:{job_id}:{which}", low, "+", count=limit)
+        return _page_of(cast(list[tuple[str, dict[str, str]]], rows), after)

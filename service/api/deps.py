@@ -1,4 +1,8 @@
-"""Dependencies of the routes: settings, store, Celery app, and the caller's tenant."""
+"""Dependencies of the routes: settings, store, Celery app, and the caller's tenant.
+
+Each is ``async def``: none does I/O, and FastAPI runs a plain function on its thread pool, a
+hand-off per dependency per request that cost more than the request's own work under load
+(``docs/benchmarks.md``, "API under load")."""
 
 from __future__ import annotations
 
@@ -11,24 +15,29 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.api.errors import ApiError
 from service.settings import Settings
-from service.store import Store
+from service.store import AsyncReads, Store
 
-__all__ = ["CeleryDep", "SettingsDep", "StoreDep", "TenantDep"]
+__all__ = ["CeleryDep", "ReadsDep", "SettingsDep", "StoreDep", "TenantDep"]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
 
 
-def get_celery(request: Request) -> Celery:
+async def get_reads(request: Request) -> AsyncReads:
+    reads: AsyncReads = request.app.state.reads
+    return reads
+
+
+async def get_celery(request: Request) -> Celery:
     app: Celery = request.app.state.celery
     return app
 
@@ -36,9 +45,10 @@ def get_celery(request: Request) -> Celery:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
+ReadsDep = Annotated[AsyncReads, Depends(get_reads)]
 
 
-def get_tenant(
+async def get_tenant(
     settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> str:
     """The tenant of the bearer key; 401 when the key is missing or unknown."""

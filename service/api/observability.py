@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.settings import ALL_QUEUES, Settings
 from service.store import Store
@@ -46,6 +47,41 @@ class StoreCollector(Collector):
         yield from (up, jobs, depth, workers)
 
 
+class _Timer:
+    """Times every HTTP request until its response starts, by method, route template and status.
+
+    A plain ASGI middleware: Starlette's ``@app.middleware("http")`` wraps each request in extra
+    tasks and streams, a fifth of the API's time per request under load.
+    """
+
+    def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
+        self.app, self.histogram = app, histogram
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        started = False
+
+        def observe(status: int) -> None:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.histogram.labels(scope["method"], route, str(status)).observe(time.perf_counter() - start)
+
+        async def timed_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start" and not started:
+                started = True
+                observe(int(message["status"]))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            if not started:  # no answer at all: counted as the server's failure
+                observe(500)
+
+
 def install_metrics(app: FastAPI, store: Store, settings: Settings) -> CollectorRegistry:
     registry = CollectorRegistry()
     latency = Histogram(
@@ -57,17 +93,6 @@ def install_metrics(app: FastAPI, store: Store, settings: Settings) -> Collector
     )
     registry.register(StoreCollector(store, settings))
 
-    @app.middleware("http")
-    async def _time(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            latency.labels(request.method, path, str(status)).observe(time.perf_counter() - start)
+    app.add_middleware(_Timer, histogram=latency)
 
     return registry

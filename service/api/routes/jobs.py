@@ -6,14 +6,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query
 
-from service.api.deps import CeleryDep, SettingsDep, StoreDep, TenantDep
+from service.api.deps import CeleryDep, ReadsDep, SettingsDep, StoreDep, TenantDep
 from service.api.errors import RETRY_AFTER_S, ApiError, error_responses, is_unicode
 from service.api.schemas import JobList, JobPublic, RecordPage
 from service.contract import JobSpec, SpecError, load_spec
 from service.queue import EnqueueError, enqueue
 from service.resolve import resolve_spec
 from service.settings import queue_for
-from service.store import FINAL_STATUSES, JobRecord, Store, new_job_id, valid_cursor, valid_job_id
+from service.store import FINAL_STATUSES, AsyncReads, JobRecord, Store, new_job_id, valid_cursor, valid_job_id
 
 __all__ = ["router"]
 
@@ -139,8 +139,11 @@ def list_jobs(
     summary="One job: status, phase, progress, metrics",
     responses=error_responses(404),
 )
-def get_job(job_id: str, tenant: TenantDep, store: StoreDep) -> JobPublic:
-    return JobPublic.of(owned_job(store, job_id, tenant))
+async def get_job(job_id: str, tenant: TenantDep, reads: ReadsDep) -> JobPublic:
+    record = await reads.get_job(job_id, tenant) if valid_job_id(job_id) else None
+    if record is None:
+        raise ApiError.not_found("job", job_id)
+    return JobPublic.of(record)
 
 
 @router.post(
@@ -160,10 +163,15 @@ def cancel_job(job_id: str, tenant: TenantDep, store: StoreDep) -> JobPublic:
     return JobPublic.of(owned_job(store, job_id, tenant))
 
 
-def _records(store: Store, job_id: str, which: str, after: str, limit: int) -> RecordPage:
+async def _records(
+    reads: AsyncReads, tenant: str, job_id: str, which: str, after: str, limit: int
+) -> RecordPage:
+    """A page of the caller's job's stream (polled by every client: async, two Redis reads)."""
+    if not (valid_job_id(job_id) and await reads.owns(tenant, job_id)):
+        raise ApiError.not_found("job", job_id)
     if not valid_cursor(after):
         raise ApiError(422, "invalid_request", "after: a cursor is 0 or a next_cursor value", "after")
-    page = store.read_stream(job_id, which, after=after, limit=limit)
+    page = await reads.read_stream(job_id, which, after=after, limit=limit)
     assert page.next_cursor is not None
     return RecordPage(data=page.items, next_cursor=page.next_cursor)
 
@@ -174,16 +182,15 @@ def _records(store: Store, job_id: str, which: str, after: str, limit: int) -> R
     summary="Metric records after a cursor",
     responses=error_responses(404),
 )
-def job_metrics(
+async def job_metrics(
     job_id: str,
     tenant: TenantDep,
-    store: StoreDep,
+    reads: ReadsDep,
     after: Annotated[str, Query(description="0 for the start, else the last next_cursor")] = "0",
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
 ) -> RecordPage:
     """Train and eval records (``metrics.jsonl``), each once, in order; each has a ``cursor``."""
-    owned_job(store, job_id, tenant)
-    return _records(store, job_id, "metrics", after, limit)
+    return await _records(reads, tenant, job_id, "metrics", after, limit)
 
 
 @router.get(
@@ -192,13 +199,12 @@ def job_metrics(
     summary="Event records after a cursor",
     responses=error_responses(404),
 )
-def job_events(
+async def job_events(
     job_id: str,
     tenant: TenantDep,
-    store: StoreDep,
+    reads: ReadsDep,
     after: Annotated[str, Query(description="0 for the start, else the last next_cursor")] = "0",
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
 ) -> RecordPage:
     """Phase changes, Fisher summary, checkpoints, resume, errors, finish (``events.jsonl``)."""
-    owned_job(store, job_id, tenant)
-    return _records(store, job_id, "events", after, limit)
+    return await _records(reads, tenant, job_id, "events", after, limit)
