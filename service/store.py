@@ -519,12 +519,21 @@ class AsyncReads:
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self.r = client
 
+    # Connections the API's reads share: a request past this many in flight waits for one
+    # (a plain pool raises MaxConnectionsError instead: a 503 under load).
+    MAX_CONNECTIONS = 64
+
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float = 5.0) -> AsyncReads:
-        client = redis.asyncio.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url,
+            max_connections=cls.MAX_CONNECTIONS,
+            timeout=timeout_s,
+            decode_responses=True,
+            socket_connect_timeout=timeout_s,
+            socket_timeout=timeout_s,
         )
-        return cls(client)
+        return cls(redis.asyncio.Redis(connection_pool=pool))
 
     async def get_job(self, job_id: str, tenant: str | None = None) -> JobRecord | None:
         return _job_of(cast(dict[str, str], await self.r.hgetall(P + f"job:{job_id}")), tenant)

@@ -209,3 +209,30 @@ def test_one_transition_wins_among_concurrent_callers(server: RedisServer) -> No
         # A requeue of another run than the current one is refused.
         assert not store.requeue(job.id, "run-999").ok
         assert store.requeue(job.id, record.run_id).ok
+
+
+def test_the_api_reads_serve_200_concurrent_callers_without_errors(server: RedisServer) -> None:
+    """The API's async read path shares a bounded pool: callers past it wait for a connection
+    (a plain asyncio pool answered MaxConnectionsError, a 503, to half of 200 polling clients)."""
+    import asyncio
+
+    from service.store import AsyncReads
+
+    store = Store.from_url(server.url)
+    job = new_job(store)
+    for step in range(1, 4):
+        store.append_metric(job.id, {"kind": "train", "step": step})
+
+    async def poll_all() -> list[int]:
+        reads = AsyncReads.from_url(server.url)
+
+        async def client() -> int:
+            seen = 0
+            for _ in range(5):
+                assert await reads.owns("t", job.id)
+                seen = len((await reads.read_stream(job.id, "metrics")).items)
+            return seen
+
+        return await asyncio.gather(*(client() for _ in range(200)))
+
+    assert asyncio.run(poll_all()) == [3] * 200
