@@ -15,7 +15,7 @@ from service.api.schemas import ErrorResponse
 from service.contract import JobSpec
 from service.queue import make_celery
 from service.settings import Settings, load_settings
-from service.store import AsyncReads, Store
+from service.store import LoopReads, Store
 
 __all__ = ["create_app"]
 
@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     store = Store.from_url(settings.redis_url)
     app.state.settings = settings
     app.state.store = store
-    app.state.reads = AsyncReads.from_url(settings.redis_url)
+    app.state.reads = LoopReads.from_url(settings.redis_url)
     app.state.celery = make_celery(settings)
     install_error_handlers(app)
     app.state.registry = install_metrics(app, store, settings)

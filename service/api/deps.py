@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.api.errors import ApiError
 from service.settings import Settings
-from service.store import AsyncReads, Store
+from service.store import LoopReads, Store
 
 __all__ = ["CeleryDep", "ReadsDep", "SettingsDep", "StoreDep", "TenantDep"]
 
@@ -32,8 +32,8 @@ async def get_store(request: Request) -> Store:
     return store
 
 
-async def get_reads(request: Request) -> AsyncReads:
-    reads: AsyncReads = request.app.state.reads
+async def get_reads(request: Request) -> LoopReads:
+    reads: LoopReads = request.app.state.reads
     return reads
 
 
@@ -45,7 +45,7 @@ async def get_celery(request: Request) -> Celery:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
-ReadsDep = Annotated[AsyncReads, Depends(get_reads)]
+ReadsDep = Annotated[LoopReads, Depends(get_reads)]
 
 
 async def get_tenant(

@@ -211,28 +211,40 @@ def test_one_transition_wins_among_concurrent_callers(server: RedisServer) -> No
         assert store.requeue(job.id, record.run_id).ok
 
 
-def test_the_api_reads_serve_200_concurrent_callers_without_errors(server: RedisServer) -> None:
-    """The API's async read path shares a bounded pool: callers past it wait for a connection
-    (a plain asyncio pool answered MaxConnectionsError, a 503, to half of 200 polling clients)."""
+def test_the_api_reads_serve_200_concurrent_callers_and_back_off_when_redis_is_gone(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    """The API's polled reads run on its event loop: 200 concurrent callers all get their answer,
+    and once Redis is gone a read fails at once for a back-off period instead of stalling the
+    loop for a timeout each."""
     import asyncio
 
-    from service.store import AsyncReads
+    import redis
+
+    from service.store import LoopReads
 
     store = Store.from_url(server.url)
     job = new_job(store)
     for step in range(1, 4):
         store.append_metric(job.id, {"kind": "train", "step": step})
+    reads = LoopReads.from_url(server.url)
+
+    async def client() -> int:
+        seen = 0
+        for _ in range(5):
+            assert await reads.owns("t", job.id)
+            seen = len((await reads.read_stream(job.id, "metrics")).items)
+        return seen
 
     async def poll_all() -> list[int]:
-        reads = AsyncReads.from_url(server.url)
-
-        async def client() -> int:
-            seen = 0
-            for _ in range(5):
-                assert await reads.owns("t", job.id)
-                seen = len((await reads.read_stream(job.id, "metrics")).items)
-            return seen
-
         return await asyncio.gather(*(client() for _ in range(200)))
 
     assert asyncio.run(poll_all()) == [3] * 200
+    server.stop()
+    with pytest.raises(redis.ConnectionError):
+        asyncio.run(reads.get_job(job.id))
+    started = time.monotonic()
+    for _ in range(20):
+        with pytest.raises(redis.ConnectionError, match="not retried yet"):
+            asyncio.run(reads.get_job(job.id))
+    assert time.monotonic() - started < LoopReads.BACKOFF_S  # no connection attempt among them

@@ -13,7 +13,7 @@ from service.contract import JobSpec, SpecError, load_spec
 from service.queue import EnqueueError, enqueue
 from service.resolve import resolve_spec
 from service.settings import queue_for
-from service.store import FINAL_STATUSES, AsyncReads, JobRecord, Store, new_job_id, valid_cursor, valid_job_id
+from service.store import FINAL_STATUSES, JobRecord, LoopReads, Store, new_job_id, valid_cursor, valid_job_id
 
 __all__ = ["router"]
 
@@ -164,7 +164,7 @@ def cancel_job(job_id: str, tenant: TenantDep, store: StoreDep) -> JobPublic:
 
 
 async def _records(
-    reads: AsyncReads, tenant: str, job_id: str, which: str, after: str, limit: int
+    reads: LoopReads, tenant: str, job_id: str, which: str, after: str, limit: int
 ) -> RecordPage:
     """A page of the caller's job's stream (polled by every client: async, two Redis reads)."""
     if not (valid_job_id(job_id) and await reads.owns(tenant, job_id)):
