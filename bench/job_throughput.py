@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from workers.train.sinks import read_jsonl
+from service.jobdir import read_jsonl
 
 
 def summarise(job_dir: Path, skip: int) -> str:

@@ -9,16 +9,20 @@ file, so a large model is never held in memory.
 from __future__ import annotations
 
 import json
-import re
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.jobdir import BEST_DIR, CHECKPOINT_MARKER, CHECKPOINTS_DIR, MASKS_DIR, MODEL_DIR, checkpoint_step
+
+# childtuning.masks_io.SUMMARY (the method's own name; the API imports nothing of childtuning:
+# tests/service/test_api.py checks the two agree).
+MASK_SUMMARY = "summary.json"
+
 __all__ = ["Checkpoint", "find_checkpoint", "list_checkpoints", "mask_summary", "tar_stream"]
 
-_STEP_DIR = re.compile(r"^step-(\d+)$")
 CHUNK = 1 << 20
 
 
@@ -39,18 +43,16 @@ class Checkpoint:
 
 def list_checkpoints(job_dir: Path) -> list[Checkpoint]:
     found: list[Checkpoint] = []
-    for name in ("model", "best"):
+    for name in (MODEL_DIR, BEST_DIR):
         folder = job_dir / name
         if (folder / "config.json").is_file():
             found.append(Checkpoint(name=name, kind="huggingface", path=folder, step=None))
-    root = job_dir / "checkpoints"
+    root = job_dir / CHECKPOINTS_DIR
     if root.is_dir():
         for folder in sorted(root.iterdir()):
-            match = _STEP_DIR.match(folder.name)
-            if match and folder.is_dir() and (folder / "COMPLETE").exists():
-                found.append(
-                    Checkpoint(name=folder.name, kind="deepspeed", path=folder, step=int(match.group(1)))
-                )
+            step = checkpoint_step(folder.name)
+            if step is not None and folder.is_dir() and (folder / CHECKPOINT_MARKER).exists():
+                found.append(Checkpoint(name=folder.name, kind="deepspeed", path=folder, step=step))
     return found
 
 
@@ -82,7 +84,7 @@ def tar_stream(checkpoint: Checkpoint) -> Iterator[bytes]:
 
 def mask_summary(job_dir: Path) -> dict[str, Any] | None:
     """``masks/summary.json`` of the job, or None when there is none (yet)."""
-    path = job_dir / "masks" / "summary.json"
+    path = job_dir / MASKS_DIR / MASK_SUMMARY
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):

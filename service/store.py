@@ -34,6 +34,7 @@ import redis
 from pydantic import BaseModel, Field
 
 from service.contract import STATUSES
+from service.jobdir import json_safe
 
 __all__ = [
     "FINAL_STATUSES",
@@ -174,17 +175,6 @@ return 1
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False, default=str)
-
-
-def _safe(value: Any) -> Any:
-    """A record with NaN/inf replaced by None (JSON has no NaN)."""
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(value, dict):
-        return {k: _safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_safe(v) for v in value]
-    return value
 
 
 def _job_of(raw: dict[str, str], tenant: str | None) -> JobRecord | None:
@@ -358,9 +348,9 @@ class Store:
         """
         kind = str(record.get("kind", "train"))
         step = int(record.get("step", 0))
-        args: list[str] = [kind, str(step), _dumps(_safe(dict(record)))]
+        args: list[str] = [kind, str(step), _dumps(json_safe(dict(record)))]
         for key, value in job_fields.items():
-            args += [key, _dumps(_safe(value))]
+            args += [key, _dumps(json_safe(value))]
         keys = [P + f"job:{job_id}:steps", P + f"job:{job_id}:metrics", P + f"job:{job_id}"]
         return bool(self._append_metric(keys=keys, args=args))
 
@@ -370,13 +360,13 @@ class Store:
         ``job_fields`` update the job record in the same atomic step. Returns whether it was added."""
         seq = record.get("seq")
         if not isinstance(seq, int) or isinstance(seq, bool):
-            self.r.xadd(P + f"job:{job_id}:events", {"r": _dumps(_safe(dict(record)))})
+            self.r.xadd(P + f"job:{job_id}:events", {"r": _dumps(json_safe(dict(record)))})
             if job_fields:
                 self.update_job(job_id, **job_fields)
             return True
-        args: list[str] = ["event", str(seq), _dumps(_safe(dict(record)))]
+        args: list[str] = ["event", str(seq), _dumps(json_safe(dict(record)))]
         for key, value in job_fields.items():
-            args += [key, _dumps(_safe(value))]
+            args += [key, _dumps(json_safe(value))]
         keys = [P + f"job:{job_id}:steps", P + f"job:{job_id}:events", P + f"job:{job_id}"]
         return bool(self._append_metric(keys=keys, args=args))
 

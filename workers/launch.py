@@ -29,20 +29,24 @@ from pathlib import Path
 from typing import Any
 
 from service.contract import JobSpec, SpecError, load_spec
-from service.procs import die_with_parent, free_port
-from workers.train.program import (
+from service.jobdir import (
+    EVENTS_FILE,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    JOB_FILE,
+    LAUNCHER_LOG,
+    LOCK_FILE,
+    METRICS_FILE,
+    atomic_write_text,
     read_status,
     write_status,
 )
+from service.procs import die_with_parent, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GRACE_SECONDS = 20.0
-# The lock a job's launcher and ranks hold on its directory: one run of a job at a time.
-LOCK_FILE = "run.lock"
 # How long a new run waits for an earlier run's processes to let go of the directory.
 LOCK_WAIT_S = 120.0
 
@@ -284,7 +288,7 @@ class Follower:
     """Reads the complete new lines of a job's ``metrics.jsonl`` and ``events.jsonl``."""
 
     def __init__(self, job_dir: Path) -> None:
-        self.paths = {"metric": job_dir / "metrics.jsonl", "event": job_dir / "events.jsonl"}
+        self.paths = {"metric": job_dir / METRICS_FILE, "event": job_dir / EVENTS_FILE}
         self.offsets = dict.fromkeys(self.paths, 0)
 
     def skip_existing(self) -> None:
@@ -317,8 +321,8 @@ class Follower:
 def _prepare_job_dir(a: argparse.Namespace) -> tuple[Path, JobSpec]:
     """The job directory and its spec: a new job from SPEC, or the job already in --job-dir."""
     existing: JobSpec | None = None
-    if a.job_dir is not None and (a.job_dir / "job.json").is_file():
-        existing = load_spec(a.job_dir / "job.json")
+    if a.job_dir is not None and (a.job_dir / JOB_FILE).is_file():
+        existing = load_spec(a.job_dir / JOB_FILE)
     if a.spec is None:
         if existing is None:
             raise SpecError(
@@ -345,9 +349,7 @@ def _prepare_job_dir(a: argparse.Namespace) -> tuple[Path, JobSpec]:
     job_dir = job_dir.resolve()
     job_dir.mkdir(parents=True, exist_ok=True)
     if existing is None:
-        tmp = job_dir / "job.json.tmp"
-        tmp.write_text(spec.model_dump_json(indent=2) + "\n")
-        os.replace(tmp, job_dir / "job.json")
+        atomic_write_text(job_dir / JOB_FILE, spec.model_dump_json(indent=2) + "\n")
     return job_dir, spec
 
 
@@ -413,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     interrupted = False
-    with (job_dir / "launcher.log").open("ab") as log:
+    with (job_dir / LAUNCHER_LOG).open("ab") as log:
         try:
             group = RankGroup(job_dir, spec.resources.num_ranks, rank_env(device), log)
         except JobDirBusy as exc:

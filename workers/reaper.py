@@ -81,8 +81,8 @@ class Reaper:
         return done
 
     def _settle(self, record: JobRecord, why: str) -> str | None:
+        from service.jobdir import read_status
         from workers.redis_sink import replay
-        from workers.train.program import read_status
 
         job_dir = self.settings.jobs_dir / record.id
         status = read_status(job_dir)

@@ -32,8 +32,8 @@ import redis
 
 from service import env
 from service.contract import JobSpec
+from service.jobdir import EVENTS_FILE, METRICS_FILE, number_events, read_jsonl
 from service.store import Store
-from workers.train.sinks import EVENTS_FILE, METRICS_FILE, number_events, read_jsonl
 
 __all__ = ["FLUSH_TIMEOUT_S", "REDIS_URL_ENV", "RedisSink", "factory", "replay"]
 

@@ -35,12 +35,12 @@ from celery import shared_task
 
 from service import env as names
 from service.contract import load_spec
+from service.jobdir import EXIT_INTERRUPTED, EXIT_OK, JOB_FILE, LAUNCHER_LOG, atomic_write_text, read_status
 from service.procs import die_with_parent
 from service.queue import RUN_JOB
 from service.resolve import resolved_problem
 from service.settings import Settings, load_settings
 from service.store import JobRecord, Store
-from workers.train.program import EXIT_INTERRUPTED, EXIT_OK
 
 __all__ = ["INSTANCE_ENV", "JobRunner", "run_job", "stop_process_group"]
 
@@ -120,12 +120,11 @@ def _error_of(job_dir: Path, code: int) -> str:
 
 
 def _reported_error(job_dir: Path, code: int) -> str:
-    with contextlib.suppress(OSError, ValueError):
-        status = json.loads((job_dir / "status.json").read_text())
-        if isinstance(status, dict) and status.get("error"):
-            return str(status["error"])
+    error = read_status(job_dir).get("error")
+    if error:
+        return str(error)
     with contextlib.suppress(OSError):
-        lines = [x for x in (job_dir / "launcher.log").read_text(errors="replace").splitlines() if x.strip()]
+        lines = [x for x in (job_dir / LAUNCHER_LOG).read_text(errors="replace").splitlines() if x.strip()]
         if lines:
             return f"the launcher exited with code {code}: {lines[-1].strip()[:500]}"
     if code < 0:
@@ -303,9 +302,7 @@ class JobRunner:
 
         spec = load_spec(resolved_spec)
         self.job_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.job_dir / "job.json.tmp"
-        tmp.write_text(json.dumps(spec.model_dump(mode="json"), indent=2) + "\n")
-        tmp.replace(self.job_dir / "job.json")
+        atomic_write_text(self.job_dir / JOB_FILE, json.dumps(spec.model_dump(mode="json"), indent=2) + "\n")
         argv = [
             str(a)
             for a in launch_command(self.job_dir, spec.resources.num_ranks, device=spec.resources.device)
@@ -322,7 +319,7 @@ class JobRunner:
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        with open(self.job_dir / "launcher.log", "ab") as out:
+        with open(self.job_dir / LAUNCHER_LOG, "ab") as out:
             return subprocess.Popen(
                 argv,
                 cwd=self.job_dir,

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from service.client import Client
+from service.jobdir import read_jsonl
 from service.store import JobRecord, Store
 from tests.e2e.stack import (
     KEYS,
@@ -33,7 +34,6 @@ from tests.e2e.stack import (
     wait_for,
     write_tiny_model,
 )
-from workers.train.sinks import read_jsonl
 
 # The test environment's CHILDTUNE_HEARTBEAT_TTL_S (6 s) bounds how long a dead supervisor goes
 # unnoticed; a job is resumed or settled within a few times that.

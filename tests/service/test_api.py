@@ -266,3 +266,11 @@ def test_redis_down_answers_503_with_retry_after(tmp_path: Path) -> None:
         assert "childtune_redis_up 0.0" in client.get("/metrics").text
     finally:
         stop(proc)
+
+
+def test_the_mask_summary_name_is_the_methods() -> None:
+    """The API reads the summary that childtuning writes, under a name it cannot import."""
+    from childtuning import masks_io
+    from service.artifacts import MASK_SUMMARY
+
+    assert MASK_SUMMARY == masks_io.SUMMARY

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from service.embedded import RedisServer
+from service.jobdir import EVENTS_FILE, METRICS_FILE, number_events, read_jsonl
 from service.settings import Settings
 from service.store import JobRecord, Store, new_job_id
 from tests.e2e.stack import wait_for
 from workers.reaper import Reaper
 from workers.redis_sink import RedisSink, replay
 from workers.tasks import LEASE_CONFIRM_S
-from workers.train.sinks import EVENTS_FILE, METRICS_FILE, number_events, read_jsonl
 
 
 @pytest.fixture()

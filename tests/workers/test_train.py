@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from childtuning import load_full_mask
+from service.jobdir import CHECKPOINT_MARKER as MARKER
 from tests.workers.tiny import write_tiny_model
-from workers.train.checkpoints import MARKER
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from service.contract import load_spec
+from service.jobdir import EVENTS_FILE, METRICS_FILE, read_jsonl
 from workers.launch import settle
 from workers.train import checkpoints
 from workers.train.losses import rdrop_loss
 from workers.train.program import JobError, Plan, step_seed
-from workers.train.sinks import EVENTS_FILE, METRICS_FILE, Recorder, read_jsonl
+from workers.train.sinks import Recorder
 
 ROOT = Path(__file__).resolve().parents[2]
 

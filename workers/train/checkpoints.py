@@ -8,19 +8,16 @@ start ignores and removes. The marker holds the loop's own state (step, best met
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
 
-MARKER = "COMPLETE"
-_TAG = re.compile(r"step-(\d{8})")
+from service.jobdir import CHECKPOINT_MARKER, atomic_write_text, checkpoint_step, checkpoint_tag
 
-
-def tag_of(step: int) -> str:
-    return f"step-{step:08d}"
+MARKER = CHECKPOINT_MARKER
+tag_of = checkpoint_tag
 
 
 def complete_tags(ckpt_dir: Path) -> list[tuple[int, Path]]:
@@ -29,9 +26,9 @@ def complete_tags(ckpt_dir: Path) -> list[tuple[int, Path]]:
         return []
     out = []
     for path in ckpt_dir.iterdir():
-        match = _TAG.fullmatch(path.name)
-        if match and (path / MARKER).is_file():
-            out.append((int(match.group(1)), path))
+        step = checkpoint_step(path.name)
+        if step is not None and (path / MARKER).is_file():
+            out.append((step, path))
     return sorted(out)
 
 
@@ -64,9 +61,7 @@ def save(engine: Any, ckpt_dir: Path, step: int, state: dict[str, Any], keep: in
         dist.barrier()
     path = ckpt_dir / tag
     if rank == 0:
-        tmp = path / (MARKER + ".tmp")
-        tmp.write_text(json.dumps({**state, "step": step}))
-        tmp.rename(path / MARKER)
+        atomic_write_text(path / MARKER, json.dumps({**state, "step": step}))
         for _, old in complete_tags(ckpt_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     if dist.is_initialized():

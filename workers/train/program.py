@@ -32,14 +32,23 @@ from typing import Any
 
 from service import env
 from service.contract import JobSpec, SpecError, load_spec
+from service.jobdir import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    JOB_FILE,
+    PREDICTIONS_FILE,
+    atomic_write_text,
+    read_status,
+    write_status,
+)
 from service.procs import free_port
 
 log = logging.getLogger("childtune.train")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 75
 FISHER_EPOCH = -1  # the Fisher pass reads its own shuffle of the training set
 FILES_ENV = env.FILES_DIR
-STATUS_FILE = "status.json"
 
 
 class JobError(Exception):
@@ -53,22 +62,6 @@ class Interrupted(Exception):
 # ---------------------------------------------------------------------------------------------
 # Small pieces
 # ---------------------------------------------------------------------------------------------
-
-
-def write_status(job_dir: Path, **fields: Any) -> None:
-    """Rewrite ``status.json`` atomically (rank 0)."""
-    path = job_dir / STATUS_FILE
-    tmp = path.with_name(STATUS_FILE + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({**fields, "updated": time.time()}, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def read_status(job_dir: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((job_dir / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def files_dir(job_dir: Path) -> Path | None:
@@ -555,10 +548,10 @@ class Run:
                 is_best=is_best,
             )
         if last and self.is_main:
-            out_path = self.job_dir / "predictions.json"
-            tmp = out_path.with_name(out_path.name + ".tmp")
-            tmp.write_text(json.dumps({"step": step, "predictions": predictions.tolist()}))
-            os.replace(tmp, out_path)
+            atomic_write_text(
+                self.job_dir / PREDICTIONS_FILE,
+                json.dumps({"step": step, "predictions": predictions.tolist()}),
+            )
         self.last_eval = {"step": step, **record}
         if is_best:
             self.best = {"step": step, "main_metric": main_key, "main_value": value, "metrics": record}
@@ -635,11 +628,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("WORLD_SIZE", "1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(free_port()))
-    if not (job_dir / "job.json").is_file():
-        print(f"error: {job_dir / 'job.json'} not found", file=sys.stderr)
+    if not (job_dir / JOB_FILE).is_file():
+        print(f"error: {job_dir / JOB_FILE} not found", file=sys.stderr)
         return EXIT_USAGE
     try:
-        spec = load_spec(job_dir / "job.json")
+        spec = load_spec(job_dir / JOB_FILE)
     except SpecError as exc:
         if rank == 0:
             write_status(job_dir, status="failed", phase="preparing", step=0, error=str(exc))

@@ -24,12 +24,11 @@ from typing import Any, Protocol
 
 from service import env
 from service.contract import JobSpec
+from service.jobdir import EVENTS_FILE, METRICS_FILE, json_safe, number_events, read_jsonl
 
 log = logging.getLogger(__name__)
 
 SINKS_ENV = env.SINKS
-METRICS_FILE = "metrics.jsonl"
-EVENTS_FILE = "events.jsonl"
 
 
 class Sink(Protocol):
@@ -38,43 +37,6 @@ class Sink(Protocol):
     def event(self, record: Mapping[str, Any]) -> None: ...
 
     def close(self) -> None: ...
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities as null: the records stay strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The complete records of a JSONL file; a torn last line (a kill mid-write) is ignored."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").split("\n"):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            out.append(record)
-    return out
-
-
-def number_events(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Events with their ``seq``: the stored one, else their position (files from before ``seq``)."""
-    out: list[dict[str, Any]] = []
-    for index, record in enumerate(records, start=1):
-        seq = record.get("seq")
-        out.append(record if isinstance(seq, int) and not isinstance(seq, bool) else {**record, "seq": index})
-    return out
 
 
 class JsonlSink:
@@ -98,7 +60,7 @@ class JsonlSink:
 
     @staticmethod
     def _write(handle: Any, record: Mapping[str, Any]) -> None:
-        handle.write(json.dumps(_json_safe(dict(record)), allow_nan=False) + "\n")
+        handle.write(json.dumps(json_safe(dict(record)), allow_nan=False) + "\n")
         handle.flush()
 
     def metric(self, record: Mapping[str, Any]) -> None:
@@ -201,7 +163,7 @@ class Recorder:
         self._send("event", {"type": type_, **fields, "time": time.time(), "seq": self.last_event})
 
     def _send(self, what: str, record: dict[str, Any]) -> None:
-        record = _json_safe(record)
+        record = json_safe(record)
         for sink in list(self.sinks):
             try:
                 getattr(sink, what)(record)

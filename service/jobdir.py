@@ -1,0 +1,138 @@
+"""A job's directory, defined once: the names of its files and folders, the exit codes, and the
+reads and writes that every process around a job shares (the API, the worker's task and reaper,
+the launcher, the training program, the CLI).
+
+``docs/job-directory.md`` documents the layout and the records; this module is their one
+definition in code. Standard library only: the API stands on it without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BEST_DIR",
+    "CHECKPOINTS_DIR",
+    "CHECKPOINT_MARKER",
+    "EVENTS_FILE",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "JOB_FILE",
+    "LAUNCHER_LOG",
+    "LOCK_FILE",
+    "MASKS_DIR",
+    "METRICS_FILE",
+    "MODEL_DIR",
+    "PREDICTIONS_FILE",
+    "STATUS_FILE",
+    "atomic_write_text",
+    "checkpoint_step",
+    "checkpoint_tag",
+    "json_safe",
+    "number_events",
+    "read_jsonl",
+    "read_status",
+    "write_status",
+]
+
+JOB_FILE = "job.json"  # the job spec (service.contract.JobSpec as JSON)
+STATUS_FILE = "status.json"  # rank 0's last word: status, phase, step, total_steps, best, error
+METRICS_FILE = "metrics.jsonl"  # train and eval records
+EVENTS_FILE = "events.jsonl"  # phase changes, checkpoints, resume, errors, finish
+LAUNCHER_LOG = "launcher.log"  # the launcher's and the ranks' output
+LOCK_FILE = "run.lock"  # held by a run's launcher and ranks: one run of a job at a time
+PREDICTIONS_FILE = "predictions.json"  # the final model's dev-set outputs
+MODEL_DIR = "model"  # the final model, a Hugging Face folder
+BEST_DIR = "best"  # the best model by the main metric, same format
+MASKS_DIR = "masks"  # ChildTuning masks (childtuning.masks_io writes inside it)
+CHECKPOINTS_DIR = "checkpoints"  # DeepSpeed checkpoints, one folder per save
+CHECKPOINT_MARKER = "COMPLETE"  # written last in a checkpoint folder: only then does it count
+_CHECKPOINT_TAG = re.compile(r"^step-(\d{8})$")
+
+# The training program's exit codes (and so the launcher's, and `childtune train`'s).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 75
+
+
+def checkpoint_tag(step: int) -> str:
+    """The folder name of the checkpoint at ``step``: ``step-00000012``."""
+    return f"step-{step:08d}"
+
+
+def checkpoint_step(name: str) -> int | None:
+    """The step of a checkpoint folder name, or None when ``name`` is not one."""
+    match = _CHECKPOINT_TAG.match(name)
+    return int(match.group(1)) if match else None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``path`` so that a reader (or a kill) sees the old content or the new, never half:
+    a temporary file in the same folder, then a rename."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None, so it stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_status(job_dir: Path, **fields: Any) -> None:
+    """Rewrite ``status.json`` atomically, stamped with ``updated`` (Unix seconds)."""
+    atomic_write_text(
+        job_dir / STATUS_FILE, json.dumps({**fields, "updated": time.time()}, default=str) + "\n"
+    )
+
+
+def read_status(job_dir: Path) -> dict[str, Any]:
+    """``status.json`` as a dict; ``{}`` when missing or unreadable."""
+    try:
+        data = json.loads((job_dir / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The complete records of a JSONL file; a torn last line (a kill mid-write) is ignored."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
+def number_events(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Events with their ``seq``: the stored one, else their position (files from before ``seq``)."""
+    out: list[dict[str, Any]] = []
+    for index, record in enumerate(records, start=1):
+        seq = record.get("seq")
+        out.append(record if isinstance(seq, int) and not isinstance(seq, bool) else {**record, "seq": index})
+    return out
