@@ -94,6 +94,10 @@ def replay(store: Store, job_id: str, job_dir: Path) -> int:
 class RedisSink:
     """Appends records to the job's streams and keeps the job record's progress current."""
 
+    # Records held in memory while the store is away; past this (with a job directory to replay
+    # from) the queue is dropped and the directory replayed once the store is back.
+    MAX_QUEUED = 10_000
+
     def __init__(self, store: Store, job_id: str, job_dir: Path | None = None) -> None:
         self.store = store
         self.job_id = job_id
@@ -101,6 +105,7 @@ class RedisSink:
         self._queue: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
         self._cond = threading.Condition()
         self._closing = False
+        self._replay_pending = job_dir is not None  # first catch up with what an earlier run left
         self._failing_since: float | None = None
         self._thread = threading.Thread(target=self._run, name="childtune-redis-sink", daemon=True)
         self._thread.start()
@@ -113,6 +118,11 @@ class RedisSink:
 
     def _put(self, what: str, record: dict[str, Any]) -> None:
         with self._cond:
+            if self._job_dir is not None and len(self._queue) >= self.MAX_QUEUED:
+                # A long outage: stop holding records in memory; the job directory has them all,
+                # and replaying it (in order, each record once) catches the streams up later.
+                self._queue.clear()
+                self._replay_pending = True
             self._queue.append((what, dict(record)))
             self._cond.notify()
 
@@ -145,21 +155,24 @@ class RedisSink:
         return True
 
     def _run(self) -> None:
-        if self._job_dir is not None:
-            job_dir = self._job_dir
-            while not self._attempt(functools.partial(replay, self.store, self.job_id, job_dir)):
-                if self._closing:
-                    return
         while True:
+            if self._replay_pending and self._job_dir is not None:
+                # The files hold every record sent so far (rank 0 writes them first).
+                if not self._attempt(functools.partial(replay, self.store, self.job_id, self._job_dir)):
+                    continue  # (closing too: close() bounds the wait, the worker replays the rest)
+                self._replay_pending = False
             with self._cond:
-                while not self._queue and not self._closing:
+                while not self._queue and not self._closing and not self._replay_pending:
                     self._cond.wait()
+                if self._replay_pending:
+                    continue
                 if not self._queue:
                     return
-                what, record = self._queue[0]
-            if self._attempt(functools.partial(_store_one, self.store, self.job_id, what, record)):
+                item = self._queue[0]
+            if self._attempt(functools.partial(_store_one, self.store, self.job_id, *item)):
                 with self._cond:
-                    self._queue.popleft()
+                    if self._queue and self._queue[0] is item:  # (not cleared for a replay meanwhile)
+                        self._queue.popleft()
 
     def close(self, timeout: float = FLUSH_TIMEOUT_S) -> None:
         """Store what is queued (waiting at most ``timeout`` s for an unreachable store)."""

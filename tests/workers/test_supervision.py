@@ -72,6 +72,41 @@ def test_the_sink_keeps_records_through_an_outage_and_stores_them_in_order(
         again.stop()
 
 
+def test_a_long_outage_drops_the_queue_and_replays_the_job_directory(
+    server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_QUEUED records held in memory, the sink lets them go and, once the store is back,
+    replays the job directory (which rank 0 writes first): every record once, in order."""
+    monkeypatch.setattr(RedisSink, "MAX_QUEUED", 10)
+    store = Store.from_url(server.url, timeout_s=1)
+    job = new_job(store)
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    sink = RedisSink(Store.from_url(server.url, timeout_s=1), job.id, job_dir)
+
+    def record(step: int) -> None:  # as the Recorder does: the file first, then the sinks
+        line = {"kind": "train", "step": step, "loss": 0.5}
+        with (job_dir / METRICS_FILE).open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        sink.metric(line)
+
+    record(1)
+    wait_for(lambda: sink.pending == 0, 30, "the first record")
+    port = server.port
+    server.stop()
+    for step in range(2, 38):
+        record(step)
+    assert sink.pending <= 10  # bounded while the store is away
+    again = RedisServer(tmp_path / "redis", port=port)
+    again.start()
+    try:
+        record(38)
+        sink.close(timeout=60)
+        assert [r["step"] for r in stored(store, job.id, "metrics")] == list(range(1, 39))
+    finally:
+        again.stop()
+
+
 def test_replay_fills_what_the_streams_lack_once(server: RedisServer, tmp_path: Path) -> None:
     store = Store.from_url(server.url)
     job = new_job(store)
