@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,16 +205,6 @@ SMALL_SPEC: dict[str, Any] = {
     "resources": {"num_ranks": 1, "device": "cpu"},
     "metadata": {"source": "bench.load submit"},
 }
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class Connection:
@@ -439,7 +429,7 @@ def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
                     raise RuntimeError(f"the training job ended: {job['status']} {job.get('error')}")
                 return bool(job["status"] == "running" and job["progress"]["step"] >= 1)
 
-            wait_until(training, args.start_timeout, "the training job to run its first step")
+            _stack.wait_for(training, args.start_timeout, "the training job to run its first step")
             print(f"stack up at {url}; job {job_id} is training", flush=True)
 
             rounds = []
@@ -503,7 +493,7 @@ def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
                 print(f"  API CPU per request: {report['load']['api_cpu_ms_per_request']} ms")
 
             cancel_all(http, [job_id])
-            wait_until(
+            _stack.wait_for(
                 lambda: http.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled", 60, "the cancel"
             )
     finally:
