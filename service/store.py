@@ -32,6 +32,8 @@ from typing import Any, cast
 
 import redis
 from pydantic import BaseModel, Field
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from service.contract import STATUSES
 from service.jobdir import json_safe
@@ -508,7 +510,7 @@ class LoopReads:
     request against 1.3 ms, and a p99 three times longer; docs/benchmarks.md). A read blocks
     the loop only briefly: its socket timeout is :data:`TIMEOUT_S`, and after a failure the
     store counts as down for :data:`BACKOFF_S`, answering at once (a 503) instead of trying,
-    so an unreachable Redis stalls the loop for at most one timeout per back-off period.
+    so an unreachable Redis stalls the loop for at most two timeouts per back-off period.
     Same keys and answers as :class:`Store`.
     """
 
@@ -522,9 +524,16 @@ class LoopReads:
     @classmethod
     def from_url(cls, url: str) -> LoopReads:
         timeout = cls.TIMEOUT_S
+        # One immediate retry (a pooled connection that Redis closed by restarting fails once),
+        # not redis-py's default of 3 with back-off: a read blocks the loop for 2 timeouts at most.
+        no_retry = Retry(NoBackoff(), 1)
         return cls(
             redis.Redis.from_url(
-                url, decode_responses=True, socket_connect_timeout=timeout, socket_timeout=timeout
+                url,
+                decode_responses=True,
+                socket_connect_timeout=timeout,
+                socket_timeout=timeout,
+                retry=no_retry,
             )
         )
 
