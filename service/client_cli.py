@@ -122,7 +122,11 @@ def _spec_from_args(a: argparse.Namespace) -> dict[str, Any]:
 def submit_main(argv: list[str]) -> int:
     p = _parser("submit", "Submit a fine-tune job from a spec file (JSON/YAML) and/or flags.")
     p.add_argument("spec", nargs="?", help="job spec file; flags override its fields")
-    p.add_argument("--model", help='"minilm-l6" (default) or a model folder on the service')
+    p.add_argument(
+        "--model",
+        help='"minilm-l6" (default), a model of the service\'s model roots (its folder name), '
+        "or one of your succeeded jobs (job-<id>, job-<id>/best)",
+    )
     p.add_argument("--preset", choices=PRESETS)
     p.add_argument("--train-file", help="an uploaded file id, or a local file (uploaded first)")
     p.add_argument("--eval-file", help="an uploaded file id, or a local file (uploaded first)")
