@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from childtuning import fused_adamw
+from childtuning import fused_adamw, masks_io
 from childtuning.bits import pack_bits, unpack_bits
 from childtuning.config import ChildTuningConfig
 from childtuning.draws import draw_key, keep_mask, keep_threshold
@@ -207,14 +207,25 @@ class ChildTuning:
 
     # -- persistence ------------------------------------------------------------------------
     def save_masks(self, directory: str | Path) -> Path:
-        from childtuning.masks_io import save_masks
-
-        return save_masks(self, Path(directory))
+        """Save the mask (D: this rank's bits) and its summary under ``directory``. Collective."""
+        return masks_io.save_masks(
+            Path(directory),
+            mode=self.config.mode,
+            fragments=self.fragments,
+            bits=self.bits,
+            summary=self.describe(),
+            sharded=self.layout.distributed,
+        )
 
     def load_masks(self, directory: str | Path) -> dict[str, Any]:
-        from childtuning.masks_io import load_masks
-
-        return load_masks(self, Path(directory))
+        """Load a saved mask (any topology) for the elements this rank owns; returns its summary."""
+        bits, summary = masks_io.load_masks(
+            Path(directory), mode=self.config.mode, reserve_p=self.config.reserve_p, fragments=self.fragments
+        )
+        if bits is not None:
+            self.bits = bits
+        self.summary = summary
+        return summary
 
     def describe(self) -> dict[str, Any]:
         """The child network's summary: for D the chosen mask, for F/update-dropout the draw."""

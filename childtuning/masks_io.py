@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -19,9 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from childtuning.bits import pack_bits, unpack_bits, unpack_range
-
-if TYPE_CHECKING:
-    from childtuning.hook import ChildTuning
+from childtuning.layout import Fragment
 
 SUMMARY = "summary.json"
 
@@ -36,20 +35,28 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_masks(ct: ChildTuning, directory: Path) -> Path:
-    """Write this rank's shard (D) and, on rank 0, ``summary.json``. Collective under ZeRO."""
-    sharded = ct.layout.distributed
+def save_masks(
+    directory: Path,
+    *,
+    mode: str,
+    fragments: Sequence[Fragment],
+    bits: Mapping[int, torch.Tensor],
+    summary: Mapping[str, Any],
+    sharded: bool,
+) -> Path:
+    """Write this rank's shard of the D mask (``bits`` by parameter index, for ``fragments``) and,
+    on rank 0, ``summary.json``. ``sharded``: ranks own parts of parameters (ZeRO 1-3); else
+    every rank holds the whole mask and rank 0 writes it. Collective under ZeRO."""
     distributed = dist.is_initialized()
     rank = dist.get_rank() if distributed else 0
     # Without ZeRO partitioning every rank holds the whole mask: rank 0 writes one shard.
     world = dist.get_world_size() if sharded else 1
-    summary = ct.describe()
     directory.mkdir(parents=True, exist_ok=True)
-    if ct.config.mode == "childtuning-d" and (sharded or rank == 0):
+    if mode == "childtuning-d" and (sharded or rank == 0):
         tensors = {}
         meta = {}
-        for frag in ct.fragments:
-            tensors[frag.name] = ct.bits[frag.param_index].contiguous()
+        for frag in fragments:
+            tensors[frag.name] = bits[frag.param_index].contiguous()
             meta[frag.name] = {"start": frag.start, "numel": frag.numel}
         path = directory / _shard_name(rank, world)
         tmp = path.with_name(path.name + ".tmp")
@@ -76,17 +83,20 @@ def _read_shards(directory: Path) -> list[tuple[Path, dict[str, dict[str, int]]]
     return out
 
 
-def load_masks(ct: ChildTuning, directory: Path) -> dict[str, Any]:
-    """Load the D mask for the fragments this rank owns (any saved topology)."""
+def load_masks(
+    directory: Path, *, mode: str, reserve_p: float, fragments: Sequence[Fragment]
+) -> tuple[dict[int, torch.Tensor] | None, dict[str, Any]]:
+    """The D mask's bits (by parameter index) for the ``fragments`` this rank owns, whatever the
+    topology that saved them, and the saved summary; no bits for the other modes."""
     summary = json.loads((directory / SUMMARY).read_text())
-    for key in ("mode", "reserve_p"):
-        mine = getattr(ct.config, key)
-        if summary[key] != mine:
-            raise ValueError(f"{key}: the saved masks were made with {summary[key]!r}, this job has {mine!r}")
-    if ct.config.mode != "childtuning-d":
-        ct.summary = summary
-        return summary
-    mine = {f.name: f for f in ct.fragments}
+    for key, value in (("mode", mode), ("reserve_p", reserve_p)):
+        if summary[key] != value:
+            raise ValueError(
+                f"{key}: the saved masks were made with {summary[key]!r}, this job has {value!r}"
+            )
+    if mode != "childtuning-d":
+        return None, summary
+    mine = {f.name: f for f in fragments}
     parts: dict[str, torch.Tensor] = {n: torch.zeros(f.numel, dtype=torch.bool) for n, f in mine.items()}
     filled = dict.fromkeys(mine, 0)
     for path, meta in _read_shards(directory):
@@ -107,9 +117,7 @@ def load_masks(ct: ChildTuning, directory: Path) -> dict[str, Any]:
         raise ValueError(
             f"masks: {directory} does not cover parameters {missing[:3]}; was it saved by this model?"
         )
-    ct.bits = {mine[n].param_index: pack_bits(m) for n, m in parts.items()}
-    ct.summary = summary
-    return summary
+    return {mine[n].param_index: pack_bits(m) for n, m in parts.items()}, summary
 
 
 def load_full_mask(directory: str | Path) -> dict[str, torch.Tensor]:
