@@ -349,12 +349,7 @@ class Store:
         ``job_fields`` update the job record in the same atomic step. Returns whether it was added.
         """
         kind = str(record.get("kind", "train"))
-        step = int(record.get("step", 0))
-        args: list[str] = [kind, str(step), _dumps(json_safe(dict(record)))]
-        for key, value in job_fields.items():
-            args += [key, _dumps(json_safe(value))]
-        keys = [P + f"job:{job_id}:steps", P + f"job:{job_id}:metrics", P + f"job:{job_id}"]
-        return bool(self._append_metric(keys=keys, args=args))
+        return self._append_once(job_id, "metrics", kind, int(record.get("step", 0)), record, job_fields)
 
     def append_event(self, job_id: str, record: Mapping[str, Any], **job_fields: Any) -> bool:
         """Append an event; one carrying a ``seq`` (its number in ``events.jsonl``) is appended
@@ -366,10 +361,23 @@ class Store:
             if job_fields:
                 self.update_job(job_id, **job_fields)
             return True
-        args: list[str] = ["event", str(seq), _dumps(json_safe(dict(record)))]
+        return self._append_once(job_id, "events", "event", seq, record, job_fields)
+
+    def _append_once(
+        self,
+        job_id: str,
+        stream: str,
+        kind: str,
+        number: int,
+        record: Mapping[str, Any],
+        job_fields: Mapping[str, Any],
+    ) -> bool:
+        """Append ``record`` to the job's ``stream`` unless ``number`` is not newer than the last
+        stored for ``kind``; set ``job_fields`` on the job in the same atomic step."""
+        args: list[str] = [kind, str(number), _dumps(json_safe(dict(record)))]
         for key, value in job_fields.items():
             args += [key, _dumps(json_safe(value))]
-        keys = [P + f"job:{job_id}:steps", P + f"job:{job_id}:events", P + f"job:{job_id}"]
+        keys = [P + f"job:{job_id}:steps", P + f"job:{job_id}:{stream}", P + f"job:{job_id}"]
         return bool(self._append_metric(keys=keys, args=args))
 
     # ------------------------------------------------------------------------------ leases
@@ -386,13 +394,19 @@ class Store:
         if self.lease_holder(job_id) == run_id:
             self.r.delete(P + f"job:{job_id}:lease")
 
-    def fail_run(self, job_id: str, run_id: str | None, error: str) -> Transition:
-        """Fail a running job whose run ``run_id`` cannot go on (its supervisor is gone for good)."""
-        return self.transition(
-            job_id, "failed", allowed=("running",), expect_run=run_id, error=error, finished_at=time.time()
-        )
+    def finish_run(
+        self, job_id: str, run_id: str | None, status: str, error: str | None = None
+    ) -> Transition:
+        """The one way a running job of run ``run_id`` ends (``succeeded``, ``failed`` or
+        ``cancelled``): its finish time, its error, and for a success the step at its total."""
+        fields: dict[str, Any] = {"finished_at": time.time(), "error": error}
+        if status == "succeeded":
+            record = self.get_job(job_id)
+            if record is not None and record.total_steps:
+                fields["step"] = record.total_steps
+        return self.transition(job_id, status, allowed=("running",), expect_run=run_id, **fields)
 
-    def requeue(self, job_id: str, run_id: str | None, **fields: Any) -> Transition:
+    def requeue(self, job_id: str, run_id: str | None) -> Transition:
         """The one way a running job goes back to ``queued`` (its run ``run_id`` is over)."""
         return self.transition(
             job_id,
@@ -402,7 +416,6 @@ class Store:
             worker=None,
             worker_instance=None,
             run_id=None,
-            **fields,
         )
 
     def read_stream(self, job_id: str, which: str, *, after: str = "0", limit: int = 1000) -> Page:

@@ -142,13 +142,12 @@ class RankGroup:
                     pass_fds=(self.lock_fd,),
                 )
             )
-        self._failed_at: float | None = None
 
-    def request_stop(self) -> None:
+    def request_stop(self, grace: float = GRACE_SECONDS) -> None:
         """TERM every rank (each stops at its next step boundary); :meth:`poll` sends KILL to
-        what is left once :data:`GRACE_SECONDS` have passed. Safe in a signal handler."""
+        what is left once ``grace`` seconds have passed. Safe in a signal handler."""
         if self._stop_at is None:
-            self._stop_at = time.monotonic() + GRACE_SECONDS
+            self._stop_at = time.monotonic() + grace
         self.signal(signal.SIGTERM)
 
     def poll(self) -> int | None:
@@ -156,13 +155,12 @@ class RankGroup:
         codes = [p.poll() for p in self.procs]
         if self._stop_at is not None and None in codes and time.monotonic() > self._stop_at:
             self.signal(signal.SIGKILL)
-        if any(c not in (None, 0, EXIT_INTERRUPTED) for c in codes) and None in codes:
-            now = time.monotonic()
-            if self._failed_at is None:
-                self._failed_at = now
-                self.signal(signal.SIGTERM)
-            elif now - self._failed_at > GRACE_SECONDS:
-                self.signal(signal.SIGKILL)
+        if (
+            self._stop_at is None
+            and None in codes
+            and any(c not in (None, 0, EXIT_INTERRUPTED) for c in codes)
+        ):
+            self.request_stop()  # a rank failed: the others are likely stuck in a collective with it
         if None in codes:
             return None
         done = [c for c in codes if c is not None]
@@ -187,13 +185,10 @@ class RankGroup:
         return code
 
     def stop(self, grace: float = GRACE_SECONDS) -> int:
-        """TERM every rank (each stops at its next step boundary), wait ``grace``, then KILL."""
-        self.signal(signal.SIGTERM)
-        try:
-            return self.wait(grace)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            return self.wait()
+        """TERM every rank (each stops at its next step boundary), KILL what is left after
+        ``grace``; returns the group's exit code."""
+        self.request_stop(grace)
+        return self.wait()
 
 
 def deepspeed_command(job_dir: Path, hostfile: Path) -> list[str]:
@@ -225,7 +220,7 @@ def settle(job_dir: Path, returncode: int, *, interrupted: bool, started: float)
         return EXIT_INTERRUPTED
     if state == "failed":
         return EXIT_USAGE if returncode == EXIT_USAGE else EXIT_FAILED
-    message = f"a rank exited with code {returncode} before the job finished; see {job_dir / 'launcher.log'}"
+    message = f"a rank exited with code {returncode} before the job finished; see {job_dir / LAUNCHER_LOG}"
     try:
         write_status(job_dir, **{**status, "status": "failed", "error": message})
     except OSError as exc:  # a full or read-only disk: the exit code still says failed
@@ -377,7 +372,7 @@ def _summary(job_dir: Path, code: int, view: Any) -> str:
             f"interrupted at step {status.get('step')}; run `childtune train --job-dir {job_dir}` to resume"
         )
     else:
-        lines.append(f"failed: {status.get('error') or 'see ' + str(job_dir / 'launcher.log')}")
+        lines.append(f"failed: {status.get('error') or 'see ' + str(job_dir / LAUNCHER_LOG)}")
     return "\n".join(lines)
 
 

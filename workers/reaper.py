@@ -23,13 +23,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from service.settings import Settings
 from service.store import JobRecord, Store
 from workers.tasks import LEASE_CONFIRM_S
 
-__all__ = ["Reaper", "reap"]
+__all__ = ["Reaper"]
 
 log = logging.getLogger(__name__)
 
@@ -90,25 +89,15 @@ class Reaper:
         final = status.get("status") if fresh else None
         if final in ("succeeded", "failed"):
             replay(self.store, record.id, job_dir)
-            fields: dict[str, Any] = {"finished_at": time.time(), "error": status.get("error")}
-            if final == "succeeded" and record.total_steps:
-                fields["step"] = record.total_steps
-            moved = self.store.transition(
-                record.id, str(final), allowed=("running",), expect_run=record.run_id, **fields
-            )
+            moved = self.store.finish_run(record.id, record.run_id, str(final), status.get("error"))
             return str(final) if moved.ok else None
         if record.attempts >= self.settings.max_attempts:
             error = (
                 f"the worker running this job ({record.worker}) {why}, "
                 f"{record.attempts} attempt(s) out of {self.settings.max_attempts}"
             )
-            return "failed" if self.store.fail_run(record.id, record.run_id, error).ok else None
+            return "failed" if self.store.finish_run(record.id, record.run_id, "failed", error).ok else None
         if self.store.requeue(record.id, record.run_id).ok:
             self.enqueue(record.id, record.queue)
             return "queued"
         return None
-
-
-def reap(store: Store, settings: Settings, enqueue: Callable[[str, str], None]) -> list[tuple[str, str]]:
-    """One pass of a fresh :class:`Reaper` (a lease must be seen absent twice: see the class)."""
-    return Reaper(store, settings, enqueue)()

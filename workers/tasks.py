@@ -208,15 +208,22 @@ class JobRunner:
 
         raise Reject("worker stopping", requeue=True)
 
-    def _claim_fields(self, record: JobRecord) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "worker": self.hostname,
-            "worker_instance": self.instance,
-            "started_at": record.started_at or time.time(),
-            "phase": "preparing",
-            "error": None,
-        }
+    def _take(self, record: JobRecord, status: str) -> bool:
+        """Make the job ``running`` under this run, from ``status`` as ``record`` saw it (for a
+        running job: only while the run that held it is still the recorded one)."""
+        return self.store.transition(
+            self.job_id,
+            "running",
+            allowed=(status,),
+            expect_run=record.run_id if status == "running" else None,
+            incr_attempts=True,
+            run_id=self.run_id,
+            worker=self.hostname,
+            worker_instance=self.instance,
+            started_at=record.started_at or time.time(),
+            phase="preparing",
+            error=None,
+        ).ok
 
     def _claim(self) -> tuple[JobRecord | None, str]:
         """Take the job: a ``queued`` one at once; a ``running`` one only once its run is gone.
@@ -234,14 +241,7 @@ class JobRunner:
             if record is None:
                 return None, "missing"
             if record.status == "queued":
-                claim = self.store.transition(
-                    self.job_id,
-                    "running",
-                    allowed=("queued",),
-                    incr_attempts=True,
-                    **self._claim_fields(record),
-                )
-                if claim.ok:
+                if self._take(record, "queued"):
                     return record, "claimed"
                 continue
             if record.status != "running":
@@ -257,17 +257,9 @@ class JobRunner:
                         f"the task supervising this job died, {record.attempts} attempt(s) out of "
                         f"{self.settings.max_attempts}"
                     )
-                    self.store.fail_run(self.job_id, record.run_id, error)
+                    self.store.finish_run(self.job_id, record.run_id, "failed", error)
                     return None, "failed (attempts)"
-                takeover = self.store.transition(
-                    self.job_id,
-                    "running",
-                    allowed=("running",),
-                    expect_run=record.run_id,
-                    incr_attempts=True,
-                    **self._claim_fields(record),
-                )
-                if takeover.ok:
+                if self._take(record, "running"):
                     log.warning("job %s: its run %s is gone; taking it over", self.job_id, record.run_id)
                     return record, "taken over"
                 continue
@@ -397,14 +389,7 @@ class JobRunner:
         self._retry("recording the final records", self._sync_streams)
 
         def record_final() -> None:
-            fields: dict[str, Any] = {"finished_at": time.time(), "error": error}
-            if status == "succeeded":
-                record = self.store.get_job(self.job_id)
-                if record is not None and record.total_steps:
-                    fields["step"] = record.total_steps
-            outcome = self.store.transition(
-                self.job_id, status, allowed=("running",), expect_run=self.run_id, **fields
-            )
+            outcome = self.store.finish_run(self.job_id, self.run_id, status, error)
             if not outcome.ok:
                 log.warning(
                     "job %s: not %s: it is %s under another run", self.job_id, status, outcome.previous

@@ -36,6 +36,7 @@ __all__ = [
     "Stack",
     "free_port",
     "model_root",
+    "process_alive",
     "rank_pids",
     "service_env",
     "start_api",
@@ -161,6 +162,15 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
     return proc.wait()
 
 
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (exists and is not a zombie waiting to be reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def rank_pids(job_dir: Path) -> list[int]:
     """Processes whose command line names the job directory (launcher, torchrun, ranks)."""
     found = []
@@ -169,9 +179,8 @@ def rank_pids(job_dir: Path) -> list[int]:
             continue
         try:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if str(job_dir) in cmd and state != "Z":
+        if str(job_dir) in cmd and process_alive(int(entry.name)):
             found.append(int(entry.name))
     return found

@@ -20,12 +20,13 @@ import httpx
 import pytest
 
 from service.client import Client, ClientError
-from service.jobdir import read_jsonl
+from service.jobdir import read_jsonl, read_status
 from service.store import JobRecord, Store
 from tests.e2e.stack import (
     KEYS,
     RedisServer,
     model_root,
+    process_alive,
     rank_pids,
     service_env,
     start_api,
@@ -111,16 +112,11 @@ def spec(model: Path, steps: int, **hyper: Any) -> dict[str, Any]:
 
 
 def file_step(stack: FaultStack, job_id: str) -> int:
-    status = stack.job_dir(job_id) / "status.json"
-    with contextlib.suppress(OSError, ValueError):
-        return int(json.loads(status.read_text()).get("step") or 0)
-    return 0
+    return int(read_status(stack.job_dir(job_id)).get("step") or 0)
 
 
 def file_status(stack: FaultStack, job_id: str) -> str | None:
-    with contextlib.suppress(OSError, ValueError):
-        return json.loads((stack.job_dir(job_id) / "status.json").read_text()).get("status")
-    return None
+    return read_status(stack.job_dir(job_id)).get("status")
 
 
 def assert_streams_complete(stack: FaultStack, job_id: str, steps: int) -> None:
@@ -214,15 +210,7 @@ def _task_pid(job_dir: Path) -> int:
 
 
 def _alive(pids: list[int]) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            out.append(pid)
-    return out
+    return [pid for pid in pids if process_alive(pid)]
 
 
 def start_past_two_checkpoints(stack: FaultStack, steps: int) -> tuple[str, Path, list[int]]:
