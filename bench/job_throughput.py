@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from service.jobdir import read_jsonl
+from service.core.jobdir import read_jsonl
 
 
 def summarise(job_dir: Path, skip: int) -> str:
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.spec is not None:
         spec_path = Path(a.spec)
         if a.precision is not None:
-            from service.contract import load_spec
+            from service.core.contract import load_spec
 
             data = load_spec(spec_path).model_dump(mode="json")
             data["resources"]["precision"] = a.precision

@@ -55,7 +55,7 @@ from typing import Any
 
 import httpx
 
-from service.embedded import RedisServer
+from service.cli.local_stack import RedisServer
 
 # The e2e helpers start the real programs as the tests do. Imported by name at run time: mypy
 # would otherwise follow them into tests/workers/tiny.py, which is not part of `mypy bench`.

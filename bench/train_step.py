@@ -27,7 +27,7 @@ MODES = ("vanilla", "childtuning-d", "childtuning-f", "update-dropout")
 def batch(batch_size: int, seq_len: int) -> dict[str, torch.Tensor]:
     from transformers import AutoTokenizer
 
-    from service.contract import DatasetSpec
+    from service.core.contract import DatasetSpec
     from workers.train.data import load_examples
     from workers.train.model_io import resolve_model
 

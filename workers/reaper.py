@@ -24,8 +24,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from service.settings import Settings
-from service.store import JobRecord, Store
+from service.core.settings import Settings
+from service.core.store import JobRecord, Store
 from workers.tasks import LEASE_CONFIRM_S
 
 __all__ = ["Reaper"]
@@ -80,7 +80,7 @@ class Reaper:
         return done
 
     def _settle(self, record: JobRecord, why: str) -> str | None:
-        from service.jobdir import read_status
+        from service.core.jobdir import read_status
         from workers.redis_sink import replay
 
         job_dir = self.settings.jobs_dir / record.id

@@ -30,10 +30,10 @@ from typing import Any
 
 import redis
 
-from service import env
-from service.contract import JobSpec
-from service.jobdir import EVENTS_FILE, METRICS_FILE, number_events, read_jsonl
-from service.store import Store
+from service.core import env
+from service.core.contract import JobSpec
+from service.core.jobdir import EVENTS_FILE, METRICS_FILE, number_events, read_jsonl
+from service.core.store import Store
 
 __all__ = ["FLUSH_TIMEOUT_S", "REDIS_URL_ENV", "RedisSink", "factory", "replay"]
 

@@ -33,16 +33,23 @@ from typing import Any, TypeVar
 import redis
 from celery import shared_task
 
-from service import env as names
-from service.contract import load_spec
-from service.jobdir import EXIT_INTERRUPTED, EXIT_OK, JOB_FILE, LAUNCHER_LOG, atomic_write_text, read_status
-from service.procs import die_with_parent
-from service.queue import RUN_JOB
-from service.resolve import resolved_problem
-from service.settings import Settings, load_settings
-from service.store import JobRecord, Store
+from service.core import env as names
+from service.core.contract import load_spec
+from service.core.jobdir import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    JOB_FILE,
+    LAUNCHER_LOG,
+    atomic_write_text,
+    read_status,
+)
+from service.core.procs import die_with_parent, stop_group
+from service.core.queue import RUN_JOB
+from service.core.resolve import resolved_problem
+from service.core.settings import Settings, load_settings
+from service.core.store import JobRecord, Store
 
-__all__ = ["INSTANCE_ENV", "JobRunner", "run_job", "stop_process_group"]
+__all__ = ["INSTANCE_ENV", "JobRunner", "run_job"]
 
 log = logging.getLogger(__name__)
 
@@ -63,41 +70,6 @@ def _launcher_preexec() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     die_with_parent(signal.SIGTERM)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float) -> int:
-    """Stop the launcher and every process of its group: SIGTERM, ``grace_s``, SIGKILL.
-
-    Returns the launcher's exit code. On return no process of the group is left.
-    """
-    pgid = proc.pid
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None and not _group_alive(pgid):
-            break
-        time.sleep(0.1)
-    if _group_alive(pgid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-    code = proc.wait()
-    deadline = time.monotonic() + 10
-    while _group_alive(pgid) and time.monotonic() < deadline:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-        time.sleep(0.05)
-    return code
 
 
 def _disk_note(job_dir: Path) -> str:
@@ -188,7 +160,7 @@ class JobRunner:
     def _enqueue_again(self) -> None:
         """A fresh message for the (queued) job: its old one is held by a dead worker until the
         broker's visibility timeout, far too long to wait."""
-        from service.queue import enqueue, make_celery
+        from service.core.queue import enqueue, make_celery
 
         record = self._retry("requeueing", lambda: self.store.get_job(self.job_id))
         if record is not None and record.status == "queued":
@@ -347,10 +319,10 @@ class JobRunner:
                 grace = self.settings.kill_grace_s
                 if reason == "shutdown":
                     grace = max(grace, self.settings.soft_shutdown_s / 2)
-                code = stop_process_group(proc, grace)
+                code = stop_group(proc, grace)
                 break
         if code is not None and not reason:
-            stop_process_group(proc, 0.5)  # the launcher is gone; no rank may outlive it
+            stop_group(proc, 0.5)  # the launcher is gone; no rank may outlive it
         log.info("job %s: launcher exited with %s (%s)", self.job_id, code, reason or "by itself")
         if reason == "cancel":
             self._finish("cancelled")

@@ -24,9 +24,9 @@ import uuid
 from types import FrameType
 from typing import Any
 
-from service import env
-from service.settings import SettingsError, load_settings
-from service.store import Store
+from service.core import env
+from service.core.settings import SettingsError, load_settings
+from service.core.store import Store
 
 __all__ = ["default_hostname", "main"]
 
@@ -65,7 +65,7 @@ class _Heartbeat(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
-        from service.queue import enqueue, make_celery
+        from service.core.queue import enqueue, make_celery
         from workers.reaper import Reaper
 
         app = make_celery(self.settings)
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     from celery import signals
 
     import workers.tasks  # noqa: F401  (registers run_job)
-    from service.queue import make_celery
+    from service.core.queue import make_celery
 
     app = make_celery(settings)
     store = Store.from_url(settings.redis_url)

@@ -12,10 +12,10 @@ from service.api.errors import error_body, install_error_handlers
 from service.api.observability import install_metrics
 from service.api.routes import artifacts, files, health, jobs
 from service.api.schemas import ErrorResponse
-from service.contract import JobSpec
-from service.queue import make_celery
-from service.settings import Settings, load_settings
-from service.store import LoopReads, Store
+from service.core.contract import JobSpec
+from service.core.queue import make_celery
+from service.core.settings import Settings, load_settings
+from service.core.store import LoopReads, Store
 
 __all__ = ["create_app"]
 

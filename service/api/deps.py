@@ -14,8 +14,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.api.errors import ApiError
-from service.settings import Settings
-from service.store import LoopReads, Store
+from service.core.settings import Settings
+from service.core.store import LoopReads, Store
 
 __all__ = ["CeleryDep", "ReadsDep", "SettingsDep", "StoreDep", "TenantDep"]
 

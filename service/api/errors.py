@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.schemas import ErrorResponse
-from service.contract import SpecError
+from service.core.contract import SpecError
 
 __all__ = [
     "RETRY_AFTER_S",

@@ -11,8 +11,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.settings import ALL_QUEUES, Settings
-from service.store import Store
+from service.core.settings import ALL_QUEUES, Settings
+from service.core.store import Store
 
 __all__ = ["install_metrics"]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from service.store import FileRecord, JobRecord
+from service.core.store import FileRecord, JobRecord
 
 __all__ = [
     "CheckpointList",

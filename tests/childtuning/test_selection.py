@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 
 from childtuning import selection
 from childtuning.selection import Selection, kth_largest, select_top_k
-from service.procs import free_port
+from service.core.procs import free_port
 
 N = 3000
 KS = [0, 1, 17, 900, 1500, N - 1, N]

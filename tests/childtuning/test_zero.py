@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from childtuning import load_full_mask
-from service.procs import free_port
+from service.core.procs import free_port
 from tests.childtuning import zero_program as prog
 
 pytestmark = pytest.mark.slow

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import redis
 
-from service.client import Client
-from service.embedded import RedisServer
-from service.procs import free_port
+from service.cli.client import Client
+from service.cli.local_stack import RedisServer
+from service.core.procs import free_port
 from tests.workers.tiny import write_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]

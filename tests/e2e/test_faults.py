@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from service.client import Client, ClientError
-from service.jobdir import read_jsonl, read_status
-from service.store import JobRecord, Store
+from service.cli.client import Client, ClientError
+from service.core.jobdir import read_jsonl, read_status
+from service.core.store import JobRecord, Store
 from tests.e2e.stack import (
     KEYS,
     RedisServer,
@@ -279,8 +279,8 @@ def test_worker_killed_mid_job_the_next_worker_resumes_it(tmp_path: Path) -> Non
 def test_a_stored_spec_naming_server_files_is_refused_by_the_worker(tmp_path: Path) -> None:
     """Defence in depth for defect 1: a job record written by an older API (or by hand) that
     names /proc/self/environ fails on the worker without reading it or echoing anything."""
-    from service.queue import enqueue, make_celery
-    from service.settings import Settings
+    from service.core.queue import enqueue, make_celery
+    from service.core.settings import Settings
 
     with fault_stack(tmp_path) as stack:
         base = spec(stack.model, 2)

@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from service.client import Client
+from service.cli.client import Client
 from tests.e2e.stack import (
     KEYS,
     RedisServer,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.settings import ALL_QUEUES
+from service.core.settings import ALL_QUEUES
 from tests.e2e.stack import Api
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -231,7 +231,7 @@ def test_the_service_package_imports_nothing_of_the_workers_the_method_or_torch(
 
 
 def test_production_refuses_the_development_key() -> None:
-    code = "from service.settings import load_settings; load_settings()"
+    code = "from service.core.settings import load_settings; load_settings()"
     for keys in ("", "childtune-dev-key:default"):
         env = {"CHILDTUNE_ENV": "production", "CHILDTUNE_API_KEYS": keys, "PATH": "/usr/bin:/bin"}
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
@@ -271,6 +271,6 @@ def test_redis_down_answers_503_with_retry_after(tmp_path: Path) -> None:
 def test_the_mask_summary_name_is_the_methods() -> None:
     """The API reads the summary that childtuning writes, under a name it cannot import."""
     from childtuning import masks_io
-    from service.artifacts import MASK_SUMMARY
+    from service.core.artifacts import MASK_SUMMARY
 
     assert MASK_SUMMARY == masks_io.SUMMARY

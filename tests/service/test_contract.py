@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service.contract import (
+from service.core.contract import (
     METRICS,
     MODES,
     PHASES,
@@ -377,5 +377,5 @@ def test_json_schema_has_examples() -> None:
 
 
 def test_contract_does_not_import_torch() -> None:
-    code = "import sys, service.contract; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = "import sys, service.core.contract; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

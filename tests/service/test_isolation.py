@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from service.store import Store
+from service.core.store import Store
 from tests.e2e.stack import KEYS, Api
 from tests.service.test_api import job_keys, queued_messages, valid_spec
 

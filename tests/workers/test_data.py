@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from service.contract import DatasetSpec
+from service.core.contract import DatasetSpec
 from workers.train import data
 from workers.train.data import (
     DatasetError,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from service.contract import METRICS, PRESET_METRICS, PRESETS
+from service.core.contract import METRICS, PRESET_METRICS, PRESETS
 from workers.train.glue_metrics import (
     MAIN_METRIC,
     METRIC_KEYS,

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from service.embedded import RedisServer
-from service.jobdir import EVENTS_FILE, METRICS_FILE, number_events, read_jsonl
-from service.settings import Settings
-from service.store import JobRecord, Store, new_job_id
+from service.cli.local_stack import RedisServer
+from service.core.jobdir import EVENTS_FILE, METRICS_FILE, number_events, read_jsonl
+from service.core.settings import Settings
+from service.core.store import JobRecord, Store, new_job_id
 from tests.e2e.stack import wait_for
 from workers.reaper import Reaper
 from workers.redis_sink import RedisSink, replay
@@ -256,7 +256,7 @@ def test_the_api_reads_serve_200_concurrent_callers_and_back_off_when_redis_is_g
 
     import redis
 
-    from service.store import LoopReads
+    from service.core.store import LoopReads
 
     store = Store.from_url(server.url)
     job = new_job(store)

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from childtuning import load_full_mask
-from service.jobdir import CHECKPOINT_MARKER as MARKER
+from service.core.jobdir import CHECKPOINT_MARKER as MARKER
 from tests.workers.tiny import write_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -112,7 +112,7 @@ def predictions_of(model_dir: Path, spec: dict[str, Any]) -> np.ndarray:
     """The exported model's outputs on the job's evaluation examples, computed afresh."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from service.contract import DatasetSpec
+    from service.core.contract import DatasetSpec
     from workers.train.data import load_splits, tokenize
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -425,7 +425,6 @@ def test_minilm_preset_fine_tunes_offline(tmp_path: Path) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_bf16_on_one_gpu(tmp_path: Path, models: dict[str, Path]) -> None:
     spec = make_spec(
         models["plain"], resources={"num_ranks": 1, "zero_stage": 2, "precision": "bf16", "device": "cuda"}

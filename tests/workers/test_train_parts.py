@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.contract import load_spec
-from service.jobdir import EVENTS_FILE, METRICS_FILE, read_jsonl
+from service.core.contract import load_spec
+from service.core.jobdir import EVENTS_FILE, METRICS_FILE, read_jsonl
 from workers.launch import settle
 from workers.train import checkpoints
 from workers.train.losses import rdrop_loss

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from service.jobdir import CHECKPOINT_MARKER, atomic_write_text, checkpoint_step, checkpoint_tag
+from service.core.jobdir import CHECKPOINT_MARKER, atomic_write_text, checkpoint_step, checkpoint_tag
 
 MARKER = CHECKPOINT_MARKER
 tag_of = checkpoint_tag

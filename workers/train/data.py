@@ -2,7 +2,7 @@
 
 What this module gives the training program:
 
-- :func:`load_examples` / :func:`load_splits` read a :class:`~service.contract.DatasetSpec`
+- :func:`load_examples` / :func:`load_splits` read a :class:`~service.core.contract.DatasetSpec`
   into :class:`Example` lists and a :class:`DatasetInfo` (task type, labels, metric). Every
   row of both files is checked first; the first problem raises :class:`DatasetError` naming
   the file, the 1-based line and the reason.
@@ -11,7 +11,7 @@ What this module gives the training program:
 - :func:`shard_indices` deals each rank its part of every global batch, identically for any
   number of ranks; :func:`eval_shard` splits evaluation without dropping anything.
 
-File formats (csv, tsv, jsonl; detection, quoting, encoding) are read by ``service.datasets``,
+File formats (csv, tsv, jsonl; detection, quoting, encoding) are read by ``service.core.datasets``,
 the one reader the API's upload checks use too; errors here put the file's path in front.
 JSONL text fields must be strings.
 
@@ -36,9 +36,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from service import env
-from service.contract import PRESET_METRICS, DatasetSpec
-from service.datasets import DatasetFileError, Record, decode, detect_format, jsonl_records, table_records
+from service.core import env
+from service.core.contract import PRESET_METRICS, DatasetSpec
+from service.core.datasets import (
+    DatasetFileError,
+    Record,
+    decode,
+    detect_format,
+    jsonl_records,
+    table_records,
+)
 from workers.train.glue_metrics import MAIN_METRIC
 
 if TYPE_CHECKING:
@@ -268,7 +275,7 @@ def _read_text(path: Path, encoding: str = "utf-8-sig") -> str:
 def _file_records(
     path: Path, text: str, fmt: str, columns: Sequence[str] | None = None
 ) -> tuple[list[str] | None, int, Iterator[Record]]:
-    """The file's header, header line and records (``service.datasets``), errors naming ``path``."""
+    """The file's header, header line and records (``service.core.datasets``), errors naming ``path``."""
     try:
         if fmt == "jsonl":
             header, header_line, rows = None, 0, jsonl_records(text)

@@ -1,6 +1,6 @@
 """GLUE metrics in plain numpy (no scipy, no scikit-learn).
 
-Metric families (the names of ``service.contract.METRICS``) and the keys each returns:
+Metric families (the names of ``service.core.contract.METRICS``) and the keys each returns:
 
 =================  =====================================  ==============  ==========================
 family             keys                                    main key        GLUE task

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from service.contract import ALLOW_HUB_ENV, MODEL_PRESETS, JobSpec, env_flag, model_problem
+from service.core.contract import ALLOW_HUB_ENV, MODEL_PRESETS, JobSpec, env_flag, model_problem
 from workers.train.data import DatasetInfo
 
 

@@ -30,9 +30,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from service import env
-from service.contract import JobSpec, SpecError, load_spec
-from service.jobdir import (
+from service.core import env
+from service.core.contract import JobSpec, SpecError, load_spec
+from service.core.jobdir import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -43,7 +43,7 @@ from service.jobdir import (
     read_status,
     write_status,
 )
-from service.procs import free_port
+from service.core.procs import free_port
 
 log = logging.getLogger("childtune.train")
 

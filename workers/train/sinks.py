@@ -22,9 +22,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from service import env
-from service.contract import JobSpec
-from service.jobdir import EVENTS_FILE, METRICS_FILE, json_safe, number_events, read_jsonl
+from service.core import env
+from service.core.contract import JobSpec
+from service.core.jobdir import EVENTS_FILE, METRICS_FILE, json_safe, number_events, read_jsonl
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 from service.api.deps import SettingsDep, StoreDep, TenantDep
 from service.api.errors import ApiError, error_responses, is_unicode
 from service.api.schemas import FileList, FilePublic
-from service.datasets import DatasetFileError, inspect_file
-from service.store import FileRecord, Store, new_file_id, valid_file_id
+from service.core.datasets import DatasetFileError, inspect_file
+from service.core.store import FileRecord, Store, new_file_id, valid_file_id
 
 __all__ = ["router"]
 

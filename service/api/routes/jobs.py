@@ -9,11 +9,19 @@ from fastapi import APIRouter, Body, Query
 from service.api.deps import CeleryDep, ReadsDep, SettingsDep, StoreDep, TenantDep
 from service.api.errors import RETRY_AFTER_S, ApiError, error_responses, is_unicode
 from service.api.schemas import JobList, JobPublic, RecordPage
-from service.contract import JobSpec, SpecError, load_spec
-from service.queue import EnqueueError, enqueue
-from service.resolve import resolve_spec
-from service.settings import queue_for
-from service.store import FINAL_STATUSES, JobRecord, LoopReads, Store, new_job_id, valid_cursor, valid_job_id
+from service.core.contract import JobSpec, SpecError, load_spec
+from service.core.queue import EnqueueError, enqueue
+from service.core.resolve import resolve_spec
+from service.core.settings import queue_for
+from service.core.store import (
+    FINAL_STATUSES,
+    JobRecord,
+    LoopReads,
+    Store,
+    new_job_id,
+    valid_cursor,
+    valid_job_id,
+)
 
 __all__ = ["router"]
 

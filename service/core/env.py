@@ -1,6 +1,6 @@
 """Every ``CHILDTUNE_*`` environment variable's name, defined once.
 
-:class:`service.settings.Settings` parses the service's configuration from the variables named
+:class:`service.core.settings.Settings` parses the service's configuration from the variables named
 after its fields (``CHILDTUNE_`` + the field name); the names below are those that code also
 sets or reads outside it: in the environment a worker gives the launcher and the ranks, in the
 local stack, in the CLI. Import the name; never spell it.

@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service import env as names
-from service.procs import die_with_parent, free_port
+from service.core import env as names
+from service.core.procs import die_with_parent, free_port, stop_group
 
 __all__ = ["DEMO_SPEC", "RedisServer", "Stack", "demo_main", "find_redis_server", "free_port", "up_main"]
 
@@ -71,17 +71,13 @@ def find_redis_server() -> str:
 
 
 def _stop(proc: subprocess.Popen[bytes], name: str, timeout: float, sig: int = signal.SIGTERM) -> None:
-    """Signal the process, wait up to ``timeout``, then KILL its whole group (its own session)."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            print(f"childtune up: {name} did not stop within {timeout:.0f} s; killing it", file=sys.stderr)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    """Signal the process (it stops its own children), wait up to ``timeout``, then KILL its
+    whole group (its own session)."""
+
+    def note() -> None:
+        print(f"childtune up: {name} did not stop within {timeout:.0f} s; killing it", file=sys.stderr)
+
+    stop_group(proc, timeout, sig=sig, leader_only=True, on_kill=note)
 
 
 class RedisServer:
@@ -270,7 +266,7 @@ def _up_parser() -> argparse.ArgumentParser:
 
 
 def up_main(argv: list[str] | None = None) -> int:
-    from service.settings import state_dir
+    from service.core.settings import state_dir
 
     args = _up_parser().parse_args(argv)
     state = (args.state or state_dir()).expanduser().resolve()
@@ -325,9 +321,9 @@ def _running_stack(state: Path) -> tuple[str, str] | None:
 
 
 def demo_main(argv: list[str] | None = None) -> int:
-    from service.client import Client, ClientError
-    from service.client_cli import print_job_summary, watch_job
-    from service.settings import state_dir
+    from service.cli.client import Client, ClientError
+    from service.cli.commands import print_job_summary, watch_job
+    from service.core.settings import state_dir
 
     parser = argparse.ArgumentParser(
         prog="childtune demo",

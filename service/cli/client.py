@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
-from service import env
-from service.settings import state_dir
+from service.core import env
+from service.core.settings import state_dir
 
 __all__ = ["DEFAULT_URL", "Client", "ClientError"]
 

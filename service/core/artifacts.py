@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.jobdir import BEST_DIR, CHECKPOINT_MARKER, CHECKPOINTS_DIR, MASKS_DIR, MODEL_DIR, checkpoint_step
+from service.core.jobdir import (
+    BEST_DIR,
+    CHECKPOINT_MARKER,
+    CHECKPOINTS_DIR,
+    MASKS_DIR,
+    MODEL_DIR,
+    checkpoint_step,
+)
 
 # childtuning.masks_io.SUMMARY (the method's own name; the API imports nothing of childtuning:
 # tests/service/test_api.py checks the two agree).

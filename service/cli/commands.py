@@ -17,8 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from service.client import Client, ClientError
-from service.contract import MODES, PRECISIONS, PRESETS, STATUSES, SpecError, load_spec
+from service.cli.client import Client, ClientError
+from service.core.contract import MODES, PRECISIONS, PRESETS, STATUSES, SpecError, load_spec
 
 __all__ = [
     "cancel_main",
@@ -252,7 +252,7 @@ def status_main(argv: list[str]) -> int:
 
 def watch_job(client: Client, job_id: str, interval: float = 1.0, file: Any = None) -> dict[str, Any]:
     """Feed every new metric and event record to a live progress view until the job ends."""
-    from service.progress import ProgressView
+    from service.cli.progress import ProgressView
 
     view = ProgressView(file=file or sys.stderr)
     cursors = {"metrics": "0", "events": "0"}

@@ -34,6 +34,7 @@ __all__ = [
     "MODEL_DIR",
     "PREDICTIONS_FILE",
     "STATUS_FILE",
+    "JsonlTail",
     "atomic_write_text",
     "checkpoint_step",
     "checkpoint_tag",
@@ -44,7 +45,7 @@ __all__ = [
     "write_status",
 ]
 
-JOB_FILE = "job.json"  # the job spec (service.contract.JobSpec as JSON)
+JOB_FILE = "job.json"  # the job spec (service.core.contract.JobSpec as JSON)
 STATUS_FILE = "status.json"  # rank 0's last word: status, phase, step, total_steps, best, error
 METRICS_FILE = "metrics.jsonl"  # train and eval records
 EVENTS_FILE = "events.jsonl"  # phase changes, checkpoints, resume, errors, finish
@@ -136,3 +137,41 @@ def number_events(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         seq = record.get("seq")
         out.append(record if isinstance(seq, int) and not isinstance(seq, bool) else {**record, "seq": index})
     return out
+
+
+class JsonlTail:
+    """Follows a job's ``metrics.jsonl`` and ``events.jsonl``: each :meth:`poll` returns the
+    records of the complete lines written since the last one, as ``("metric" | "event", record)``
+    in time order. A line still being written waits for the next poll; a line that is not a JSON
+    object is skipped."""
+
+    def __init__(self, job_dir: Path) -> None:
+        self.paths = {"metric": job_dir / METRICS_FILE, "event": job_dir / EVENTS_FILE}
+        self.offsets = dict.fromkeys(self.paths, 0)
+
+    def skip_existing(self) -> None:
+        """Start after what the files hold now (a resumed job's earlier records)."""
+        for kind, path in self.paths.items():
+            self.offsets[kind] = path.stat().st_size if path.is_file() else 0
+
+    def poll(self) -> list[tuple[str, dict[str, Any]]]:
+        out: list[tuple[float, str, dict[str, Any]]] = []
+        for kind, path in self.paths.items():
+            if not path.is_file():
+                continue
+            with path.open("rb") as f:
+                f.seek(self.offsets[kind])
+                data = f.read()
+            end = data.rfind(b"\n")
+            if end < 0:
+                continue
+            self.offsets[kind] += end + 1
+            for line in data[: end + 1].decode("utf-8", "replace").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    out.append((float(record.get("time") or 0), kind, record))
+        out.sort(key=lambda item: item[0])
+        return [(kind, record) for _, kind, record in out]

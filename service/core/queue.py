@@ -2,7 +2,7 @@
 
 Defined on the producer side: the API sends ``run_job`` messages by name from here, and the
 workers (``workers.tasks``, ``workers.worker``) import the same app to consume them. It imports
-neither torch nor the task's code. Job state lives in the store (:mod:`service.store`), never in
+neither torch nor the task's code. Job state lives in the store (:mod:`service.core.store`), never in
 Celery results, so there is no result backend.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from service.settings import ALL_QUEUES, Settings
+from service.core.settings import ALL_QUEUES, Settings
 
 __all__ = ["RUN_JOB", "EnqueueError", "enqueue", "make_celery"]
 

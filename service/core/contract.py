@@ -48,7 +48,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
-from service import env
+from service.core import env
 
 __all__ = [
     "ALLOW_HUB_ENV",

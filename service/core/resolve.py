@@ -23,9 +23,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from service.contract import MODEL_PRESETS, JobSpec, SpecError
-from service.settings import ALL_QUEUES, MAX_RANKS_PER_QUEUE, Settings, queue_for
-from service.store import FileRecord, Store, valid_file_id, valid_job_id
+from service.core.contract import MODEL_PRESETS, JobSpec, SpecError
+from service.core.settings import ALL_QUEUES, MAX_RANKS_PER_QUEUE, Settings, queue_for
+from service.core.store import FileRecord, Store, valid_file_id, valid_job_id
 
 __all__ = ["model_choices", "resolve_model", "resolve_spec", "resolved_problem"]
 

@@ -35,8 +35,8 @@ from pydantic import BaseModel, Field
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from service.contract import STATUSES
-from service.jobdir import json_safe
+from service.core.contract import STATUSES
+from service.core.jobdir import json_safe
 
 __all__ = [
     "FINAL_STATUSES",

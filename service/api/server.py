@@ -2,7 +2,7 @@
 
     childtune api [--host 127.0.0.1] [--port 8000] [--log-level info]
 
-Configuration comes from the environment (``service.settings``); an unsafe production setup
+Configuration comes from the environment (``service.core.settings``); an unsafe production setup
 (``CHILDTUNE_ENV=production`` without real API keys) stops here with the fix in the message.
 """
 
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from service.api import create_app
-    from service.settings import SettingsError
+    from service.core.settings import SettingsError
 
     try:
         app = create_app()

@@ -1,0 +1,78 @@
+"""Processes and ports for every launcher in the project: children that do not outlive their
+parent (Linux), stopping a child's whole process group, and a free loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """In a child, before exec (``preexec_fn``): receive ``sig`` when the parent dies, however it dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 at the time of asking."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of process group ``pgid`` is left."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_group(
+    proc: subprocess.Popen[bytes],
+    grace_s: float,
+    *,
+    sig: int = signal.SIGTERM,
+    leader_only: bool = False,
+    on_kill: Callable[[], None] | None = None,
+) -> int:
+    """Stop ``proc`` (started with ``start_new_session=True``) and every process of its group.
+
+    Sends ``sig`` to the whole group, or to ``proc`` alone with ``leader_only`` (a process that
+    stops its own children, like a Celery worker's warm shutdown); waits up to ``grace_s`` for
+    it (and, for a group signal, the whole group) to end; then SIGKILLs what is left of the
+    group, calling ``on_kill`` first when anything was. Returns ``proc``'s exit code; on
+    return no process of the group is left (after at most 10 s more).
+    """
+    pgid = proc.pid
+    if proc.poll() is None or group_alive(pgid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if leader_only:
+                proc.send_signal(sig)
+            else:
+                os.killpg(pgid, sig)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None and (leader_only or not group_alive(pgid)):
+            break
+        time.sleep(0.05)
+    if proc.poll() is None and on_kill is not None:
+        on_kill()
+    code = proc.wait() if not group_alive(pgid) else None
+    deadline = time.monotonic() + 10
+    while group_alive(pgid) and time.monotonic() < deadline:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        time.sleep(0.05)
+    return proc.wait() if code is None else code
