@@ -18,9 +18,13 @@ RUN groupadd --system --gid 10001 childtune \
 
 WORKDIR /opt/childtune
 COPY pyproject.toml README.md ./
-# Only what the API imports: service/ stands on nothing of workers/ or childtuning/
-# (tests/service/test_api.py checks the imports; tests/deploy that this list is enough).
-COPY service ./service
+# Only what the API imports: the base (service/core), the API (service/api) and the `childtune`
+# dispatcher that serves it (service/cli/__init__.py); not the CLI's commands, workers/ or
+# childtuning/ (tests/test_layers.py checks the arrows; tests/deploy that this list is enough).
+COPY service/__init__.py ./service/
+COPY service/core ./service/core
+COPY service/api ./service/api
+COPY service/cli/__init__.py ./service/cli/
 # Every version the service extra names is pinned in pyproject.toml.
 RUN pip install "./[service]"
 

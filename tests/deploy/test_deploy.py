@@ -625,15 +625,18 @@ def test_the_api_image_files_are_enough_to_start_the_api(tmp_path: Path) -> None
     for sources in copies:
         for source in sources:
             target = image / source
+            target.parent.mkdir(parents=True, exist_ok=True)
             if (ROOT / source).is_dir():
                 shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__"))
             else:
                 shutil.copy(ROOT / source, target)
     assert (image / "service").is_dir() and not (image / "workers").exists()
+    assert not (image / "service" / "cli" / "commands.py").exists()  # the CLI's commands stay out
     site = [p for p in sys.path if p.endswith("site-packages")]
     code = (
         "import sys; sys.path[:0] = [sys.argv[1], *sys.argv[2:]]\n"
-        "import service.cli, service.api\n"
+        "import service.cli, service.api, service.api.server\n"
+        "assert service.cli.resolve('api') is service.api.server.main\n"
         "from starlette.testclient import TestClient\n"
         "app = service.api.create_app()\n"
         "assert TestClient(app).get('/healthz').status_code == 200\n"
