@@ -1,15 +1,9 @@
-"""Datasets for a job: GLUE presets and user files, validated row by row before training.
+"""Reading a dataset's files: every row checked, columns and labels mapped, into :class:`Example` lists.
 
-What this module gives the training program:
-
-- :func:`load_examples` / :func:`load_splits` read a :class:`~service.core.contract.DatasetSpec`
-  into :class:`Example` lists and a :class:`DatasetInfo` (task type, labels, metric). Every
-  row of both files is checked first; the first problem raises :class:`DatasetError` naming
-  the file, the 1-based line and the reason.
-- :func:`tokenize` turns examples into a :class:`TokenizedDataset` (per-example token ids,
-  padded per batch by :meth:`TokenizedDataset.collate`).
-- :func:`shard_indices` deals each rank its part of every global batch, identically for any
-  number of ranks; :func:`eval_shard` splits evaluation without dropping anything.
+:func:`load_examples` / :func:`load_splits` read a :class:`~service.core.contract.DatasetSpec`
+(a GLUE preset of ``workers.train.data.presets`` or the user's files) into :class:`Example`
+lists and a :class:`DatasetInfo`. Every row of both files is checked first; the first problem
+raises :class:`DatasetError` naming the file, the 1-based line and the reason.
 
 File formats (csv, tsv, jsonl; detection, quoting, encoding) are read by ``service.core.datasets``,
 the one reader the API's upload checks use too; errors here put the file's path in front.
@@ -22,22 +16,18 @@ numerically, else as strings, and ids are positions in that order (so integer la
 (0 <= label < num_labels). An evaluation label that the training file lacks is an error.
 :attr:`DatasetInfo.label_names` records the original label of each id.
 
-This module imports neither torch nor transformers at import time.
+This module imports neither torch nor transformers.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from service.core import env
-from service.core.contract import PRESET_METRICS, DatasetSpec
+from service.core.contract import DatasetSpec
 from service.core.datasets import (
     DatasetFileError,
     Record,
@@ -46,32 +36,9 @@ from service.core.datasets import (
     jsonl_records,
     table_records,
 )
+from workers.train.data.base import DatasetError, DatasetInfo, Example, Splits
+from workers.train.data.presets import DATA_ENV, PRESET_TASKS, _Preset, _preset_info, data_root
 from workers.train.glue_metrics import MAIN_METRIC
-
-if TYPE_CHECKING:
-    import torch
-
-__all__ = [
-    "DATA_ENV",
-    "PRESET_TASKS",
-    "DatasetError",
-    "DatasetInfo",
-    "Example",
-    "Splits",
-    "TaskInfo",
-    "TokenizedDataset",
-    "data_root",
-    "epoch_permutation",
-    "eval_shard",
-    "load_examples",
-    "load_splits",
-    "num_global_batches",
-    "resolve_file",
-    "shard_indices",
-    "tokenize",
-]
-
-DATA_ENV = env.DATA
 
 Split = Literal["train", "eval"]
 _SPLIT_NAMES: Mapping[str, Split] = {
@@ -80,178 +47,6 @@ _SPLIT_NAMES: Mapping[str, Split] = {
     "dev": "eval",
     "validation": "eval",
 }
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be used; the message names the file, the line and the reason."""
-
-
-@dataclass(frozen=True, slots=True)
-class Example:
-    """One labelled example. ``label`` is an id (int) for classification, a float for regression."""
-
-    text: str
-    text_pair: str | None
-    label: int | float
-    line: int  # 1-based line of the source file where the record starts
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What the training program needs to know about a dataset.
-
-    ``metric`` is a metric family of ``workers.train.glue_metrics`` and ``main_metric`` the key
-    of its result used to pick the best checkpoint. ``label_names[i]`` is the original label of
-    id ``i`` (empty for regression); ``label_to_id`` maps original labels (as text) to ids.
-    """
-
-    name: str
-    task_type: Literal["classification", "regression"]
-    num_labels: int
-    label_names: tuple[str, ...]
-    text_column: str
-    text_pair_column: str | None
-    label_column: str
-    metric: str
-    main_metric: str
-    label_to_id: Mapping[str, int] = field(default_factory=dict)
-
-    @property
-    def is_regression(self) -> bool:
-        return self.task_type == "regression"
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary (for job events and the job record)."""
-        return {
-            "name": self.name,
-            "task_type": self.task_type,
-            "num_labels": self.num_labels,
-            "label_names": list(self.label_names),
-            "text_column": self.text_column,
-            "text_pair_column": self.text_pair_column,
-            "label_column": self.label_column,
-            "metric": self.metric,
-            "main_metric": self.main_metric,
-            "label_to_id": dict(self.label_to_id),
-        }
-
-
-TaskInfo = DatasetInfo
-
-
-@dataclass(frozen=True)
-class Splits:
-    """Both splits of a dataset, validated together."""
-
-    train: list[Example]
-    eval: list[Example]
-    info: DatasetInfo
-
-
-# ---------------------------------------------------------------------------------------------
-# GLUE presets
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Preset:
-    name: str
-    directory: str
-    encoding: str
-    columns: tuple[str, ...] | None  # names for a file without a header row
-    text_column: str
-    text_pair_column: str | None
-    label_column: str
-    task_type: Literal["classification", "regression"]
-    label_values: tuple[str, ...] = ()  # raw label of id 0, 1, ...
-    label_names: tuple[str, ...] = ()
-    label_range: tuple[float, float] | None = None  # regression
-
-
-PRESET_TASKS: Mapping[str, _Preset] = {
-    "glue/rte": _Preset(
-        name="glue/rte",
-        directory="RTE",
-        encoding="utf-8-sig",
-        columns=None,
-        text_column="sentence1",
-        text_pair_column="sentence2",
-        label_column="label",
-        task_type="classification",
-        label_values=("entailment", "not_entailment"),
-        label_names=("entailment", "not_entailment"),
-    ),
-    "glue/mrpc": _Preset(
-        name="glue/mrpc",
-        directory="MRPC",
-        encoding="utf-8-sig",
-        columns=None,
-        text_column="#1 String",
-        text_pair_column="#2 String",
-        label_column="Quality",
-        task_type="classification",
-        label_values=("0", "1"),
-        label_names=("not_equivalent", "equivalent"),
-    ),
-    "glue/cola": _Preset(
-        name="glue/cola",
-        directory="CoLA",
-        encoding="utf-8-sig",
-        columns=("source", "label", "original_label", "sentence"),
-        text_column="sentence",
-        text_pair_column=None,
-        label_column="label",
-        task_type="classification",
-        label_values=("0", "1"),
-        label_names=("unacceptable", "acceptable"),
-    ),
-    "glue/sts-b": _Preset(
-        name="glue/sts-b",
-        directory="STS-B",
-        encoding="utf-8-sig",
-        columns=None,
-        text_column="sentence1",
-        text_pair_column="sentence2",
-        label_column="score",
-        task_type="regression",
-        label_range=(0.0, 5.0),
-    ),
-    "glue/sst-2": _Preset(
-        name="glue/sst-2",
-        directory="SST-2",
-        encoding="utf-8-sig",
-        columns=None,
-        text_column="sentence",
-        text_pair_column=None,
-        label_column="label",
-        task_type="classification",
-        label_values=("0", "1"),
-        label_names=("negative", "positive"),
-    ),
-}
-
-
-def data_root() -> Path:
-    """The folder holding ``glue/<TASK>/{train,dev}.tsv``.
-
-    ``$CHILDTUNE_DATA`` when set; else ``<repo>/../shared/data``, else ``<repo>/shared/data``
-    (``<repo>`` = the folder holding the ``workers`` package), whichever exists first.
-    """
-    env = os.environ.get(DATA_ENV)
-    if env:
-        root = Path(env).expanduser()
-        if not root.is_dir():
-            raise DatasetError(f"{DATA_ENV}={env} is not a directory")
-        return root
-    repo = Path(__file__).resolve().parents[2]
-    candidates = (repo.parent / "shared" / "data", repo / "shared" / "data")
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
-    raise DatasetError(
-        f"no data folder for the GLUE presets: set {DATA_ENV} to the folder that holds "
-        f"glue/<TASK>/train.tsv and dev.tsv (looked in {', '.join(str(c) for c in candidates)})"
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,23 +223,6 @@ def _preset_split(preset: _Preset, root: Path, split: Split) -> list[Example]:
     return out
 
 
-def _preset_info(preset: _Preset) -> DatasetInfo:
-    metric = PRESET_METRICS[preset.name]
-    regression = preset.task_type == "regression"
-    return DatasetInfo(
-        name=preset.name,
-        task_type=preset.task_type,
-        num_labels=1 if regression else len(preset.label_values),
-        label_names=preset.label_names,
-        text_column=preset.text_column,
-        text_pair_column=preset.text_pair_column,
-        label_column=preset.label_column,
-        metric=metric,
-        main_metric=MAIN_METRIC[metric],
-        label_to_id={value: i for i, value in enumerate(preset.label_values)},
-    )
-
-
 # A user row before label mapping: (line, text, pair, label key or regression value).
 _Row = tuple[int, str, str | None, "str | float"]
 
@@ -612,229 +390,3 @@ def load_examples(
         info = splits.info
     limit = spec.max_train_examples if which == "train" else spec.max_eval_examples
     return _truncate(examples, limit), info
-
-
-# ---------------------------------------------------------------------------------------------
-# Tokenisation
-# ---------------------------------------------------------------------------------------------
-
-
-class TokenizedDataset:
-    """Token ids of every example, stored flat; batches are padded to their longest example.
-
-    A map-style dataset (``len`` and integer indexing) usable with ``torch.utils.data.DataLoader``
-    and :meth:`collate`, or directly through :meth:`batch`.
-    """
-
-    def __init__(
-        self,
-        input_ids: Sequence[Sequence[int]],
-        token_type_ids: Sequence[Sequence[int]] | None,
-        labels: Sequence[int | float],
-        *,
-        regression: bool,
-        pad_token_id: int,
-    ) -> None:
-        import torch
-
-        if len(input_ids) != len(labels):
-            raise ValueError("input_ids and labels differ in length")
-        lengths = torch.tensor([len(ids) for ids in input_ids], dtype=torch.long)
-        self.offsets = torch.zeros(len(input_ids) + 1, dtype=torch.long)
-        if len(input_ids):
-            torch.cumsum(lengths, dim=0, out=self.offsets[1:])
-        self.lengths = lengths
-        self.input_ids = torch.tensor([t for ids in input_ids for t in ids], dtype=torch.long)
-        self.token_type_ids = (
-            torch.tensor([t for ids in token_type_ids for t in ids], dtype=torch.long)
-            if token_type_ids is not None
-            else None
-        )
-        self.labels = torch.tensor(list(labels), dtype=torch.float32 if regression else torch.long)
-        self.regression = regression
-        self.pad_token_id = int(pad_token_id)
-
-    def __len__(self) -> int:
-        return int(self.lengths.shape[0])
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        import torch
-
-        if not -len(self) <= index < len(self):
-            raise IndexError(index)
-        index %= len(self)
-        start, end = int(self.offsets[index]), int(self.offsets[index + 1])
-        item = {
-            "input_ids": self.input_ids[start:end],
-            "attention_mask": torch.ones(end - start, dtype=torch.long),
-            "labels": self.labels[index],
-        }
-        if self.token_type_ids is not None:
-            item["token_type_ids"] = self.token_type_ids[start:end]
-        return item
-
-    def collate(self, items: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """Stack items into a batch, right-padding to the longest (pad id, attention 0, type 0)."""
-        import torch
-
-        if not items:
-            raise ValueError("cannot collate an empty batch")
-        width = max(int(item["input_ids"].shape[0]) for item in items)
-        n = len(items)
-        batch = {
-            "input_ids": torch.full((n, width), self.pad_token_id, dtype=torch.long),
-            "attention_mask": torch.zeros((n, width), dtype=torch.long),
-        }
-        has_types = "token_type_ids" in items[0]
-        if has_types:
-            batch["token_type_ids"] = torch.zeros((n, width), dtype=torch.long)
-        for row, item in enumerate(items):
-            size = int(item["input_ids"].shape[0])
-            batch["input_ids"][row, :size] = item["input_ids"]
-            batch["attention_mask"][row, :size] = 1
-            if has_types:
-                batch["token_type_ids"][row, :size] = item["token_type_ids"]
-        batch["labels"] = torch.stack([item["labels"] for item in items])
-        return batch
-
-    def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        """The padded batch of the given example indices."""
-        return self.collate([self[int(i)] for i in indices])
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """Every example as one batch (padded to the longest): input_ids, attention_mask, ..."""
-        return self.batch(range(len(self)))
-
-
-def tokenize(
-    examples: Sequence[Example],
-    tokenizer: Any,
-    max_seq_length: int,
-    *,
-    task_type: str | None = None,
-    chunk_size: int = 2048,
-) -> TokenizedDataset:
-    """Tokenise examples (pairs as pairs) with a Hugging Face tokenizer, truncating to ``max_seq_length``.
-
-    The result holds ``input_ids``, ``attention_mask``, ``token_type_ids`` when the tokenizer
-    produces them, and ``labels`` (int64 for classification, float32 for regression). The task
-    type is taken from ``task_type`` or, when None, from the labels' Python type.
-    """
-    if max_seq_length < 2:
-        raise ValueError(f"max_seq_length must be >= 2 (got {max_seq_length})")
-    pad = getattr(tokenizer, "pad_token_id", None)
-    if pad is None:
-        raise ValueError("the tokenizer has no pad token (pad_token_id is None); set one before tokenising")
-    if task_type is None:
-        regression = bool(examples) and isinstance(examples[0].label, float)
-    else:
-        regression = task_type == "regression"
-    pairs = [ex.text_pair is not None for ex in examples]
-    if any(pairs) and not all(pairs):
-        raise ValueError("either every example has a text pair or none has")
-    with_pairs = bool(pairs) and pairs[0]
-    ids: list[list[int]] = []
-    types: list[list[int]] | None = []
-    for start in range(0, len(examples), chunk_size):
-        chunk = examples[start : start + chunk_size]
-        encoded = tokenizer(
-            [ex.text for ex in chunk],
-            [ex.text_pair or "" for ex in chunk] if with_pairs else None,
-            truncation=True,
-            max_length=max_seq_length,
-            padding=False,
-            return_attention_mask=False,
-        )
-        ids.extend(list(x) for x in encoded["input_ids"])
-        if types is not None:
-            if "token_type_ids" in encoded:
-                types.extend(list(x) for x in encoded["token_type_ids"])
-            else:
-                types = None
-    labels: list[int | float] = [float(ex.label) if regression else int(ex.label) for ex in examples]
-    return TokenizedDataset(ids, types, labels, regression=regression, pad_token_id=pad)
-
-
-# ---------------------------------------------------------------------------------------------
-# Sharding
-# ---------------------------------------------------------------------------------------------
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    digest = hashlib.blake2b(f"childtune/shuffle/{seed}/{epoch}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
-
-
-def epoch_permutation(num_examples: int, epoch: int, seed: int) -> list[int]:
-    """The shuffled order of epoch ``epoch``: ``torch.randperm`` on a CPU generator keyed by (seed, epoch).
-
-    The same on every rank and every machine with the same torch version.
-    """
-    import torch
-
-    if num_examples < 0:
-        raise ValueError(f"num_examples must be >= 0 (got {num_examples})")
-    generator = torch.Generator(device="cpu")
-    generator.manual_seed(_epoch_seed(seed, epoch))
-    return [int(i) for i in torch.randperm(num_examples, generator=generator).tolist()]
-
-
-def num_global_batches(num_examples: int, global_batch_size: int) -> int:
-    """Full global batches per epoch (the last partial batch is dropped)."""
-    if global_batch_size < 1:
-        raise ValueError(f"global_batch_size must be >= 1 (got {global_batch_size})")
-    return max(0, num_examples) // global_batch_size
-
-
-def shard_indices(
-    num_examples: int,
-    epoch: int,
-    seed: int,
-    rank: int,
-    world_size: int,
-    global_batch_size: int,
-) -> list[int]:
-    """The example indices rank ``rank`` processes in epoch ``epoch``, batch after batch.
-
-    The epoch's order is :func:`epoch_permutation`; it is cut into global batches of
-    ``global_batch_size`` and rank ``r`` takes the ``r``-th contiguous slice of
-    ``global_batch_size / world_size`` examples of EACH global batch. Consecutive runs of that
-    many indices in the result are the rank's micro-batches. Whatever ``world_size``, the
-    examples of global batch ``b`` are the same, so a run's batches do not depend on its
-    topology.
-
-    The last partial global batch is DROPPED (its examples differ from epoch to epoch, as the
-    order is reshuffled): splitting it would give ranks unequal batches, whose averaged
-    gradients would no longer equal the single-process batch mean. Fewer examples than one
-    global batch give an empty list.
-    """
-    if world_size < 1:
-        raise ValueError(f"world_size must be >= 1 (got {world_size})")
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in 0..{world_size - 1} (got {rank})")
-    if global_batch_size < 1 or global_batch_size % world_size:
-        raise ValueError(
-            f"global_batch_size ({global_batch_size}) must be a positive multiple of "
-            f"world_size ({world_size})"
-        )
-    per_rank = global_batch_size // world_size
-    batches = num_global_batches(num_examples, global_batch_size)
-    order = epoch_permutation(num_examples, epoch, seed)
-    out: list[int] = []
-    for b in range(batches):
-        start = b * global_batch_size + rank * per_rank
-        out.extend(order[start : start + per_rank])
-    return out
-
-
-def eval_shard(num_examples: int, rank: int, world_size: int) -> range:
-    """Rank ``rank``'s contiguous part of an evaluation set (nothing dropped, nothing repeated).
-
-    The parts differ in size by at most one; concatenated in rank order they are ``0..n-1``, so
-    gathered predictions line up with the labels.
-    """
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"need 0 <= rank < world_size (got rank {rank}, world_size {world_size})")
-    base, extra = divmod(max(0, num_examples), world_size)
-    start = rank * base + min(rank, extra)
-    return range(start, start + base + (1 if rank < extra else 0))

@@ -1,0 +1,66 @@
+"""The job contract: what a fine-tune job is, defined once, for the API, the workers and the CLI.
+
+A package of one module per concern; import the names from here (``service.core.contract``):
+
+- ``vocabulary``: the names and enumerations (modes, presets and their metrics, task types,
+  precisions, devices, statuses, phases, model presets) and the limits the models enforce.
+- ``checks``: checks against this machine (:func:`env_flag`, :func:`model_problem`).
+- ``models``: the pydantic models, :class:`JobSpec` and its parts, and their validators.
+- ``messages``: :class:`SpecError` and :func:`format_validation_error`, which turns pydantic's
+  errors into ``(field path, message)`` pairs that say how to fix each problem.
+- ``loading``: :func:`load_spec`, reading a spec from a file, a JSON or YAML text, or a mapping.
+
+The arrows: vocabulary <- checks; vocabulary <- models <- messages <- loading. The package
+imports only pydantic, PyYAML, the standard library and ``service.core.env``: the API process
+never imports torch.
+"""
+
+from __future__ import annotations
+
+from service.core.contract.checks import env_flag, model_problem
+from service.core.contract.loading import load_spec
+from service.core.contract.messages import SpecError, format_validation_error
+from service.core.contract.models import (
+    ChildTuningSpec,
+    DatasetSpec,
+    Hyperparameters,
+    JobSpec,
+    Resources,
+)
+from service.core.contract.vocabulary import (
+    ALLOW_HUB_ENV,
+    DEVICES,
+    METRICS,
+    MODEL_PRESETS,
+    MODES,
+    PHASES,
+    PRECISIONS,
+    PRESET_METRICS,
+    PRESETS,
+    STATUSES,
+    TASK_TYPES,
+)
+
+__all__ = [
+    "ALLOW_HUB_ENV",
+    "DEVICES",
+    "METRICS",
+    "MODEL_PRESETS",
+    "MODES",
+    "PHASES",
+    "PRECISIONS",
+    "PRESETS",
+    "PRESET_METRICS",
+    "STATUSES",
+    "TASK_TYPES",
+    "ChildTuningSpec",
+    "DatasetSpec",
+    "Hyperparameters",
+    "JobSpec",
+    "Resources",
+    "SpecError",
+    "env_flag",
+    "format_validation_error",
+    "load_spec",
+    "model_problem",
+]

@@ -1,0 +1,139 @@
+"""The GLUE presets: each task's folder, encoding, columns, labels and metric, and where the data lives.
+
+:data:`PRESET_TASKS` names the five tasks (``glue/rte``, ``glue/mrpc``, ``glue/cola``,
+``glue/sts-b``, ``glue/sst-2``); :func:`data_root` finds the folder holding
+``glue/<TASK>/{train,dev}.tsv``. Reading those files is ``workers.train.data.files``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from service.core import env
+from service.core.contract import PRESET_METRICS
+from workers.train.data.base import DatasetError, DatasetInfo
+from workers.train.glue_metrics import MAIN_METRIC
+
+DATA_ENV = env.DATA
+
+
+@dataclass(frozen=True)
+class _Preset:
+    name: str
+    directory: str
+    encoding: str
+    columns: tuple[str, ...] | None  # names for a file without a header row
+    text_column: str
+    text_pair_column: str | None
+    label_column: str
+    task_type: Literal["classification", "regression"]
+    label_values: tuple[str, ...] = ()  # raw label of id 0, 1, ...
+    label_names: tuple[str, ...] = ()
+    label_range: tuple[float, float] | None = None  # regression
+
+
+PRESET_TASKS: Mapping[str, _Preset] = {
+    "glue/rte": _Preset(
+        name="glue/rte",
+        directory="RTE",
+        encoding="utf-8-sig",
+        columns=None,
+        text_column="sentence1",
+        text_pair_column="sentence2",
+        label_column="label",
+        task_type="classification",
+        label_values=("entailment", "not_entailment"),
+        label_names=("entailment", "not_entailment"),
+    ),
+    "glue/mrpc": _Preset(
+        name="glue/mrpc",
+        directory="MRPC",
+        encoding="utf-8-sig",
+        columns=None,
+        text_column="#1 String",
+        text_pair_column="#2 String",
+        label_column="Quality",
+        task_type="classification",
+        label_values=("0", "1"),
+        label_names=("not_equivalent", "equivalent"),
+    ),
+    "glue/cola": _Preset(
+        name="glue/cola",
+        directory="CoLA",
+        encoding="utf-8-sig",
+        columns=("source", "label", "original_label", "sentence"),
+        text_column="sentence",
+        text_pair_column=None,
+        label_column="label",
+        task_type="classification",
+        label_values=("0", "1"),
+        label_names=("unacceptable", "acceptable"),
+    ),
+    "glue/sts-b": _Preset(
+        name="glue/sts-b",
+        directory="STS-B",
+        encoding="utf-8-sig",
+        columns=None,
+        text_column="sentence1",
+        text_pair_column="sentence2",
+        label_column="score",
+        task_type="regression",
+        label_range=(0.0, 5.0),
+    ),
+    "glue/sst-2": _Preset(
+        name="glue/sst-2",
+        directory="SST-2",
+        encoding="utf-8-sig",
+        columns=None,
+        text_column="sentence",
+        text_pair_column=None,
+        label_column="label",
+        task_type="classification",
+        label_values=("0", "1"),
+        label_names=("negative", "positive"),
+    ),
+}
+
+
+def data_root() -> Path:
+    """The folder holding ``glue/<TASK>/{train,dev}.tsv``.
+
+    ``$CHILDTUNE_DATA`` when set; else ``<repo>/../shared/data``, else ``<repo>/shared/data``
+    (``<repo>`` = the folder holding the ``workers`` package), whichever exists first.
+    """
+    env = os.environ.get(DATA_ENV)
+    if env:
+        root = Path(env).expanduser()
+        if not root.is_dir():
+            raise DatasetError(f"{DATA_ENV}={env} is not a directory")
+        return root
+    repo = Path(__file__).resolve().parents[3]
+    candidates = (repo.parent / "shared" / "data", repo / "shared" / "data")
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise DatasetError(
+        f"no data folder for the GLUE presets: set {DATA_ENV} to the folder that holds "
+        f"glue/<TASK>/train.tsv and dev.tsv (looked in {', '.join(str(c) for c in candidates)})"
+    )
+
+
+def _preset_info(preset: _Preset) -> DatasetInfo:
+    metric = PRESET_METRICS[preset.name]
+    regression = preset.task_type == "regression"
+    return DatasetInfo(
+        name=preset.name,
+        task_type=preset.task_type,
+        num_labels=1 if regression else len(preset.label_values),
+        label_names=preset.label_names,
+        text_column=preset.text_column,
+        text_pair_column=preset.text_pair_column,
+        label_column=preset.label_column,
+        metric=metric,
+        main_metric=MAIN_METRIC[metric],
+        label_to_id={value: i for i, value in enumerate(preset.label_values)},
+    )
