@@ -15,7 +15,7 @@ from service.core.jobdir import EVENTS_FILE, METRICS_FILE, read_jsonl
 from workers.launch import settle
 from workers.train import checkpoints
 from workers.train.losses import rdrop_loss
-from workers.train.program import JobError, Plan, step_seed
+from workers.train.program import JobError, Plan, Run, step_seed
 from workers.train.sinks import Recorder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,6 +126,26 @@ def test_plan_counts_steps_and_rejects_too_little_data() -> None:
 def test_step_seeds_differ_by_rank_and_step_and_repeat() -> None:
     seeds = {step_seed(42, r, s) for r in range(2) for s in range(50)}
     assert len(seeds) == 100 and step_seed(42, 1, 3) == step_seed(42, 1, 3)
+
+
+def _after_steps(tmp_path: Path, **hp: object) -> tuple[list[int], list[int]]:
+    """The steps of a 12-step job (5 steps an epoch) followed by an evaluation, and by a checkpoint."""
+    s = spec(max_steps=12, **hp)
+    run = Run(tmp_path, s, 0, 2)  # no model: the decisions need only the spec and the plan
+    run.plan = Plan.make(s, 40, 2)
+    assert (run.plan.steps_per_epoch, run.plan.total_steps) == (5, 12)
+    steps = range(1, 13)
+    return [t for t in steps if run.should_evaluate(t)], [t for t in steps if run.should_save(t)]
+
+
+def test_evaluations_and_checkpoints_come_at_epoch_ends_and_after_the_last_step(tmp_path: Path) -> None:
+    assert _after_steps(tmp_path) == ([5, 10, 12], [5, 10, 12])
+
+
+def test_eval_every_adds_to_the_epoch_ends_but_save_every_replaces_them(tmp_path: Path) -> None:
+    assert _after_steps(tmp_path, eval_every=3, save_every=4) == ([3, 5, 6, 9, 10, 12], [4, 8, 12])
+    # beyond the job's end: only what is always done
+    assert _after_steps(tmp_path, eval_every=100, save_every=100) == ([5, 10, 12], [12])
 
 
 # -- R-Drop --------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.core import env
 from service.core.contract import JobSpec, SpecError, load_spec
@@ -44,6 +44,16 @@ from service.core.jobdir import (
     write_status,
 )
 from service.core.procs import free_port
+
+if TYPE_CHECKING:
+    import torch
+
+    from childtuning import ChildTuning, ChildTuningHandle
+    from workers.train.data import DatasetInfo, Splits, TokenizedDataset
+    from workers.train.sinks import Recorder
+
+# What other modules import from here; exit codes and status.json I/O come from service.core.jobdir.
+__all__ = ["JobError", "Plan", "Run", "main", "step_seed"]
 
 log = logging.getLogger("childtune.train")
 
@@ -118,68 +128,49 @@ class Plan:
 
 
 class Run:
-    """One rank's part of one job."""
+    """One rank's part of one job, read top to bottom as a recipe.
+
+    :meth:`execute` runs :meth:`setup` (device, data, process group, model, datasets, DeepSpeed
+    engine, resume, ChildTuning), then :meth:`train` (after each step :meth:`should_evaluate` and
+    :meth:`should_save` say what follows it), then :meth:`finish` (the ``model/`` export).
+    Every attribute is declared in ``__init__``; those known only after a setup step are None
+    (or empty) until that step fills them.
+    """
 
     def __init__(self, job_dir: Path, spec: JobSpec, rank: int, world_size: int) -> None:
+        # The job and this rank's place in it.
         self.job_dir = job_dir
         self.spec = spec
         self.rank = rank
         self.world_size = world_size
         self.is_main = rank == 0
+        self.ckpt_dir = job_dir / "checkpoints"
+        # Progress: what status.json, the records and the checkpoints say.
         self.stop_signal: int | None = None
         self.phase = "preparing"
         self.step = 0
-        self.plan: Plan | None = None
         self.best: dict[str, Any] | None = None
-        self.recorder: Any = None
+        self.last_eval: dict[str, Any] = {}  # {"step": ..., eval metrics} of the latest evaluation
+        self.resumed_from: int | None = None  # the checkpoint's step, when _resume found one
+        self.recorder: Recorder | None = None  # rank 0 only, from execute()
         self._status_at = 0.0
-
-    # -- records ----------------------------------------------------------------------------
-    def event(self, type_: str, **fields: Any) -> None:
-        if self.recorder is not None:
-            self.recorder.event(type_, **fields)
-
-    def set_phase(self, phase: str) -> None:
-        if phase != self.phase or phase == "preparing":
-            self.phase = phase
-            self.event("phase", phase=phase)
-            self.status("running", force=True)
-
-    def status(self, status: str, *, force: bool = False, error: str | None = None) -> None:
-        if not self.is_main:
-            return
-        now = time.monotonic()
-        if not force and now - self._status_at < 1.0:
-            return
-        self._status_at = now
-        write_status(
-            self.job_dir,
-            status=status,
-            phase=self.phase,
-            step=self.step,
-            total_steps=self.plan.total_steps if self.plan else None,
-            best=self.best,
-            error=error,
-        )
-
-    # -- signals ----------------------------------------------------------------------------
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        # The signal may come twice (to the process group, and again from the launcher): the
-        # launcher, not a second signal, decides when waiting is over (it sends SIGKILL).
-        self.stop_signal = signum
-        log.warning("rank %d: signal %d, stopping at the next step boundary", self.rank, signum)
-
-    def check_stop(self) -> None:
-        """Raise :class:`Interrupted` on every rank once any rank got a stop signal. Collective."""
-        import torch
-
-        flag = torch.tensor([1.0 if self.stop_signal is not None else 0.0], device=self.reduce_device)
-        if self.distributed:
-            import torch.distributed as dist
-
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item() > 0:
-            raise Interrupted()
+        # Filled by setup(), each by the step named.
+        self.device_kind: str | None = None  # _setup_device: "cpu" or "cuda"
+        self.info: DatasetInfo | None = None  # _setup_data
+        self.plan: Plan | None = None  # _setup_data
+        self.distributed = False  # _setup_distributed: a process group is up
+        self.torch_device: torch.device | None = None  # _setup_distributed: where batches go
+        self.reduce_device: torch.device | None = None  # _setup_distributed: where all-reduces run
+        self.model_path: str | None = None  # _setup_model
+        self.tokenizer: Any = None  # _setup_model
+        self.hf_model: Any = None  # _setup_model: the Hugging Face model the engine wraps
+        self.train_set: TokenizedDataset | None = None  # _setup_datasets
+        self.eval_set: TokenizedDataset | None = None  # _setup_datasets
+        self.engine: Any = None  # _setup_engine: the DeepSpeed engine
+        self.optimizer: Any = None  # _setup_engine
+        self.scheduler: Any = None  # _setup_engine
+        self.ct: ChildTuning | None = None  # _setup_childtuning
+        self.handle: ChildTuningHandle | None = None  # _setup_childtuning: the attached hook
 
     # -- main ---------------------------------------------------------------------------------
     def execute(self) -> int:
@@ -193,7 +184,6 @@ class Run:
             self.status("running", force=True)
             self.set_phase("preparing")
             self.setup()
-            self.prepare_masks()
             self.train()
             self.finish()
             self.event("finished", status="succeeded", step=self.step, error=None)
@@ -224,20 +214,22 @@ class Run:
                 self.recorder.close()
             self.close_process_group()
 
-    def close_process_group(self) -> None:
-        """Shut the process group down before the interpreter does (a local call, no collective):
-        gloo's threads left to the exit-time destructors could abort the rank with SIGABRT."""
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            try:
-                dist.destroy_process_group()
-            except Exception as exc:  # the job's outcome is decided; this is only cleanup
-                log.warning("rank %d: destroying the process group failed: %s", self.rank, exc)
-
-    # -- prepare ------------------------------------------------------------------------------
+    # -- setup ----------------------------------------------------------------------------------
     def setup(self) -> None:
-        spec, hp, res = self.spec, self.spec.hyperparameters, self.spec.resources
+        """Everything before the first step, in this order."""
+        self._setup_device()
+        splits = self._setup_data()  # data first: a bad row fails the job before anything heavy
+        self._setup_distributed()
+        self._setup_model()
+        self._setup_datasets(splits)
+        self._setup_engine()
+        checkpoint = self._resume()
+        self._announce(checkpoint)
+        self._setup_childtuning()
+
+    def _setup_device(self) -> None:
+        """Resolve ``resources.device``; on CPU, tell DeepSpeed (before its import) and refuse fp16/bf16."""
+        res = self.spec.resources
         device = _resolve_device(res.device)
         if device == "cpu" and res.precision != "fp32":
             raise JobError(
@@ -247,44 +239,63 @@ class Run:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         self.device_kind = device
 
-        # Data first: a bad row fails the job before anything heavy is loaded.
-        from workers.train.data import load_splits, tokenize
+    def _setup_data(self) -> Splits:
+        """Read and check the dataset's rows, and plan the optimizer steps."""
+        from workers.train.data import load_splits
 
-        splits = load_splits(spec.dataset, files_dir=files_dir(self.job_dir))
+        splits = load_splits(self.spec.dataset, files_dir=files_dir(self.job_dir))
         self.info = splits.info
-        self.plan = Plan.make(spec, len(splits.train), self.world_size)
+        self.plan = Plan.make(self.spec, len(splits.train), self.world_size)
+        return splits
 
+    def _setup_distributed(self) -> None:
+        """Threads per rank, the process group (gloo on CPU, NCCL on CUDA) and this rank's device."""
         import torch
 
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
         import deepspeed
 
-        deepspeed.init_distributed(dist_backend="gloo" if device == "cpu" else "nccl")
+        deepspeed.init_distributed(dist_backend="gloo" if self.device_kind == "cpu" else "nccl")
         self.distributed = torch.distributed.is_initialized()
-        if device == "cuda":
+        if self.device_kind == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
             self.torch_device = torch.device("cuda", torch.cuda.current_device())
         else:
             self.torch_device = torch.device("cpu")
         self.reduce_device = self.torch_device
 
+    def _setup_model(self) -> None:
+        """Load the model and its tokenizer; the new classifier head is the same on every rank."""
+        import torch
+
         from workers.train.model_io import load_model, resolve_model
 
-        self.model_path = resolve_model(spec.model)
-        torch.manual_seed(hp.seed)  # the new classifier head is the same on every rank
-        self.tokenizer, model = load_model(self.model_path, self.info)
+        assert self.info is not None
+        self.model_path = resolve_model(self.spec.model)
+        torch.manual_seed(self.spec.hyperparameters.seed)
+        self.tokenizer, self.hf_model = load_model(self.model_path, self.info)
         if getattr(self.tokenizer, "pad_token_id", None) is None:
-            raise JobError(f"model: the tokenizer of {spec.model} has no pad token; set one in its folder")
-        self.hf_model = model
-        self.train_set = tokenize(
-            splits.train, self.tokenizer, hp.max_seq_length, task_type=self.info.task_type
-        )
-        self.eval_set = tokenize(
-            splits.eval, self.tokenizer, hp.max_seq_length, task_type=self.info.task_type
-        )
+            raise JobError(
+                f"model: the tokenizer of {self.spec.model} has no pad token; set one in its folder"
+            )
 
-        plan = self.plan
+    def _setup_datasets(self, splits: Splits) -> None:
+        """Tokenize the training and evaluation splits."""
+        from workers.train.data import tokenize
+
+        max_len, task_type = self.spec.hyperparameters.max_seq_length, splits.info.task_type
+        self.train_set = tokenize(splits.train, self.tokenizer, max_len, task_type=task_type)
+        self.eval_set = tokenize(splits.eval, self.tokenizer, max_len, task_type=task_type)
+
+    def _setup_engine(self) -> None:
+        """The DeepSpeed engine: AdamW (no decay on biases and norms), warmup-then-decay LR, ZeRO."""
+        import deepspeed
+        import torch
+
+        hp, res, plan = self.spec.hyperparameters, self.spec.resources, self.plan
+        assert plan is not None
+        model = self.hf_model
         no_decay = ("bias", "LayerNorm.weight", "layernorm.weight", "norm.weight")
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         groups = [
@@ -314,45 +325,50 @@ class Run:
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
         )
+
+    def _resume(self) -> str | None:
+        """Load the latest complete checkpoint, if any (incomplete ones are removed first).
+
+        Returns its folder's name, or None when the job starts afresh.
+        """
         from workers.train import checkpoints
 
-        self.ckpt_dir = self.job_dir / "checkpoints"
         if self.is_main:
             removed = checkpoints.remove_incomplete(self.ckpt_dir)
             if removed:
                 log.warning("removed incomplete checkpoints: %s", ", ".join(removed))
         self.barrier()
         found = checkpoints.latest(self.ckpt_dir)
-        self.resumed_from: int | None = None
-        if found is not None:
-            step, _path, state = found
-            checkpoints.load(self.engine, self.ckpt_dir, step)
-            self.step = step
-            self.best = state.get("best")
-            self.resumed_from = step
+        if found is None:
+            return None
+        step, path, state = found
+        checkpoints.load(self.engine, self.ckpt_dir, step)
+        self.step = step
+        self.best = state.get("best")
+        self.resumed_from = step
+        return path.name
+
+    def _announce(self, checkpoint: str | None) -> None:
+        """The ``started`` event, and ``resumed`` when :meth:`_resume` loaded ``checkpoint``."""
+        res, plan = self.spec.resources, self.plan
+        assert plan is not None and self.train_set is not None and self.eval_set is not None
         self.event(
             "started",
             world_size=self.world_size,
             zero_stage=res.zero_stage,
             precision=res.precision,
-            device=device,
+            device=self.device_kind,
             total_steps=plan.total_steps,
             steps_per_epoch=plan.steps_per_epoch,
             num_train_examples=len(self.train_set),
             num_eval_examples=len(self.eval_set),
             resumed_from=self.resumed_from,
         )
-        if found is not None:
-            self.event("resumed", from_step=found[0], checkpoint=found[1].name)
+        if checkpoint is not None:
+            self.event("resumed", from_step=self.resumed_from, checkpoint=checkpoint)
 
-    def barrier(self) -> None:
-        if self.distributed:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    # -- masks ----------------------------------------------------------------------------------
-    def prepare_masks(self) -> None:
+    def _setup_childtuning(self) -> None:
+        """ChildTuning's masks (ChildTuning-D: the saved ones, else the Fisher pass), then its hook."""
         from childtuning import ChildTuning, ChildTuningConfig
 
         cfg = ChildTuningConfig(**self.spec.childtuning.config_kwargs(self.spec.hyperparameters.seed))
@@ -379,7 +395,7 @@ class Run:
         from workers.train.data import shard_indices
 
         hp, plan = self.spec.hyperparameters, self.plan
-        assert plan is not None
+        assert plan is not None and self.train_set is not None
         order = shard_indices(
             len(self.train_set), FISHER_EPOCH, hp.seed, self.rank, self.world_size, hp.batch_size
         )
@@ -397,24 +413,13 @@ class Run:
                 self.event("progress", phase="fisher", done=i + 1, total=total)
 
     # -- train ------------------------------------------------------------------------------------
-    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {k: v.to(self.torch_device, non_blocking=True) for k, v in batch.items()}
-
-    def loss(self, batch: dict[str, Any]) -> Any:
-        from workers.train.losses import model_loss, rdrop_loss
-
-        alpha = self.spec.hyperparameters.rdrop_alpha
-        if alpha > 0:
-            return rdrop_loss(self.engine, batch, alpha, regression=self.info.is_regression)[0]
-        return model_loss(self.engine, batch)[0]
-
     def train(self) -> None:
         import torch
 
         from workers.train.data import shard_indices
 
         hp, plan = self.spec.hyperparameters, self.plan
-        assert plan is not None
+        assert plan is not None and self.train_set is not None
         self.set_phase("training")
         self.engine.train()
         epoch_cache: dict[int, list[int]] = {}
@@ -467,17 +472,45 @@ class Run:
                     **self.device_memory(),
                 )
             self.status("running")
-            epoch_end = step % plan.steps_per_epoch == 0
             last = step == plan.total_steps
-            if (hp.eval_every is not None and step % hp.eval_every == 0) or epoch_end or last:
+            if self.should_evaluate(step):
                 self.evaluate(step, last=last)
-            saving = step % hp.save_every == 0 if hp.save_every is not None else epoch_end
-            if saving or last:  # the last step too: every job leaves a checkpoint of its end
+            if self.should_save(step):
                 self.save_checkpoint(step, last=last)
+
+    def should_evaluate(self, step: int) -> bool:
+        """Evaluate after ``step``: every ``eval_every`` steps when set, at every epoch's end, and
+        after the last step (always)."""
+        plan = self.plan
+        assert plan is not None
+        every = self.spec.hyperparameters.eval_every
+        on_schedule = every is not None and step % every == 0
+        return on_schedule or step % plan.steps_per_epoch == 0 or step == plan.total_steps
+
+    def should_save(self, step: int) -> bool:
+        """Checkpoint after ``step``: every ``save_every`` steps when set, else at every epoch's
+        end; and after the last step (always: every job leaves a checkpoint of its end)."""
+        plan = self.plan
+        assert plan is not None
+        every = self.spec.hyperparameters.save_every
+        on_schedule = step % every == 0 if every is not None else step % plan.steps_per_epoch == 0
+        return on_schedule or step == plan.total_steps
+
+    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v.to(self.torch_device, non_blocking=True) for k, v in batch.items()}
+
+    def loss(self, batch: dict[str, Any]) -> Any:
+        from workers.train.losses import model_loss, rdrop_loss
+
+        assert self.info is not None
+        alpha = self.spec.hyperparameters.rdrop_alpha
+        if alpha > 0:
+            return rdrop_loss(self.engine, batch, alpha, regression=self.info.is_regression)[0]
+        return model_loss(self.engine, batch)[0]
 
     def device_memory(self) -> dict[str, float]:
         """Rank 0's peak GPU memory so far (MiB), on CUDA; nothing on CPU."""
-        if self.torch_device.type != "cuda":
+        if self.torch_device is None or self.torch_device.type != "cuda":
             return {}
         import torch
 
@@ -501,7 +534,7 @@ class Run:
         from workers.train.data import eval_shard
         from workers.train.glue_metrics import compute_metrics, higher_is_better
 
-        assert self.plan is not None
+        assert self.plan is not None and self.info is not None and self.eval_set is not None
         self.set_phase("evaluating")
         self.engine.eval()
         n = len(self.eval_set)
@@ -567,7 +600,7 @@ class Run:
 
         state = full_state_dict(self.engine)  # collective under ZeRO-3
         if self.is_main:
-            assert state is not None and self.plan is not None
+            assert state is not None and self.plan is not None and self.info is not None
             card = job_card(
                 self.spec,
                 self.job_dir,
@@ -582,9 +615,74 @@ class Run:
         self.barrier()
 
     def finish(self) -> None:
+        assert self.handle is not None
         self.set_phase("saving")
-        self.export("model", self.step, getattr(self, "last_eval", {}))
+        self.export("model", self.step, self.last_eval)
         self.handle.remove()
+
+    # -- records ----------------------------------------------------------------------------
+    def event(self, type_: str, **fields: Any) -> None:
+        if self.recorder is not None:
+            self.recorder.event(type_, **fields)
+
+    def set_phase(self, phase: str) -> None:
+        if phase != self.phase or phase == "preparing":
+            self.phase = phase
+            self.event("phase", phase=phase)
+            self.status("running", force=True)
+
+    def status(self, status: str, *, force: bool = False, error: str | None = None) -> None:
+        if not self.is_main:
+            return
+        now = time.monotonic()
+        if not force and now - self._status_at < 1.0:
+            return
+        self._status_at = now
+        write_status(
+            self.job_dir,
+            status=status,
+            phase=self.phase,
+            step=self.step,
+            total_steps=self.plan.total_steps if self.plan else None,
+            best=self.best,
+            error=error,
+        )
+
+    # -- signals and collectives ----------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        # The signal may come twice (to the process group, and again from the launcher): the
+        # launcher, not a second signal, decides when waiting is over (it sends SIGKILL).
+        self.stop_signal = signum
+        log.warning("rank %d: signal %d, stopping at the next step boundary", self.rank, signum)
+
+    def check_stop(self) -> None:
+        """Raise :class:`Interrupted` on every rank once any rank got a stop signal. Collective."""
+        import torch
+
+        flag = torch.tensor([1.0 if self.stop_signal is not None else 0.0], device=self.reduce_device)
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() > 0:
+            raise Interrupted()
+
+    def barrier(self) -> None:
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close_process_group(self) -> None:
+        """Shut the process group down before the interpreter does (a local call, no collective):
+        gloo's threads left to the exit-time destructors could abort the rank with SIGABRT."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            try:
+                dist.destroy_process_group()
+            except Exception as exc:  # the job's outcome is decided; this is only cleanup
+                log.warning("rank %d: destroying the process group failed: %s", self.rank, exc)
 
 
 # ---------------------------------------------------------------------------------------------
