@@ -33,11 +33,15 @@ from typing import TYPE_CHECKING, Any
 from service.core import env
 from service.core.contract import JobSpec, SpecError, load_spec
 from service.core.jobdir import (
+    BEST_DIR,
+    CHECKPOINTS_DIR,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     JOB_FILE,
+    MASKS_DIR,
+    MODEL_DIR,
     PREDICTIONS_FILE,
     atomic_write_text,
     read_status,
@@ -144,7 +148,7 @@ class Run:
         self.rank = rank
         self.world_size = world_size
         self.is_main = rank == 0
-        self.ckpt_dir = job_dir / "checkpoints"
+        self.ckpt_dir = job_dir / CHECKPOINTS_DIR
         # Progress: what status.json, the records and the checkpoints say.
         self.stop_signal: int | None = None
         self.phase = "preparing"
@@ -370,12 +374,13 @@ class Run:
     def _setup_childtuning(self) -> None:
         """ChildTuning's masks (ChildTuning-D: the saved ones, else the Fisher pass), then its hook."""
         from childtuning import ChildTuning, ChildTuningConfig
+        from childtuning.masks_io import SUMMARY
 
         cfg = ChildTuningConfig(**self.spec.childtuning.config_kwargs(self.spec.hyperparameters.seed))
         self.ct = ChildTuning(self.engine, cfg)
-        masks = self.job_dir / "masks"
+        masks = self.job_dir / MASKS_DIR
         if cfg.mode == "childtuning-d":
-            if (masks / "summary.json").is_file():
+            if (masks / SUMMARY).is_file():
                 summary = self.ct.load_masks(masks)
             elif self.resumed_from is not None:
                 raise JobError(
@@ -588,7 +593,7 @@ class Run:
         self.last_eval = {"step": step, **record}
         if is_best:
             self.best = {"step": step, "main_metric": main_key, "main_value": value, "metrics": record}
-            self.export("best", step, record)
+            self.export(BEST_DIR, step, record)
             self.event("best", step=step, main_metric=main_key, main_value=value)
         self.engine.train()
         if not last:  # after the final evaluation comes saving, not more training
@@ -617,7 +622,7 @@ class Run:
     def finish(self) -> None:
         assert self.handle is not None
         self.set_phase("saving")
-        self.export("model", self.step, self.last_eval)
+        self.export(MODEL_DIR, self.step, self.last_eval)
         self.handle.remove()
 
     # -- records ----------------------------------------------------------------------------
@@ -746,7 +751,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
     previous = read_status(job_dir)
-    if previous.get("status") == "succeeded" and (job_dir / "model" / "config.json").is_file():
+    if previous.get("status") == "succeeded" and (job_dir / MODEL_DIR / "config.json").is_file():
         log.info("job %s already succeeded; nothing to do", job_dir.name)
         return EXIT_OK
     return Run(job_dir, spec, rank, world).execute()
