@@ -6,8 +6,11 @@ each kernel does draw (or bit unpack), mask, moment updates, decoupled weight de
 parameter update in one pass, compiled by ``torch.compile`` (inductor). The arithmetic
 follows ``torch.optim.adamw`` op for op; only the rounding of fused multiply-adds differs.
 
-Hyperparameters travel as 0-d tensors so a changing learning rate does not recompile; the
-segment length is dynamic, so one compiled kernel per variant serves every parameter.
+Kernels take their scalars by name: an :class:`AdamScalars` for the step, and a
+:class:`DrawMask` or :class:`BitsMask` for the mask. Their fields are 0-d tensors so a
+changing learning rate, step or draw key does not recompile (``torch.compile`` flattens a
+NamedTuple argument into its fields); the segment length is dynamic, so one compiled kernel
+per variant serves every parameter.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -26,82 +29,134 @@ log = logging.getLogger(__name__)
 Kernel = Callable[..., None]
 
 
-def _adam_direction(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt):
+class AdamScalars(NamedTuple):
+    """The scalars of one AdamW step (see :func:`scalars`), each a 0-d float32 tensor."""
+
+    lr: torch.Tensor
+    beta1: torch.Tensor
+    beta2: torch.Tensor
+    eps: torch.Tensor
+    weight_decay: torch.Tensor
+    bias_correction1: torch.Tensor  # 1 - beta1**step
+    bias_correction2_sqrt: torch.Tensor  # sqrt(1 - beta2**step)
+
+
+class DrawMask(NamedTuple):
+    """A counter-based draw (F, update-dropout): keep element i where
+    ``hash_elements(key, start + i) < threshold``; kept values are multiplied by ``scale``."""
+
+    key: torch.Tensor  # int64, draw_key(seed, step, param_index)
+    start: torch.Tensor  # int64, the segment's first element in the full parameter
+    threshold: torch.Tensor  # int64, keep_threshold(reserve_p)
+    scale: torch.Tensor  # float32, 1/p when rescaling, else 1
+
+
+class BitsMask(NamedTuple):
+    """A stored D mask: keep element i where bit ``bit_offset + i`` of ``packed`` is set."""
+
+    packed: torch.Tensor  # uint8, bits packed little-endian within each byte
+    bit_offset: torch.Tensor  # int64
+    scale: torch.Tensor  # float32, 1/p when rescaling, else 1
+
+
+def _adam_direction(
+    param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, h: AdamScalars
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """New moments, and the update ``param_new - param`` of torch's AdamW (decay decoupled)."""
-    exp_avg_new = exp_avg + (grad - exp_avg) * (1 - beta1)
-    exp_avg_sq_new = exp_avg_sq * beta2 + grad * grad * (1 - beta2)
-    decayed = param * (1 - lr * weight_decay)
-    denom = torch.sqrt(exp_avg_sq_new) / bc2_sqrt + eps
-    param_new = decayed - (lr / bc1) * exp_avg_new / denom
+    exp_avg_new = exp_avg + (grad - exp_avg) * (1 - h.beta1)
+    exp_avg_sq_new = exp_avg_sq * h.beta2 + grad * grad * (1 - h.beta2)
+    decayed = param * (1 - h.lr * h.weight_decay)
+    denom = torch.sqrt(exp_avg_sq_new) / h.bias_correction2_sqrt + h.eps
+    param_new = decayed - (h.lr / h.bias_correction1) * exp_avg_new / denom
     return exp_avg_new, exp_avg_sq_new, param_new
 
 
-def _keep_from_draw(numel_like: torch.Tensor, key, start, threshold) -> torch.Tensor:
-    index = torch.arange(numel_like.numel(), dtype=torch.int64, device=numel_like.device) + start
-    return hash_elements(key, index) < threshold
+def _keep_from_draw(numel_like: torch.Tensor, mask: DrawMask) -> torch.Tensor:
+    index = torch.arange(numel_like.numel(), dtype=torch.int64, device=numel_like.device) + mask.start
+    return hash_elements(mask.key, index) < mask.threshold
 
 
-def _keep_from_bits(numel_like: torch.Tensor, packed: torch.Tensor, bit_offset) -> torch.Tensor:
-    index = torch.arange(numel_like.numel(), dtype=torch.int64, device=numel_like.device) + bit_offset
-    byte = packed[index >> 3].to(torch.int64)
+def _keep_from_bits(numel_like: torch.Tensor, mask: BitsMask) -> torch.Tensor:
+    index = torch.arange(numel_like.numel(), dtype=torch.int64, device=numel_like.device) + mask.bit_offset
+    byte = mask.packed[index >> 3].to(torch.int64)
     return ((byte >> (index & 7)) & 1) == 1
 
 
-def _adam_step(param, grad, exp_avg, exp_avg_sq, *hyper) -> None:
-    m, v, p = _adam_direction(param, grad, exp_avg, exp_avg_sq, *hyper)
+def _adam_step(
+    param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, h: AdamScalars
+) -> None:
+    m, v, p = _adam_direction(param, grad, exp_avg, exp_avg_sq, h)
     exp_avg.copy_(m)
     exp_avg_sq.copy_(v)
     param.copy_(p)
 
 
-def _masked(grad: torch.Tensor, keep: torch.Tensor, scale) -> torch.Tensor:
+def _masked(grad: torch.Tensor, keep: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return torch.where(keep, grad * scale, torch.zeros_like(grad))
 
 
-# Kernel arguments: (param, grad, exp_avg, exp_avg_sq, *hyper, *mask_args), where hyper is
-# (lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt), see scalars(), and mask_args is
-# (key, start, threshold, scale) for a draw or (packed, bit_offset, scale) for D bits.
-NUM_HYPER = 7
+# The step kernels take (param, grad, exp_avg, exp_avg_sq) as equal-length 1-d views, the
+# step's AdamScalars and, where masked, a DrawMask or a BitsMask.
 
 
-def step_plain(param, grad, exp_avg, exp_avg_sq, *hyper):
-    _adam_step(param, grad, exp_avg, exp_avg_sq, *hyper)
+def step_plain(
+    param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, h: AdamScalars
+) -> None:
+    _adam_step(param, grad, exp_avg, exp_avg_sq, h)
 
 
-def step_grad_draw(param, grad, exp_avg, exp_avg_sq, *args):
-    hyper, (key, start, threshold, scale) = args[:NUM_HYPER], args[NUM_HYPER:]
-    keep = _keep_from_draw(grad, key, start, threshold)
-    _adam_step(param, _masked(grad, keep, scale), exp_avg, exp_avg_sq, *hyper)
+def step_grad_draw(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    h: AdamScalars,
+    mask: DrawMask,
+) -> None:
+    keep = _keep_from_draw(grad, mask)
+    _adam_step(param, _masked(grad, keep, mask.scale), exp_avg, exp_avg_sq, h)
 
 
-def step_grad_bits(param, grad, exp_avg, exp_avg_sq, *args):
-    hyper, (packed, bit_offset, scale) = args[:NUM_HYPER], args[NUM_HYPER:]
-    keep = _keep_from_bits(grad, packed, bit_offset)
-    _adam_step(param, _masked(grad, keep, scale), exp_avg, exp_avg_sq, *hyper)
+def step_grad_bits(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    h: AdamScalars,
+    mask: BitsMask,
+) -> None:
+    keep = _keep_from_bits(grad, mask)
+    _adam_step(param, _masked(grad, keep, mask.scale), exp_avg, exp_avg_sq, h)
 
 
-def step_update_draw(param, grad, exp_avg, exp_avg_sq, *args):
-    hyper, (key, start, threshold, scale) = args[:NUM_HYPER], args[NUM_HYPER:]
-    keep = _keep_from_draw(grad, key, start, threshold)
-    m, v, p = _adam_direction(param, grad, exp_avg, exp_avg_sq, *hyper)
+def step_update_draw(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    h: AdamScalars,
+    mask: DrawMask,
+) -> None:
+    keep = _keep_from_draw(grad, mask)
+    m, v, p = _adam_direction(param, grad, exp_avg, exp_avg_sq, h)
     exp_avg.copy_(m)
     exp_avg_sq.copy_(v)
-    param.copy_(param + _masked(p - param, keep, scale))
+    param.copy_(param + _masked(p - param, keep, mask.scale))
 
 
-def mask_draw_(grad, key, start, threshold, scale):
+def mask_draw_(grad: torch.Tensor, mask: DrawMask) -> None:
     """Gradient dropout as a pass of its own (when the mask must act before clipping)."""
-    grad.copy_(_masked(grad, _keep_from_draw(grad, key, start, threshold), scale))
+    grad.copy_(_masked(grad, _keep_from_draw(grad, mask), mask.scale))
 
 
-def mask_bits_(grad, packed, bit_offset, scale):
-    grad.copy_(_masked(grad, _keep_from_bits(grad, packed, bit_offset), scale))
+def mask_bits_(grad: torch.Tensor, mask: BitsMask) -> None:
+    grad.copy_(_masked(grad, _keep_from_bits(grad, mask), mask.scale))
 
 
-def update_draw_(master, before, key, start, threshold, scale):
+def update_draw_(master: torch.Tensor, before: torch.Tensor, mask: DrawMask) -> None:
     """Update dropout after any optimizer's step: keep ``scale * (new - old)`` where drawn."""
-    keep = _keep_from_draw(master, key, start, threshold)
-    master.copy_(torch.where(keep, before + (master - before) * scale, before))
+    keep = _keep_from_draw(master, mask)
+    master.copy_(torch.where(keep, before + (master - before) * mask.scale, before))
 
 
 _EAGER: dict[str, Kernel] = {
@@ -144,11 +199,21 @@ def supports(optimizer: torch.optim.Optimizer) -> str | None:
     return None
 
 
-def scalars(group: dict[str, Any], step: float, device: torch.device) -> list[torch.Tensor]:
-    """lr, beta1, beta2, eps, weight_decay and both bias corrections as 0-d tensors."""
+def scalars(group: dict[str, Any], step: float, device: torch.device) -> AdamScalars:
+    """The AdamW scalars of ``group`` at ``step`` (1-based), as 0-d float32 tensors."""
     beta1, beta2 = group["betas"]
-    wd = group.get("weight_decay", 0.0)
     bc1 = 1 - beta1**step
     bc2_sqrt = math.sqrt(1 - beta2**step)
-    vals = (group["lr"], beta1, beta2, group["eps"], wd, bc1, bc2_sqrt)
-    return [torch.tensor(float(v), dtype=torch.float32, device=device) for v in vals]
+
+    def t(v: float) -> torch.Tensor:
+        return torch.tensor(float(v), dtype=torch.float32, device=device)
+
+    return AdamScalars(
+        lr=t(group["lr"]),
+        beta1=t(beta1),
+        beta2=t(beta2),
+        eps=t(group["eps"]),
+        weight_decay=t(group.get("weight_decay", 0.0)),
+        bias_correction1=t(bc1),
+        bias_correction2_sqrt=t(bc2_sqrt),
+    )

@@ -18,17 +18,19 @@ DeepSpeed (restored with its checkpoints) and the handle's own counter otherwise
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.hooks import RemovableHandle
 
 from childtuning import fused_adamw, masks_io
 from childtuning.bits import pack_bits, unpack_bits
 from childtuning.config import ChildTuningConfig
 from childtuning.draws import draw_key, keep_mask, keep_threshold
 from childtuning.fisher import LossFn, default_loss, fisher_scores
+from childtuning.fused_adamw import BitsMask, DrawMask
 from childtuning.layout import Fragment, Segment, base_optimizer, is_deepspeed_engine, layout_for
 
 log = logging.getLogger(__name__)
@@ -181,12 +183,10 @@ class ChildTuning:
             g = self.layout.grad(frag)
             if g is None:
                 continue
-            scale = _f32(self.config.scale, g.device)
             if self.config.mode == "childtuning-d":
-                fused_adamw.kernel("mask_bits", compiled)(g, self._bits_of(frag), _i64(0, g.device), scale)
+                fused_adamw.kernel("mask_bits", compiled)(g, self._bits_mask(frag, g.device))
             else:
-                key, start, thr = self.draw_args(frag, step, g.device)
-                fused_adamw.kernel("mask_draw", compiled)(g, key, start, thr, scale)
+                fused_adamw.kernel("mask_draw", compiled)(g, self._draw_mask(frag, step, g.device))
 
     def draw_args(self, frag: Fragment, step: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         """The (key, start, threshold) tensors of a fragment's counter-based draw at ``step``."""
@@ -196,6 +196,15 @@ class ChildTuning:
             _i64(frag.start, device),
             _i64(keep_threshold(cfg.reserve_p), device),
         )
+
+    def _draw_mask(self, frag: Fragment, step: int, device: torch.device) -> DrawMask:
+        key, start, threshold = self.draw_args(frag, step, device)
+        return DrawMask(key, start, threshold, scale=_f32(self.config.scale, device))
+
+    def _bits_mask(self, frag: Fragment, device: torch.device) -> BitsMask:
+        """The D mask of an owned fragment, from its first bit."""
+        bits = self._bits_of(frag)
+        return BitsMask(bits, bit_offset=_i64(0, device), scale=_f32(self.config.scale, device))
 
     # -- attach ---------------------------------------------------------------------------
     def attach(self, optimizer_or_engine: Any) -> ChildTuningHandle:
@@ -250,7 +259,7 @@ class ChildTuningHandle:
         self.optimizer = base_optimizer(target)
         self.step = 0
         self._current = 0
-        self._removers: list[Any] = []
+        self._removers: list[RemovableHandle | _Unwrap] = []
         self._snapshots: list[tuple[Fragment, torch.Tensor]] = []
         self._segments: dict[int, list[Segment]] = {}
         self._eligible = {f.param_index for f in ct.fragments}
@@ -303,7 +312,7 @@ class ChildTuningHandle:
             if engine.__dict__.get("step") is step:
                 del engine.step
 
-        self._removers.append(type("R", (), {"remove": staticmethod(unwrap)})())
+        self._removers.append(_Unwrap(unwrap))
 
     def _pre_torch(self, *_: Any) -> None:
         self._current = self.step
@@ -323,9 +332,8 @@ class ChildTuningHandle:
         compiled = self.cfg.fused is not False
         for frag, before in self._snapshots:
             master = self.ct.layout.master(frag)
-            args = self.ct.draw_args(frag, self._current, master.device)
-            scale = _f32(self.cfg.scale, master.device)
-            fused_adamw.kernel("update_draw_after", compiled)(master, before, *args, scale)
+            mask = self.ct._draw_mask(frag, self._current, master.device)
+            fused_adamw.kernel("update_draw_after", compiled)(master, before, mask)
         self._snapshots = []
 
     # -- the fused path ---------------------------------------------------------------------
@@ -355,7 +363,7 @@ class ChildTuningHandle:
             if opt.__dict__.get("step") is fused_step:
                 del opt.step
 
-        self._removers.append(type("R", (), {"remove": staticmethod(unwrap)})())
+        self._removers.append(_Unwrap(unwrap))
 
     def _fused_param(self, group: dict[str, Any], p: torch.Tensor, compiled: bool) -> None:
         opt = self.optimizer
@@ -372,25 +380,20 @@ class ChildTuningHandle:
         if segments is None:
             segments = self._segments[id(p)] = self.ct.layout.optimizer_segments(p)
         cfg, step = self.cfg, self._current
-        scale = _f32(cfg.scale, p.device)
         for seg in segments:
             views = [t.narrow(0, seg.offset, seg.numel) for t in flat]
             frag = seg.fragment
             masked = frag is not None and frag.param_index in self._eligible
             if not masked or cfg.mode == "vanilla" or (cfg.masks_gradient and not self.fuse_grad_mask):
-                fused_adamw.kernel("plain", compiled)(*views, *hyper)
+                fused_adamw.kernel("plain", compiled)(*views, hyper)
             elif cfg.mode == "childtuning-d":
                 assert frag is not None
-                bits = self.ct._bits_of(frag)
-                fused_adamw.kernel("grad_bits", compiled)(*views, *hyper, bits, _i64(0, p.device), scale)
+                fused_adamw.kernel("grad_bits", compiled)(*views, hyper, self.ct._bits_mask(frag, p.device))
             else:
                 assert frag is not None
-                key = _i64(draw_key(cfg.seed, step, frag.param_index), p.device)
-                thr = _i64(keep_threshold(cfg.reserve_p), p.device)
                 name = "grad_draw" if cfg.mode == "childtuning-f" else "update_draw"
-                fused_adamw.kernel(name, compiled)(
-                    *views, *hyper, key, _i64(frag.start, p.device), thr, scale
-                )
+                mask = self.ct._draw_mask(frag, step, p.device)
+                fused_adamw.kernel(name, compiled)(*views, hyper, mask)
 
     def remove(self) -> None:
         for r in reversed(self._removers):
@@ -402,6 +405,25 @@ class ChildTuningHandle:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.step = int(state["step"])
+
+
+class _Unwrap:
+    """Undoes one wrapped method when removed, like ``torch.utils.hooks.RemovableHandle``.
+
+    ``remove()`` calls ``undo`` once; later calls do nothing."""
+
+    def __init__(self, undo: Callable[[], None]) -> None:
+        self._undo: Callable[[], None] | None = undo
+
+    def remove(self) -> None:
+        undo, self._undo = self._undo, None
+        if undo is not None:
+            undo()
+
+    def __repr__(self) -> str:
+        if self._undo is None:
+            return "<_Unwrap removed>"
+        return f"<_Unwrap {getattr(self._undo, '__qualname__', self._undo)!s}>"
 
 
 def _i64(v: int, device: torch.device) -> torch.Tensor:

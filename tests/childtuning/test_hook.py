@@ -182,3 +182,27 @@ def test_handle_counts_steps_and_restores_them():
     h2 = ct.attach(opt)
     h2.load_state_dict({"step": 2})
     assert h2.step == 2
+
+
+def test_unwrap_removes_once():
+    from childtuning.hook import _Unwrap
+
+    calls = []
+    r = _Unwrap(lambda: calls.append(1))
+    assert "removed" not in repr(r)
+    r.remove()
+    r.remove()
+    assert calls == [1]
+    assert repr(r) == "<_Unwrap removed>"
+    # A fused handle removed twice leaves a later handle's step in place.
+    model = tiny_bert()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ct = ChildTuning(model, ChildTuningConfig(mode="vanilla", fused=True))
+    h1 = ct.attach(opt)
+    h1.remove()
+    h2 = ct.attach(opt)
+    fused_step = opt.__dict__["step"]
+    h1.remove()
+    assert opt.__dict__["step"] is fused_step
+    h2.remove()
+    assert "step" not in opt.__dict__
