@@ -129,6 +129,23 @@ def step_grad_bits(
     _adam_step(param, _masked(grad, keep, mask.scale), exp_avg, exp_avg_sq, h)
 
 
+def step_grad_bits_strict(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    h: AdamScalars,
+    mask: BitsMask,
+) -> None:
+    """D with a strict child: as ``step_grad_bits``, but masked elements keep their value (no
+    weight decay either), so only the child network moves."""
+    keep = _keep_from_bits(grad, mask)
+    m, v, p = _adam_direction(param, _masked(grad, keep, mask.scale), exp_avg, exp_avg_sq, h)
+    exp_avg.copy_(m)
+    exp_avg_sq.copy_(v)
+    param.copy_(torch.where(keep, p, param))
+
+
 def step_update_draw(
     param: torch.Tensor,
     grad: torch.Tensor,
@@ -166,6 +183,7 @@ _EAGER: dict[str, Kernel] = {
     "plain": step_plain,
     "grad_draw": step_grad_draw,
     "grad_bits": step_grad_bits,
+    "grad_bits_strict": step_grad_bits_strict,
     "update_draw": step_update_draw,
 }
 _COMPILED: dict[str, Kernel] = {}

@@ -5,12 +5,15 @@ Built from a model (or a DeepSpeed engine) and a :class:`ChildTuningConfig`. For
 exact distributed selection; masks are stored as bits. ``attach`` hooks a torch optimizer
 or a DeepSpeed engine (ZeRO 0-3) and returns a handle whose ``remove()`` undoes it.
 
-Where the mask acts:
-- on a torch optimizer: inside ``optimizer.step()`` (after any clipping the caller did, as
-  in the official code; call :meth:`ChildTuning.mask_gradients_` yourself to mask first);
-- on a DeepSpeed engine: on the rank's reduced gradient fragments when ``engine.step()``
-  is called at an accumulation boundary, so before DeepSpeed's clipping; update-dropout on
-  the rank's partition of the update inside the base optimizer's step.
+Where the mask acts (the official order: clip the whole gradient, then mask):
+- on a torch optimizer: inside ``optimizer.step()``, after any clipping the caller did;
+- on a DeepSpeed engine: inside the base optimizer's step, which DeepSpeed calls after it
+  reduced, unscaled and clipped the gradients (fused into the AdamW pass, or a step pre-hook
+  on the optimizer's own tensors). ``clip_order="mask-then-clip"`` masks the rank's reduced
+  gradient fragments when ``engine.step()`` is called instead, before DeepSpeed's clip.
+  Update-dropout masks the rank's partition of the update inside the base optimizer's step.
+- ``strict_child`` (D): masked elements are put back after the step (or kept by the fused
+  kernel), so weight decay moves only the child network.
 The step index t that keys F and update-dropout draws is ``engine.global_steps`` under
 DeepSpeed (restored with its checkpoints) and the handle's own counter otherwise.
 """
@@ -27,7 +30,7 @@ from torch.utils.hooks import RemovableHandle
 
 from childtuning import fused_adamw, masks_io
 from childtuning.bits import pack_bits, unpack_bits
-from childtuning.config import ChildTuningConfig
+from childtuning.config import ChildTuningConfig, compile_filter
 from childtuning.draws import draw_key, keep_mask, keep_threshold
 from childtuning.fisher import LossFn, default_loss, fisher_scores
 from childtuning.fused_adamw import BitsMask, DrawMask
@@ -53,12 +56,14 @@ class ChildTuning:
         self.layout = layout_for(model_or_engine)
         filt = config.effective_filter
         params = self.layout.params
-        self.eligible_params = [i for i, (n, _) in enumerate(params) if filt in n]
+        pattern = compile_filter(filt)
+        self.eligible_params = [i for i, (n, _) in enumerate(params) if pattern.search(n)]
         if not self.eligible_params:
             names = ", ".join(n for n, _ in params[:5])
             raise ValueError(
                 f"param_filter: {filt!r} matches no trainable parameter (names look like: {names}, ...); "
-                "choose a substring of the names to mask, or None for the mode's default"
+                "give a regular expression found in the names of the parameters to mask "
+                "(or a list of them), or None for the mode's default"
             )
         eligible = set(self.eligible_params)
         self.fragments = [f for f in self.layout.fragments if f.param_index in eligible]
@@ -178,15 +183,19 @@ class ChildTuning:
     @torch.no_grad()
     def mask_gradients_(self, step: int) -> None:
         """Mask (and rescale) this rank's gradient fragments in place, for step ``step``."""
-        compiled = self.config.fused is not False
         for frag in self.fragments:
             g = self.layout.grad(frag)
-            if g is None:
-                continue
-            if self.config.mode == "childtuning-d":
-                fused_adamw.kernel("mask_bits", compiled)(g, self._bits_mask(frag, g.device))
-            else:
-                fused_adamw.kernel("mask_draw", compiled)(g, self._draw_mask(frag, step, g.device))
+            if g is not None:
+                self.mask_fragment_(g, frag, step)
+
+    @torch.no_grad()
+    def mask_fragment_(self, g: torch.Tensor, frag: Fragment, step: int) -> None:
+        """Mask (and rescale) ``g``, the 1-D gradient of owned fragment ``frag``, in place."""
+        compiled = self.config.fused is not False
+        if self.config.mode == "childtuning-d":
+            fused_adamw.kernel("mask_bits", compiled)(g, self._bits_mask(frag, g.device))
+        else:
+            fused_adamw.kernel("mask_draw", compiled)(g, self._draw_mask(frag, step, g.device))
 
     def draw_args(self, frag: Fragment, step: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         """The (key, start, threshold) tensors of a fragment's counter-based draw at ``step``."""
@@ -266,12 +275,24 @@ class ChildTuningHandle:
         mode = self.cfg.mode
         self.fused = self._choose_fused()
         clip = float(self.engine.gradient_clipping()) if self.engine is not None else 0.0
-        # Under DeepSpeed with clipping the mask must act before the clip: a separate pass then.
-        self.fuse_grad_mask = self.fused and self.cfg.masks_gradient and clip == 0.0
+        # Where the gradient mask acts. The official order clips the whole gradient, then the
+        # optimizer masks it: inside the base optimizer's step, which DeepSpeed calls after its
+        # clip (fused into the AdamW pass, or a step pre-hook on the optimizer's own tensors).
+        # "mask-then-clip" masks DeepSpeed's reduced gradients before engine.step() clips them.
+        self.mask_before_clip = (
+            self.engine is not None
+            and self.cfg.masks_gradient
+            and clip > 0.0
+            and self.cfg.clip_order == "mask-then-clip"
+        )
+        self.fuse_grad_mask = self.fused and self.cfg.masks_gradient and not self.mask_before_clip
+        self._masked_before: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         if mode == "vanilla" and not self.fused:
             return
         if self.engine is not None:
             self._wrap_engine_step()
+            if self.cfg.masks_gradient and not self.fused and not self.mask_before_clip:
+                self._removers.append(self.optimizer.register_step_pre_hook(self._mask_base_grads))
         elif not self.fused:  # the fused step replaces optimizer.step and drives the counter itself
             self._removers.append(self.optimizer.register_step_pre_hook(self._pre_torch))
             self._removers.append(self.optimizer.register_step_post_hook(self._post_torch))
@@ -280,6 +301,10 @@ class ChildTuningHandle:
         elif mode == "update-dropout":
             self._removers.append(self.optimizer.register_step_pre_hook(self._snapshot))
             self._removers.append(self.optimizer.register_step_post_hook(self._apply_update_mask))
+        if self.cfg.strict_child and not self.fuse_grad_mask:
+            # the fused D kernel keeps masked elements itself; any other step is undone there
+            self._removers.append(self.optimizer.register_step_pre_hook(self._snapshot_masked))
+            self._removers.append(self.optimizer.register_step_post_hook(self._restore_masked))
 
     def _choose_fused(self) -> bool:
         want = self.cfg.fused
@@ -302,7 +327,7 @@ class ChildTuningHandle:
         def step(*args: Any, **kwargs: Any) -> Any:
             if engine.is_gradient_accumulation_boundary():
                 self._current = int(engine.global_steps)
-                if self.cfg.masks_gradient and not self.fuse_grad_mask:
+                if self.mask_before_clip:
                     self.ct.mask_gradients_(self._current)
             return original(*args, **kwargs)
 
@@ -321,6 +346,46 @@ class ChildTuningHandle:
 
     def _post_torch(self, *_: Any) -> None:
         self.step += 1
+
+    def _segments_of(self, p: torch.Tensor) -> list[Segment]:
+        segments = self._segments.get(id(p))
+        if segments is None:
+            segments = self._segments[id(p)] = self.ct.layout.optimizer_segments(p)
+        return segments
+
+    def _owned_views(self, p: torch.Tensor, t: torch.Tensor) -> Iterable[tuple[Fragment, torch.Tensor]]:
+        """(fragment, 1-D view of ``t``) for each masked fragment inside optimizer tensor ``p``."""
+        flat = t.view(-1)
+        for seg in self._segments_of(p):
+            frag = seg.fragment
+            if frag is not None and frag.param_index in self._eligible:
+                yield frag, flat.narrow(0, seg.offset, seg.numel)
+
+    @torch.no_grad()
+    def _mask_base_grads(self, *_: Any) -> None:
+        """DeepSpeed, clip-then-mask: mask the gradients the base optimizer is about to use
+        (already reduced, unscaled and clipped by DeepSpeed)."""
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    for frag, g in self._owned_views(p, p.grad):
+                        self.ct.mask_fragment_(g, frag, self._current)
+
+    # -- strict child (D): masked elements do not move, weight decay included ----------------
+    @torch.no_grad()
+    def _snapshot_masked(self, *_: Any) -> None:
+        self._masked_before = []
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    for frag, w in self._owned_views(p, p.data):
+                        self._masked_before.append((w, self.ct.keep(frag, 0), w.clone()))
+
+    @torch.no_grad()
+    def _restore_masked(self, *_: Any) -> None:
+        for w, keep, before in self._masked_before:
+            w.copy_(torch.where(keep, w, before))
+        self._masked_before = []
 
     # -- update-dropout, generic: snapshot the owned master weights, then mask the change --
     @torch.no_grad()
@@ -376,11 +441,9 @@ class ChildTuningHandle:
         hyper = fused_adamw.scalars(group, float(state["step"]), p.device)
         assert p.grad is not None
         flat = (p.data.view(-1), p.grad.view(-1), state["exp_avg"].view(-1), state["exp_avg_sq"].view(-1))
-        segments = self._segments.get(id(p))
-        if segments is None:
-            segments = self._segments[id(p)] = self.ct.layout.optimizer_segments(p)
         cfg, step = self.cfg, self._current
-        for seg in segments:
+        d_kernel = "grad_bits_strict" if cfg.strict_child else "grad_bits"
+        for seg in self._segments_of(p):
             views = [t.narrow(0, seg.offset, seg.numel) for t in flat]
             frag = seg.fragment
             masked = frag is not None and frag.param_index in self._eligible
@@ -388,7 +451,7 @@ class ChildTuningHandle:
                 fused_adamw.kernel("plain", compiled)(*views, hyper)
             elif cfg.mode == "childtuning-d":
                 assert frag is not None
-                fused_adamw.kernel("grad_bits", compiled)(*views, hyper, self.ct._bits_mask(frag, p.device))
+                fused_adamw.kernel(d_kernel, compiled)(*views, hyper, self.ct._bits_mask(frag, p.device))
             else:
                 assert frag is not None
                 name = "grad_draw" if cfg.mode == "childtuning-f" else "update_draw"

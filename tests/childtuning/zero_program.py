@@ -1,6 +1,7 @@
 """One rank of the multi-rank ChildTuning tests; also the single-process reference.
 
 Usage: torchrun --nproc_per_node W zero_program.py --stage S --out DIR [--fused] [--clip C]
+           [--clip-order mask-then-clip] [--strict]
        python zero_program.py --stage -1 --out DIR   (plain PyTorch, one process)
 
 For every mode and for SGD and AdamW it builds the same tiny BERT, computes the D mask on
@@ -86,6 +87,8 @@ def run(
     optimizers: list[str],
     gas: int = 1,
     resume_at: int | None = None,
+    clip_order: str = "clip-then-mask",
+    strict: bool = False,
 ) -> None:
     distributed = stage >= 0
     rank = int(os.environ.get("RANK", 0))
@@ -100,7 +103,14 @@ def run(
         for opt_name in optimizers:
             tag = f"{mode}-{opt_name}"
             d = out / tag
-            cfg = ChildTuningConfig(mode=mode, reserve_p=0.3, seed=99, fused=(None if fused else False))
+            cfg = ChildTuningConfig(
+                mode=mode,
+                reserve_p=0.3,
+                seed=99,
+                fused=(None if fused else False),
+                clip_order=clip_order,
+                strict_child=strict and mode == "childtuning-d",
+            )
 
             def build(opt_name: str = opt_name):
                 model = tiny_model()
@@ -124,6 +134,7 @@ def run(
                 ct.compute_fisher([rank_slice(b, rank, world) for b in fisher])
             handle = ct.attach(target if distributed else optimizer)
             keeps: dict[str, dict] = {}
+            grad_norms: list[float] = []
             for step, batch in enumerate(train):
                 if resume_at is not None and step == resume_at:
                     # save, then carry on in a fresh engine and ChildTuning loaded from disk
@@ -146,8 +157,8 @@ def run(
                 else:
                     optimizer.zero_grad()
                     model(**mine).loss.backward()
-                    if clip:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+                    if clip:  # the official order: clip the whole gradient, then step (which masks)
+                        grad_norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip)))
                     optimizer.step()
                 if mode in ("childtuning-f", "update-dropout") and opt_name == "sgd":
                     for f in ct.fragments:
@@ -160,7 +171,7 @@ def run(
             params = full_params(target, stage)
             if rank == 0:
                 torch.save(params, d / "params.pt")
-                info = {"fused": handle.fused, "mask_bytes": ct.mask_bytes()}
+                info = {"fused": handle.fused, "mask_bytes": ct.mask_bytes(), "grad_norms": grad_norms}
                 (d / "info.json").write_text(json.dumps(info))
             if ct.layout.distributed or rank == 0:  # unsharded: every rank owns everything
                 (d / f"keeps-rank{rank}.json").write_text(json.dumps(keeps))
@@ -173,12 +184,25 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--fused", action="store_true")
     ap.add_argument("--clip", type=float, default=0.0)
+    ap.add_argument("--clip-order", default="clip-then-mask")
+    ap.add_argument("--strict", action="store_true", help="strict_child for childtuning-d")
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--optimizers", default="sgd,adamw")
     ap.add_argument("--gas", type=int, default=1, help="gradient accumulation steps (DeepSpeed)")
     ap.add_argument("--resume-at", type=int, default=None, help="checkpoint, rebuild and resume at this step")
     a = ap.parse_args()
-    run(a.stage, a.out, a.fused, a.clip, a.modes.split(","), a.optimizers.split(","), a.gas, a.resume_at)
+    run(
+        a.stage,
+        a.out,
+        a.fused,
+        a.clip,
+        a.modes.split(","),
+        a.optimizers.split(","),
+        a.gas,
+        a.resume_at,
+        clip_order=a.clip_order,
+        strict=a.strict,
+    )
     if torch.distributed.is_initialized():
         # Shut gloo down before the interpreter does: its threads, still joinable while static
         # destructors run at exit, made a busy machine abort a rank ("terminate called without
