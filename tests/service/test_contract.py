@@ -114,13 +114,51 @@ def test_defaults_are_the_papers() -> None:
         None,
     )
     assert (ct.fisher_clip_norm, ct.rescale, ct.seed) == (1.0, None, None)
-    assert (hp.epochs, hp.batch_size, hp.learning_rate, hp.weight_decay) == (3, 16, 2e-5, 0.01)
+    assert (hp.epochs, hp.batch_size, hp.learning_rate, hp.weight_decay) == (3, 16, 4e-5, 0.01)
     assert (hp.warmup_ratio, hp.max_seq_length, hp.seed, hp.eval_every) == (0.1, 128, 42, None)
     assert (hp.gradient_accumulation_steps, hp.max_grad_norm, hp.rdrop_alpha) == (1, 1.0, 0.0)
     assert (hp.max_steps, hp.keep_checkpoints, hp.save_every) == (None, 2, None)
     assert (res.num_ranks, res.zero_stage, res.precision, res.device) == (1, 2, "fp32", "auto")
     assert spec.metadata == {}
     assert spec.dataset.effective_metric == "f1"
+
+
+def test_the_defaults_are_the_childtuning_paper_recipe() -> None:
+    """No recipe and ``recipe: childtuning-paper`` give the same job (the docs call the defaults
+    the paper's); what a job sets itself wins over its recipe."""
+    plain = load_spec({"model": "minilm-l6", "dataset": {"preset": "glue/rte"}})
+    paper = load_spec(
+        {"model": "minilm-l6", "dataset": {"preset": "glue/rte"}, "recipe": "childtuning-paper"}
+    )
+    assert paper.recipe == "childtuning-paper" and paper.hyperparameters == plain.hyperparameters
+    hp = paper.hyperparameters
+    assert (hp.learning_rate, hp.batch_size, hp.epochs, hp.max_seq_length) == (4e-5, 16, 3, 128)
+    assert (hp.warmup_ratio, hp.weight_decay, hp.seed) == (0.1, 0.01, 42)
+    mine = load_spec(
+        {
+            "model": "minilm-l6",
+            "dataset": {"preset": "glue/rte"},
+            "recipe": "childtuning-paper",
+            "hyperparameters": {"learning_rate": 2e-5},
+        }
+    )
+    assert mine.hyperparameters.learning_rate == 2e-5 and mine.hyperparameters.epochs == 3
+
+
+@pytest.mark.parametrize(("preset", "batch"), [("glue/rte", 8), ("glue/mrpc", 16), ("glue/sst-2", 32)])
+def test_the_rdrop_paper_recipe(preset: str, batch: int) -> None:
+    spec = load_spec(
+        {"model": "minilm-l6", "dataset": {"preset": preset}, "recipe": "rdrop-paper"}, strict=True
+    )
+    hp = spec.hyperparameters
+    assert (hp.learning_rate, hp.batch_size, hp.epochs, hp.warmup_ratio, hp.rdrop_alpha) == (
+        1e-5,
+        batch,
+        10,
+        0.06,
+        1.0,
+    )
+    assert load_spec(spec.model_dump(mode="json"), strict=True) == spec  # job.json reloads the same
 
 
 def test_dump_round_trips() -> None:
@@ -271,6 +309,21 @@ def _with(section: str | None, **values: object) -> dict[str, object]:
             "hyperparameters.batch_size",
             "divisible by resources.num_ranks (2)",
         ),
+        (_with("childtuning", param_filter="la(yer"), "childtuning.param_filter", "not a regular expression"),
+        (_with("childtuning", param_filter=[]), "childtuning.param_filter", "a list of 1 to 32"),
+        (_with("childtuning", param_filter=7), "childtuning.param_filter", "must be a regular expression"),
+        (
+            _with("childtuning", mode="childtuning-f", strict_child=True),
+            "childtuning.strict_child",
+            "is for mode childtuning-d",
+        ),
+        (
+            _with("childtuning", mode="vanilla", audit_strict=True),
+            "childtuning.audit_strict",
+            "is for mode childtuning-d",
+        ),
+        (_with("childtuning", clip_order="later"), "childtuning.clip_order", "clip-then-mask"),
+        (_with(None, recipe="bert-paper"), "recipe", "childtuning-paper"),
     ],
 )
 def test_bad_field_is_named(spec: dict[str, object], field: str, message: str) -> None:
@@ -350,12 +403,23 @@ def test_shared_names() -> None:
 
 def test_modes_and_config_match_the_method() -> None:
     """The contract's ChildTuning fields are the method's ChildTuningConfig fields."""
-    try:
-        from childtuning.config import MODES as METHOD_MODES
-        from childtuning.config import ChildTuningConfig
-    except Exception as exc:  # the method package is written alongside; don't fail on its imports
-        pytest.skip(f"childtuning not importable: {exc}")
-    assert tuple(METHOD_MODES) == MODES
+    from childtuning.config import CLIP_ORDERS as METHOD_CLIP_ORDERS
+    from childtuning.config import MODES as METHOD_MODES
+    from childtuning.config import ChildTuningConfig
+    from service.core.contract.vocabulary import CLIP_ORDERS
+
+    assert tuple(METHOD_MODES) == MODES and tuple(METHOD_CLIP_ORDERS) == CLIP_ORDERS
+    strict = ChildTuningSpec(
+        param_filter=["attention", "output"], strict_child=True, clip_order="mask-then-clip"
+    )
+    config = ChildTuningConfig(**strict.config_kwargs(default_seed=1))
+    assert (config.param_filter, config.strict_child, config.clip_order) == (
+        ["attention", "output"],
+        True,
+        "mask-then-clip",
+    )
+    assert config.selects("bert.encoder.layer.0.attention.self.query.weight")
+    assert not config.selects("bert.embeddings.word_embeddings.weight")
     spec = ChildTuningSpec(mode="update-dropout", reserve_p=0.2, rescale=False)
     config = ChildTuningConfig(**spec.config_kwargs(default_seed=57))
     assert (config.mode, config.reserve_p, config.rescale, config.seed) == ("update-dropout", 0.2, False, 57)

@@ -37,6 +37,7 @@ from service.core.contract.vocabulary import (
     PRECISIONS,
     PRESET_METRICS,
     PRESETS,
+    RECIPES,
     STATUSES,
     TASK_TYPES,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "PRECISIONS",
     "PRESETS",
     "PRESET_METRICS",
+    "RECIPES",
     "STATUSES",
     "TASK_TYPES",
     "ChildTuningSpec",

@@ -24,6 +24,7 @@ Semantics worth knowing (the training program implements them):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -48,13 +49,17 @@ from service.core.contract.vocabulary import (
     METADATA_MAX_VALUE,
     PRESET_METRICS,
     PRESETS,
+    RDROP_PAPER_BATCH,
+    RECIPES,
     SEED_MAX,
+    ClipOrder,
     Device,
     FileFormat,
     Metric,
     Mode,
     Precision,
     Preset,
+    Recipe,
     TaskType,
 )
 
@@ -71,6 +76,11 @@ def _no_bool(value: Any) -> Any:
 
 Int = Annotated[int, BeforeValidator(_no_bool)]
 Float = Annotated[float, BeforeValidator(_no_bool)]
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _spec_error(message: str, field: str | None = None) -> PydanticCustomError:
@@ -109,11 +119,12 @@ class ChildTuningSpec(BaseModel):
         "optimizer's update)",
     )
     reserve_p: Float = Field(default=0.3, gt=0, le=1, description="Fraction of elements kept, 0 < p <= 1.")
-    param_filter: str | None = Field(
+    param_filter: str | list[str] | None = Field(
         default=None,
-        max_length=200,
-        description='Substring a parameter name must contain to be masked; null = mode default ("layer" '
-        'for childtuning-d, every parameter otherwise); "" matches every parameter.',
+        description="Which parameters are masked: a regular expression found in the parameter's name "
+        '(re.search), or a list of them (any may match); null = mode default ("layer", the official '
+        'filter, for childtuning-d; every parameter otherwise); "" matches every parameter. '
+        'GPT-2-style models name their blocks "transformer.h.N": use for example "\\.h\\.\\d+\\.".',
     )
     fisher_num_batches: Int | None = Field(
         default=None,
@@ -135,6 +146,59 @@ class ChildTuningSpec(BaseModel):
     seed: Int | None = Field(
         default=None, ge=0, le=SEED_MAX, description="Seed of the per-step draws; null = the job's seed."
     )
+    clip_order: ClipOrder = Field(
+        default="clip-then-mask",
+        description="With gradient clipping (hyperparameters.max_grad_norm): clip-then-mask (the "
+        "official order: clip the whole gradient, then mask it) or mask-then-clip (clip the masked "
+        "gradient).",
+    )
+    strict_child: bool = Field(
+        default=False,
+        description="childtuning-d only: masked elements get no update at all, weight decay included, "
+        "so the finished model differs from the base only in the child network; the job also "
+        "exports delta/ (the child as a sparse change of the base). Off = the official optimizer.",
+    )
+    audit_strict: bool = Field(
+        default=False,
+        description="childtuning-d only: fail the job when the mask audit finds an element outside "
+        "the child that moved (meaningful with strict_child).",
+    )
+
+    @field_validator("param_filter", mode="before")
+    @classmethod
+    def _filter_compiles(cls, value: Any) -> Any:
+        if value is None:
+            return value
+        patterns = [value] if isinstance(value, str) else value
+        if (
+            not isinstance(patterns, list)
+            or not 1 <= len(patterns) <= 32
+            or not all(isinstance(x, str) and len(x) <= 200 for x in patterns)
+        ):
+            raise _spec_error(
+                f"must be a regular expression, or a list of 1 to 32 of them, each at most 200 "
+                f"characters (got {_short(value)}); null takes the mode's default"
+            )
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise _spec_error(
+                    f"{pattern!r} is not a regular expression ({exc}); escape special characters "
+                    "with a backslash, or give a plain word found in the parameter names"
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _d_only_options(self) -> ChildTuningSpec:
+        for name in ("strict_child", "audit_strict"):
+            if getattr(self, name) and self.mode != "childtuning-d":
+                raise _spec_error(
+                    f"{name} is for mode childtuning-d (its child is fixed); mode {self.mode} draws a "
+                    f"new mask each step: set {name} to false or mode to childtuning-d",
+                    name,
+                )
+        return self
 
     def config_kwargs(self, default_seed: int) -> dict[str, Any]:
         """Keyword arguments for ``childtuning.ChildTuningConfig`` (``seed`` defaults to ``default_seed``)."""
@@ -146,6 +210,8 @@ class ChildTuningSpec(BaseModel):
             "fisher_clip_norm": self.fisher_clip_norm,
             "rescale": self.rescale,
             "seed": self.seed if self.seed is not None else default_seed,
+            "clip_order": self.clip_order,
+            "strict_child": self.strict_child,
         }
 
 
@@ -300,14 +366,15 @@ class DatasetSpec(BaseModel):
 
 
 class Hyperparameters(BaseModel):
-    """Optimisation settings (defaults: the ChildTuning paper's)."""
+    """Optimisation settings (defaults: the official ChildTuning run.sh's, as ``recipe:
+    childtuning-paper``)."""
 
     model_config = ConfigDict(
         extra="forbid",
         allow_inf_nan=False,
         json_schema_extra={
             "examples": [
-                {"epochs": 3, "batch_size": 16, "learning_rate": 2e-5, "seed": 42},
+                {"epochs": 3, "batch_size": 16, "learning_rate": 4e-5, "seed": 42},
                 {"max_steps": 20, "batch_size": 8, "eval_every": 10, "save_every": 10},
             ]
         },
@@ -320,7 +387,7 @@ class Hyperparameters(BaseModel):
         le=65536,
         description="Global micro-batch (summed over ranks); divisible by num_ranks.",
     )
-    learning_rate: Float = Field(default=2e-5, gt=0, le=1)
+    learning_rate: Float = Field(default=4e-5, gt=0, le=1)
     weight_decay: Float = Field(default=0.01, ge=0, le=1)
     warmup_ratio: Float = Field(default=0.1, ge=0, le=1)
     max_seq_length: Int = Field(default=128, ge=8, le=8192)
@@ -397,7 +464,7 @@ class JobSpec(BaseModel):
                     "model": "minilm-l6",
                     "dataset": {"preset": "glue/rte"},
                     "childtuning": {"mode": "childtuning-d", "reserve_p": 0.3},
-                    "hyperparameters": {"epochs": 3, "batch_size": 16, "learning_rate": 2e-5, "seed": 42},
+                    "hyperparameters": {"epochs": 3, "batch_size": 16, "learning_rate": 4e-5, "seed": 42},
                     "resources": {"num_gpus": 2, "zero_stage": 2, "precision": "bf16"},
                     "metadata": {"study": "rte-p-sweep"},
                 },
@@ -422,6 +489,13 @@ class JobSpec(BaseModel):
         max_length=500,
         description='"minilm-l6" (preset), a local model folder, or a Hugging Face hub name.',
     )
+    recipe: Recipe | None = Field(
+        default=None,
+        description="A published recipe: the hyperparameters this job does not set come from it. "
+        "childtuning-paper: the official ChildTuning run.sh (lr 4e-5, batch 16, 3 epochs, max length "
+        "128, warmup 0.1, weight decay 0.01, seed 42). rdrop-paper: R-Drop's BERT-base GLUE settings "
+        "(lr 1e-5, batch 8/16/32 by task, 10 epochs, warmup 0.06, rdrop_alpha 1.0).",
+    )
     dataset: DatasetSpec
     childtuning: ChildTuningSpec = Field(default_factory=lambda: ChildTuningSpec())
     hyperparameters: Hyperparameters = Field(default_factory=lambda: Hyperparameters())
@@ -431,6 +505,22 @@ class JobSpec(BaseModel):
         description=f"Free-form labels: at most {METADATA_MAX_ENTRIES} entries, keys of "
         f"1..{METADATA_MAX_KEY} characters, values of at most {METADATA_MAX_VALUE}.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_recipe(cls, data: Any) -> Any:
+        """Fill the hyperparameters a job leaves out from its ``recipe`` (what it sets wins)."""
+        if not isinstance(data, Mapping) or data.get("recipe") not in RECIPES:
+            return data
+        hp = data.get("hyperparameters", {})
+        if not isinstance(hp, Mapping):
+            return data  # the field's own error says what is wrong
+        values = dict(RECIPES[data["recipe"]])
+        if data["recipe"] == "rdrop-paper":
+            dataset = data.get("dataset")
+            preset = dataset.get("preset") if isinstance(dataset, Mapping) else None
+            values["batch_size"] = RDROP_PAPER_BATCH.get(str(preset).lower(), 16)
+        return {**data, "hyperparameters": {**values, **hp}}
 
     @field_validator("model")
     @classmethod

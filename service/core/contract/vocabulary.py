@@ -16,6 +16,10 @@ from service.core import env
 Mode = Literal["vanilla", "childtuning-d", "childtuning-f", "update-dropout"]
 MODES: tuple[str, ...] = get_args(Mode)
 
+# Where a gradient mask acts relative to DeepSpeed's gradient clipping (ChildTuningConfig.clip_order).
+ClipOrder = Literal["clip-then-mask", "mask-then-clip"]
+CLIP_ORDERS: tuple[str, ...] = get_args(ClipOrder)
+
 Preset = Literal["glue/rte", "glue/mrpc", "glue/cola", "glue/sts-b", "glue/sst-2"]
 PRESETS: tuple[str, ...] = get_args(Preset)
 
@@ -55,6 +59,35 @@ STATUSES: tuple[str, ...] = get_args(Status)
 
 Phase = Literal["preparing", "fisher", "training", "evaluating", "saving"]
 PHASES: tuple[str, ...] = get_args(Phase)
+
+# Published recipes a job can name (``recipe``): hyperparameters it does not set come from here.
+# childtuning-paper: the official ChildTuning run.sh (alibaba/AliceMind, ChildTuning/).
+# rdrop-paper: R-Drop's BERT-base GLUE settings (dropreg/R-Drop, huggingface_transformer README):
+#   lr 1e-5, batch 8 (RTE), 16 (MRPC, CoLA, STS-B) or 32 (SST-2), updates for 10 epochs, warmup
+#   about 6% of them; alpha 1.0 (the top of the paper's GLUE search set {0.1, 0.5, 1.0}).
+Recipe = Literal["childtuning-paper", "rdrop-paper"]
+RECIPES: dict[str, dict[str, float | int]] = {
+    "childtuning-paper": {
+        "learning_rate": 4e-5,
+        "batch_size": 16,
+        "epochs": 3,
+        "max_seq_length": 128,
+        "warmup_ratio": 0.1,
+        "weight_decay": 0.01,
+        "seed": 42,
+    },
+    "rdrop-paper": {
+        "learning_rate": 1e-5,
+        "batch_size": 16,
+        "epochs": 10,
+        "max_seq_length": 128,
+        "warmup_ratio": 0.06,
+        "weight_decay": 0.01,
+        "seed": 42,
+        "rdrop_alpha": 1.0,
+    },
+}
+RDROP_PAPER_BATCH: dict[str, int] = {"glue/rte": 8, "glue/sst-2": 32}  # others: 16
 
 # ChildTuningConfig requires 0 <= seed < 2**63; the job's seed has the same range.
 SEED_MAX = 2**63 - 1
