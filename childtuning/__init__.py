@@ -1,7 +1,17 @@
 """ChildTuning on PyTorch and DeepSpeed ZeRO 0-3, with Fisher masks sharded per rank."""
 
 from childtuning.config import MODES, ChildTuningConfig
+from childtuning.delta import apply_delta, audit, write_delta
 from childtuning.hook import ChildTuning, ChildTuningHandle
 from childtuning.masks_io import load_full_mask
 
-__all__ = ["MODES", "ChildTuning", "ChildTuningConfig", "ChildTuningHandle", "load_full_mask"]
+__all__ = [
+    "MODES",
+    "ChildTuning",
+    "ChildTuningConfig",
+    "ChildTuningHandle",
+    "apply_delta",
+    "audit",
+    "load_full_mask",
+    "write_delta",
+]

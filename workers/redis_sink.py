@@ -58,6 +58,8 @@ def _metric_fields(record: dict[str, Any]) -> dict[str, Any]:
         fields["latest_eval"] = record
         if record.get("is_best"):
             fields["best_eval"] = record
+        if record.get("is_final"):
+            fields["final_eval"] = record
     return fields
 
 

@@ -71,6 +71,7 @@ class JobPublic(BaseModel):
                     "progress": {"step": 120, "total_steps": 468, "fraction": 0.256},
                     "latest_metrics": {"train": {"kind": "train", "step": 120, "loss": 0.61}, "eval": None},
                     "best_metrics": None,
+                    "final_metrics": None,
                     "error": None,
                     "queue": "gpu-x2",
                 }
@@ -88,6 +89,10 @@ class JobPublic(BaseModel):
         description="The latest train and eval records (as in metrics.jsonl)."
     )
     best_metrics: dict[str, Any] | None = Field(description="The eval record with the best main metric.")
+    final_metrics: dict[str, Any] | None = Field(
+        description="The eval record of the final step: the dev score of the final model (model/), "
+        "what the ChildTuning paper reports (mean and max over seeds)."
+    )
     error: str | None
     cancel_requested: bool
     created_at: float
@@ -110,6 +115,7 @@ class JobPublic(BaseModel):
             ),
             latest_metrics={"train": record.latest_train, "eval": record.latest_eval},
             best_metrics=record.best_eval,
+            final_metrics=record.final_eval,
             error=record.error,
             cancel_requested=record.cancel_requested,
             created_at=record.created_at,
@@ -156,7 +162,10 @@ class CheckpointPublic(BaseModel):
     name: str = Field(
         description='"model" (final), "best", or a DeepSpeed checkpoint folder (step-00000012).'
     )
-    kind: str = Field(description="huggingface | deepspeed")
+    kind: str = Field(
+        description="huggingface (model, best) | deepspeed (step-N) | delta (a strict ChildTuning-D "
+        "child as a sparse change of the base: childtuning.apply_delta(base_dir, delta_dir) rebuilds it)"
+    )
     step: int | None
     size_bytes: int
     num_files: int

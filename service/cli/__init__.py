@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "watch": ("service.cli.commands:watch_main", "follow a job with live progress bars"),
     "metrics": ("service.cli.commands:metrics_main", "print a job's metrics (table or CSV)"),
     "events": ("service.cli.commands:events_main", "print a job's events"),
+    "mask": ("service.cli.commands:mask_main", "show a ChildTuning-D job's child network and its audit"),
     "cancel": ("service.cli.commands:cancel_main", "cancel a job"),
     "download": ("service.cli.commands:download_main", "download a job's model or a checkpoint"),
     "files": ("service.cli.commands:files_main", "upload, list or delete dataset files"),

@@ -221,6 +221,7 @@ def print_job_summary(job: dict[str, Any], file: Any = None) -> None:
     for label, record in (
         ("latest eval", (job.get("latest_metrics") or {}).get("eval")),
         ("best eval", job.get("best_metrics")),
+        ("final eval", job.get("final_metrics")),
     ):
         if record:
             metrics = ", ".join(f"{k[5:]} {_fmt(v)}" for k, v in record.items() if k.startswith("eval_"))
@@ -242,6 +243,58 @@ def status_main(argv: list[str]) -> int:
             print(json.dumps(job, indent=2))
         else:
             print_job_summary(job)
+        return 0
+
+    return _run(a, body)
+
+
+# -------------------------------------------------------------------------------------- mask
+
+
+def print_mask(summary: dict[str, Any], file: Any = None) -> None:
+    """The child network: kept fraction per parameter and, once the job finished, the audit of
+    the exported weights (changed fraction, elements that moved outside the child)."""
+    out = file or sys.stdout
+    kept = summary.get("kept_fraction")
+    print(
+        f"mask: {summary.get('mode')}, reserve_p {summary.get('reserve_p')}, filter "
+        f"{summary.get('param_filter')!r}, kept {_fmt(kept)} of {summary.get('num_elements')} elements",
+        file=out,
+    )
+    audit = summary.get("audit") or {}
+    rows = audit.get("params") or {}
+    width = max([len(n) for n in (summary.get("params") or {})] + [9])
+    print(f"  {'parameter':<{width}}  {'kept':>7}  {'changed':>7}  {'outside':>8}", file=out)
+    for name, info in (summary.get("params") or {}).items():
+        row = rows.get(name) or {}
+        changed = _fmt(row.get("changed_fraction")) if row else "-"
+        outside = str(row.get("changed_outside", "-")) if row else "-"
+        print(
+            f"  {name:<{width}}  {_fmt(info.get('kept_fraction')):>7}  {changed:>7}  {outside:>8}", file=out
+        )
+    if audit:
+        verdict = "only the child moved" if audit.get("child_only") else "elements outside the child moved"
+        print(
+            f"audit: changed {_fmt(audit.get('changed_fraction'))}, kept {_fmt(audit.get('kept_fraction'))}, "
+            f"{audit.get('changed_outside')} outside the child: {verdict}",
+            file=out,
+        )
+    else:
+        print("audit: not yet (written when the job finishes)", file=out)
+
+
+def mask_main(argv: list[str]) -> int:
+    p = _parser("mask", "Show a ChildTuning-D job's child network and the audit of its weights.")
+    p.add_argument("job_id")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+
+    def body(client: Client) -> int:
+        summary = client.mask(a.job_id)
+        if a.json:
+            print(json.dumps(summary, indent=2))
+        else:
+            print_mask(summary)
         return 0
 
     return _run(a, body)

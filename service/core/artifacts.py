@@ -19,14 +19,17 @@ from service.core.jobdir import (
     BEST_DIR,
     CHECKPOINT_MARKER,
     CHECKPOINTS_DIR,
+    DELTA_DIR,
     MASKS_DIR,
     MODEL_DIR,
     checkpoint_step,
 )
 
-# childtuning.masks_io.SUMMARY (the method's own name; the API imports nothing of childtuning:
-# tests/service/test_api.py checks the two agree).
+# childtuning.masks_io.SUMMARY, childtuning.delta.AUDIT and DELTA_JSON (the method's own names;
+# the API imports nothing of childtuning: tests/service/test_api.py checks they agree).
 MASK_SUMMARY = "summary.json"
+MASK_AUDIT = "audit.json"
+DELTA_JSON = "delta.json"
 
 __all__ = ["Checkpoint", "find_checkpoint", "list_checkpoints", "mask_summary", "tar_stream"]
 
@@ -36,7 +39,7 @@ CHUNK = 1 << 20
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     name: str
-    kind: str  # huggingface | deepspeed
+    kind: str  # huggingface | deepspeed | delta
     path: Path
     step: int | None
 
@@ -54,6 +57,8 @@ def list_checkpoints(job_dir: Path) -> list[Checkpoint]:
         folder = job_dir / name
         if (folder / "config.json").is_file():
             found.append(Checkpoint(name=name, kind="huggingface", path=folder, step=None))
+    if (job_dir / DELTA_DIR / DELTA_JSON).is_file():
+        found.append(Checkpoint(name=DELTA_DIR, kind="delta", path=job_dir / DELTA_DIR, step=None))
     root = job_dir / CHECKPOINTS_DIR
     if root.is_dir():
         for folder in sorted(root.iterdir()):
@@ -90,10 +95,20 @@ def tar_stream(checkpoint: Checkpoint) -> Iterator[bytes]:
 
 
 def mask_summary(job_dir: Path) -> dict[str, Any] | None:
-    """``masks/summary.json`` of the job, or None when there is none (yet)."""
-    path = job_dir / MASKS_DIR / MASK_SUMMARY
+    """``masks/summary.json`` of the job, or None when there is none (yet); with the audit of
+    the finished model (``masks/audit.json``) under ``audit`` once there is one."""
+    data = _read_json(job_dir / MASKS_DIR / MASK_SUMMARY)
+    if data is None:
+        return None
+    data = data if isinstance(data, dict) else {"summary": data}
+    audit = _read_json(job_dir / MASKS_DIR / MASK_AUDIT)
+    if audit is not None:
+        data["audit"] = audit
+    return data
+
+
+def _read_json(path: Path) -> Any:
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else {"summary": data}

@@ -21,6 +21,7 @@ __all__ = [
     "BEST_DIR",
     "CHECKPOINTS_DIR",
     "CHECKPOINT_MARKER",
+    "DELTA_DIR",
     "EVENTS_FILE",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
@@ -54,6 +55,7 @@ LOCK_FILE = "run.lock"  # held by a run's launcher and ranks: one run of a job a
 PREDICTIONS_FILE = "predictions.json"  # the final model's dev-set outputs
 MODEL_DIR = "model"  # the final model, a Hugging Face folder
 BEST_DIR = "best"  # the best model by the main metric, same format
+DELTA_DIR = "delta"  # a strict ChildTuning-D child as a sparse change of the base (childtuning.delta)
 MASKS_DIR = "masks"  # ChildTuning masks (childtuning.masks_io writes inside it)
 CHECKPOINTS_DIR = "checkpoints"  # DeepSpeed checkpoints, one folder per save
 CHECKPOINT_MARKER = "COMPLETE"  # written last in a checkpoint folder: only then does it count

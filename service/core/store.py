@@ -99,6 +99,7 @@ class JobRecord(BaseModel):
     latest_train: dict[str, Any] | None = None
     latest_eval: dict[str, Any] | None = None
     best_eval: dict[str, Any] | None = None
+    final_eval: dict[str, Any] | None = None  # the last evaluation: the final model's dev score
     error: str | None = None
     created_at: float = Field(default_factory=time.time)
     started_at: float | None = None

@@ -268,9 +268,9 @@ def test_redis_down_answers_503_with_retry_after(tmp_path: Path) -> None:
         stop(proc)
 
 
-def test_the_mask_summary_name_is_the_methods() -> None:
-    """The API reads the summary that childtuning writes, under a name it cannot import."""
-    from childtuning import masks_io
-    from service.core.artifacts import MASK_SUMMARY
+def test_the_mask_file_names_are_the_methods() -> None:
+    """The API reads the files that childtuning writes, under names it cannot import."""
+    from childtuning import delta, masks_io
+    from service.core.artifacts import DELTA_JSON, MASK_AUDIT, MASK_SUMMARY
 
-    assert MASK_SUMMARY == masks_io.SUMMARY
+    assert (MASK_SUMMARY, MASK_AUDIT, DELTA_JSON) == (masks_io.SUMMARY, delta.AUDIT, delta.DELTA_JSON)

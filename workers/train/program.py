@@ -35,6 +35,7 @@ from service.core.contract import JobSpec, SpecError, load_spec
 from service.core.jobdir import (
     BEST_DIR,
     CHECKPOINTS_DIR,
+    DELTA_DIR,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -154,6 +155,8 @@ class Run:
         self.phase = "preparing"
         self.step = 0
         self.best: dict[str, Any] | None = None
+        # The final model's dev score (what the paper reports), set by the last evaluation.
+        self.final: dict[str, Any] | None = None
         self.last_eval: dict[str, Any] = {}  # {"step": ..., eval metrics} of the latest evaluation
         self.resumed_from: int | None = None  # the checkpoint's step, when _resume found one
         self.recorder: Recorder | None = None  # rank 0 only, from execute()
@@ -376,8 +379,11 @@ class Run:
         from childtuning import ChildTuning, ChildTuningConfig
         from childtuning.masks_io import SUMMARY
 
-        cfg = ChildTuningConfig(**self.spec.childtuning.config_kwargs(self.spec.hyperparameters.seed))
-        self.ct = ChildTuning(self.engine, cfg)
+        try:
+            cfg = ChildTuningConfig(**self.spec.childtuning.config_kwargs(self.spec.hyperparameters.seed))
+            self.ct = ChildTuning(self.engine, cfg)
+        except ValueError as exc:  # e.g. a param_filter that selects no parameter of this model
+            raise JobError(f"childtuning.{exc}") from None
         masks = self.job_dir / MASKS_DIR
         if cfg.mode == "childtuning-d":
             if (masks / SUMMARY).is_file():
@@ -584,6 +590,7 @@ class Run:
                 main_metric=main_key,
                 main_value=value,
                 is_best=is_best,
+                is_final=last,
             )
         if last and self.is_main:
             atomic_write_text(
@@ -591,6 +598,8 @@ class Run:
                 json.dumps({"step": step, "predictions": predictions.tolist()}),
             )
         self.last_eval = {"step": step, **record}
+        if last:
+            self.final = {"step": step, "main_metric": main_key, "main_value": value, "metrics": record}
         if is_best:
             self.best = {"step": step, "main_metric": main_key, "main_value": value, "metrics": record}
             self.export(BEST_DIR, step, record)
@@ -614,6 +623,7 @@ class Run:
                 step=step,
                 total_steps=self.plan.total_steps,
                 metrics=metrics,
+                **({"final": self.final} if which == MODEL_DIR else {}),
             )
             path = export_model(self.job_dir / which, self.hf_model, state, self.tokenizer, card)
             self.event("model", which=which, path=str(path), step=step)
@@ -623,7 +633,37 @@ class Run:
         assert self.handle is not None
         self.set_phase("saving")
         self.export(MODEL_DIR, self.step, self.last_eval)
+        if self.is_main and self.spec.childtuning.mode == "childtuning-d":
+            self.audit_child()
         self.handle.remove()
+
+    def audit_child(self) -> None:
+        """ChildTuning-D, rank 0: compare the exported model with the base (``masks/audit.json``);
+        fail under ``audit_strict`` when an element outside the child moved; for a strict child,
+        export ``delta/``, the child as a sparse change of the base."""
+        from childtuning import load_full_mask
+        from childtuning.delta import AUDIT, audit, write_delta
+
+        assert self.model_path is not None
+        ct_spec = self.spec.childtuning
+        masks = load_full_mask(self.job_dir / MASKS_DIR)
+        report = audit(self.job_dir / MODEL_DIR, self.model_path, masks)
+        atomic_write_text(self.job_dir / MASKS_DIR / AUDIT, json.dumps(report, indent=1) + "\n")
+        self.event(
+            "audit",
+            kept_fraction=report["kept_fraction"],
+            changed_fraction=report["changed_fraction"],
+            changed_outside=report["changed_outside"],
+            child_only=report["child_only"],
+        )
+        if ct_spec.audit_strict and not report["child_only"]:
+            raise JobError(
+                f"childtuning.audit_strict: {report['changed_outside']} elements outside the child moved "
+                "(weight decay moves masked elements unless childtuning.strict_child is true)"
+            )
+        if ct_spec.strict_child:
+            info = write_delta(self.job_dir / DELTA_DIR, self.job_dir / MODEL_DIR, self.model_path, masks)
+            self.event("delta", delta_bytes=info["delta_bytes"], model_bytes=info["model_bytes"])
 
     # -- records ----------------------------------------------------------------------------
     def event(self, type_: str, **fields: Any) -> None:
@@ -650,6 +690,7 @@ class Run:
             step=self.step,
             total_steps=self.plan.total_steps if self.plan else None,
             best=self.best,
+            final=self.final,
             error=error,
         )
 

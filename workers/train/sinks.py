@@ -77,7 +77,7 @@ class JsonlSink:
 class TensorBoardSink:
     """Scalars of every train and eval record, under ``train/`` and ``eval/``."""
 
-    SKIP = frozenset({"kind", "step", "total_steps", "time", "main_metric", "is_best"})
+    SKIP = frozenset({"kind", "step", "total_steps", "time", "main_metric", "is_best", "is_final"})
 
     def __init__(self, log_dir: Path) -> None:
         from tensorboardX import SummaryWriter
