@@ -4,18 +4,44 @@ Score of element i (as the official code computes it): the mean over batches of 
 squared gradient of the batch-mean loss, each parameter's gradient first clipped to norm
 ``clip_norm``. Under ZeRO a parameter may straddle ranks, so the per-parameter norm is the
 square root of partial sums of squares all-reduced across ranks.
+
+Under DeepSpeed fp16, ``engine.backward`` multiplies the loss by the loss scale (2^16 at
+first): the gradients read here are divided by it before anything else, so the per-tensor clip
+and the scores are those of the true gradient. A batch whose gradient overflowed (inf or NaN on
+any rank) is skipped on every rank and counted; if every batch overflows, the pass fails.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from childtuning.layout import Fragment, Layout, is_deepspeed_engine
 
 LossFn = Callable[[Any, Any], torch.Tensor]
+
+
+class FisherResult(NamedTuple):
+    scores: list[torch.Tensor]  # float32, one tensor per owned fragment
+    used: int  # batches that contributed
+    skipped: int  # batches skipped because their (scaled) gradient overflowed
+
+
+def loss_scale(engine: Any) -> float:
+    """The factor DeepSpeed's backward multiplied the loss by: the fp16 loss scale, else 1."""
+    if engine is None or not engine.fp16_enabled():
+        return 1.0
+    optimizer = engine.optimizer
+    for name in ("cur_scale", "loss_scale"):
+        value = getattr(optimizer, name, None)
+        if isinstance(value, int | float | torch.Tensor):
+            return float(value)
+    scaler = getattr(optimizer, "loss_scaler", None)
+    if scaler is not None and hasattr(scaler, "cur_scale"):
+        return float(scaler.cur_scale)
+    raise RuntimeError("compute_fisher: fp16 is on but the engine's loss scale cannot be read")
 
 
 def default_loss(model: Any, batch: Any) -> torch.Tensor:
@@ -39,15 +65,19 @@ def fisher_scores(
     clip_norm: float | None,
     train_mode: bool,
     loss_fn: LossFn = default_loss,
-) -> tuple[list[torch.Tensor], int]:
-    """Scores (float32, one tensor per owned fragment) and the number of batches used."""
+    grad_scale: float | None = None,
+) -> FisherResult:
+    """Scores (float32, one tensor per owned fragment), batches used and batches skipped.
+
+    ``grad_scale``: what the gradients are multiplied by (a torch.amp GradScaler's scale, when
+    ``loss_fn`` scales the loss itself); under DeepSpeed the engine's fp16 loss scale is read."""
     engine = target if is_deepspeed_engine(target) else None
     module = layout.module
     was_training = module.training
     module.train(train_mode)
     scores = [torch.zeros(f.numel, dtype=torch.float32, device=_device(layout, f)) for f in fragments]
     num_params = len(layout.params)
-    used = 0
+    used = skipped = 0
     saved_boundary = getattr(engine, "_is_gradient_accumulation_boundary", None)
     try:
         for batch in batches:
@@ -62,7 +92,15 @@ def fisher_scores(
                 loss.backward()
             if not torch.isfinite(loss.detach()):
                 raise ValueError(f"compute_fisher: non-finite loss {float(loss)} at Fisher batch {used}")
-            grads = [layout.grad(f) for f in fragments]
+            scale = grad_scale if grad_scale is not None else loss_scale(engine)
+            grads = [_unscaled(layout.grad(f), scale) for f in fragments]
+            overflow = torch.zeros(1, dtype=torch.float64)
+            overflow[0] = float(any(g is not None and not bool(torch.isfinite(g).all()) for g in grads))
+            layout.all_reduce_sum(overflow)
+            if overflow.item() > 0:  # every rank skips the batch together
+                _zero_grads(engine, module)
+                skipped += 1
+                continue
             factors = None
             if clip_norm is not None:
                 # per-parameter sums of squares over the rank's fragments, reduced across ranks
@@ -75,7 +113,7 @@ def fisher_scores(
             for f, g, s in zip(fragments, grads, scores, strict=True):
                 if g is None:
                     continue
-                gf = g.float()
+                gf = g
                 if factors is not None:
                     gf = gf * float(factors[f.param_index])
                 s.addcmul_(gf, gf)
@@ -86,10 +124,22 @@ def fisher_scores(
         if engine is not None:
             engine._is_gradient_accumulation_boundary = saved_boundary
     if used == 0:
+        if skipped:
+            raise ValueError(
+                f"compute_fisher: the gradient overflowed in all {skipped} Fisher batches (fp16 loss "
+                "scale too high, or a diverging model); run the Fisher pass in bf16 or fp32"
+            )
         raise ValueError("compute_fisher: the data gave no batch; the Fisher pass needs at least one")
     for s in scores:
         s.div_(used)
-    return scores, used
+    return FisherResult(scores, used, skipped)
+
+
+def _unscaled(g: torch.Tensor | None, scale: float) -> torch.Tensor | None:
+    """The gradient as fp32, divided by the loss scale it was computed under."""
+    if g is None:
+        return None
+    return g.float() / scale if scale != 1.0 else g.float()
 
 
 def _device(layout: Layout, frag: Fragment) -> torch.device:

@@ -79,13 +79,21 @@ class ChildTuning:
 
     # -- D: the Fisher pass and the mask ------------------------------------------------
     def compute_fisher(
-        self, batches: Iterable[Any], *, loss_fn: LossFn = default_loss, num_batches: int | None = None
+        self,
+        batches: Iterable[Any],
+        *,
+        loss_fn: LossFn = default_loss,
+        num_batches: int | None = None,
+        grad_scale: float | None = None,
     ) -> dict[str, Any]:
-        """Score, select and store this rank's D mask; returns the summary (same on every rank)."""
+        """Score, select and store this rank's D mask; returns the summary (same on every rank).
+
+        ``grad_scale``: the factor the gradients carry when ``loss_fn`` scales the loss itself
+        (torch.amp); under DeepSpeed fp16 the engine's loss scale is divided out by itself."""
         cfg = self.config
         if cfg.mode != "childtuning-d":
             raise ValueError(f"mode: compute_fisher is for childtuning-d, not {cfg.mode!r}")
-        scores, used = fisher_scores(
+        result = fisher_scores(
             self.target,
             self.layout,
             self.fragments,
@@ -94,8 +102,10 @@ class ChildTuning:
             clip_norm=cfg.fisher_clip_norm,
             train_mode=cfg.fisher_train_mode,
             loss_fn=loss_fn,
+            grad_scale=grad_scale,
         )
-        return self.select_from_scores(scores, extra={"num_fisher_batches": used})
+        extra = {"num_fisher_batches": result.used, "num_fisher_batches_skipped": result.skipped}
+        return self.select_from_scores(result.scores, extra=extra)
 
     def select_from_scores(
         self, scores: list[torch.Tensor], *, extra: dict[str, Any] | None = None

@@ -206,3 +206,57 @@ def test_unwrap_removes_once():
     assert opt.__dict__["step"] is fused_step
     h2.remove()
     assert "step" not in opt.__dict__
+
+
+# -- the Fisher pass under a loss scale (fp16): the scale is divided out ---------------------------
+
+SCALE = 2.0**16
+
+
+def _d_bits(ct: ChildTuning) -> dict[int, torch.Tensor]:
+    return {i: b.clone() for i, b in ct.bits.items()}
+
+
+def test_a_scaled_loss_gives_the_mask_of_the_true_gradient():
+    """Gradients 2^16 times too large would all hit the per-tensor clip (scores normalised per
+    tensor, another mask); with the scale divided out the mask is the unscaled one."""
+    model, data = tiny_bert(), batches(3)
+    plain = ChildTuning(model, ChildTuningConfig(mode="childtuning-d", reserve_p=0.3))
+    plain.compute_fisher(data)
+
+    def scaled_loss(m, b):
+        return m(**b).loss * SCALE
+
+    scaled = ChildTuning(model, ChildTuningConfig(mode="childtuning-d", reserve_p=0.3))
+    summary = scaled.compute_fisher(data, loss_fn=scaled_loss, grad_scale=SCALE)
+    assert _d_bits(scaled).keys() == _d_bits(plain).keys()
+    assert all(torch.equal(scaled.bits[i], plain.bits[i]) for i in plain.bits)
+    assert summary["num_fisher_batches_skipped"] == 0
+    # without the unscale the mask differs (what the fp16 path did before)
+    wrong = ChildTuning(model, ChildTuningConfig(mode="childtuning-d", reserve_p=0.3))
+    wrong.compute_fisher(data, loss_fn=scaled_loss)
+    assert any(not torch.equal(wrong.bits[i], plain.bits[i]) for i in plain.bits)
+
+
+def test_an_overflowed_batch_is_skipped_and_counted():
+    model, data = tiny_bert(), batches(3)
+    seen = {"n": 0}
+    target = next(p for n, p in model.named_parameters() if "layer.0" in n)
+
+    def overflow_second(grad: torch.Tensor) -> torch.Tensor:
+        seen["n"] += 1
+        return grad * float("inf") if seen["n"] == 2 else grad
+
+    handle = target.register_hook(overflow_second)
+    ct = ChildTuning(model, ChildTuningConfig(mode="childtuning-d", reserve_p=0.3))
+    summary = ct.compute_fisher(data)
+    handle.remove()
+    assert (summary["num_fisher_batches"], summary["num_fisher_batches_skipped"]) == (2, 1)
+    two = ChildTuning(model, ChildTuningConfig(mode="childtuning-d", reserve_p=0.3))
+    two.compute_fisher([data[0], data[2]])
+    assert all(torch.equal(ct.bits[i], two.bits[i]) for i in two.bits)
+
+    always = target.register_hook(lambda g: g * float("inf"))
+    with pytest.raises(ValueError, match="overflowed in all 3 Fisher batches"):
+        ChildTuning(model, ChildTuningConfig(mode="childtuning-d", reserve_p=0.3)).compute_fisher(data)
+    always.remove()
