@@ -49,6 +49,7 @@ from service.core.contract.vocabulary import (
     METADATA_MAX_VALUE,
     PRESET_METRICS,
     PRESETS,
+    RDROP_PAPER_ALPHA,
     RDROP_PAPER_BATCH,
     RECIPES,
     SEED_MAX,
@@ -494,7 +495,8 @@ class JobSpec(BaseModel):
         description="A published recipe: the hyperparameters this job does not set come from it. "
         "childtuning-paper: the official ChildTuning run.sh (lr 4e-5, batch 16, 3 epochs, max length "
         "128, warmup 0.1, weight decay 0.01, seed 42). rdrop-paper: R-Drop's BERT-base GLUE settings "
-        "(lr 1e-5, batch 8/16/32 by task, 10 epochs, warmup 0.06, rdrop_alpha 1.0).",
+        "(lr 1e-5, batch 8/16/32 by task, 10 epochs, warmup 0.06, the official alpha 1.0, which is "
+        "rdrop_alpha = 2 * batch_size here).",
     )
     dataset: DatasetSpec
     childtuning: ChildTuningSpec = Field(default_factory=lambda: ChildTuningSpec())
@@ -515,11 +517,14 @@ class JobSpec(BaseModel):
         hp = data.get("hyperparameters", {})
         if not isinstance(hp, Mapping):
             return data  # the field's own error says what is wrong
-        values = dict(RECIPES[data["recipe"]])
+        values: dict[str, Any] = dict(RECIPES[data["recipe"]])
         if data["recipe"] == "rdrop-paper":
             dataset = data.get("dataset")
             preset = dataset.get("preset") if isinstance(dataset, Mapping) else None
             values["batch_size"] = RDROP_PAPER_BATCH.get(str(preset).lower(), 16)
+            batch = hp.get("batch_size", values["batch_size"])
+            if isinstance(batch, int) and not isinstance(batch, bool):
+                values["rdrop_alpha"] = 2 * batch * RDROP_PAPER_ALPHA
         return {**data, "hyperparameters": {**values, **hp}}
 
     @field_validator("model")
