@@ -447,7 +447,9 @@ def download_main(argv: list[str]) -> int:
     p = _parser("download", "Download a job's model (or another checkpoint) into a folder.")
     p.add_argument("job_id")
     p.add_argument(
-        "--name", default="model", help='"model" (default), "best", "delta" (a strict child), or a checkpoint like step-00000012'
+        "--name",
+        default="model",
+        help='"model" (default), "best", "delta" (a strict child), or a checkpoint like step-00000012',
     )
     p.add_argument("--to", type=Path, default=None, help="destination folder (default ./<job>-<name>)")
     a = p.parse_args(argv)
