@@ -83,12 +83,18 @@ def _keep_from_bits(numel_like: torch.Tensor, mask: BitsMask) -> torch.Tensor:
 
 
 def _adam_step(
-    param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, h: AdamScalars
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    h: AdamScalars,
+    frozen_unless: torch.Tensor | None = None,
 ) -> None:
+    """One AdamW step in place; elements where ``frozen_unless`` is False keep their value."""
     m, v, p = _adam_direction(param, grad, exp_avg, exp_avg_sq, h)
     exp_avg.copy_(m)
     exp_avg_sq.copy_(v)
-    param.copy_(p)
+    param.copy_(p if frozen_unless is None else torch.where(frozen_unless, p, param))
 
 
 def _masked(grad: torch.Tensor, keep: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -140,10 +146,7 @@ def step_grad_bits_strict(
     """D with a strict child: as ``step_grad_bits``, but masked elements keep their value (no
     weight decay either), so only the child network moves."""
     keep = _keep_from_bits(grad, mask)
-    m, v, p = _adam_direction(param, _masked(grad, keep, mask.scale), exp_avg, exp_avg_sq, h)
-    exp_avg.copy_(m)
-    exp_avg_sq.copy_(v)
-    param.copy_(torch.where(keep, p, param))
+    _adam_step(param, _masked(grad, keep, mask.scale), exp_avg, exp_avg_sq, h, frozen_unless=keep)
 
 
 def step_update_draw(

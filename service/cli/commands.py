@@ -231,21 +231,32 @@ def print_job_summary(job: dict[str, Any], file: Any = None) -> None:
     print(f"  created {_when(job['created_at'])}, finished {_when(job.get('finished_at'))}", file=out)
 
 
-def status_main(argv: list[str]) -> int:
-    p = _parser("status", "Show one job.")
+def _show_main(
+    argv: list[str],
+    prog: str,
+    description: str,
+    fetch: Callable[[Client, str], dict[str, Any]],
+    show: Callable[[dict[str, Any]], None],
+) -> int:
+    """A command that prints one thing of a job: as text, or as the API's JSON with --json."""
+    p = _parser(prog, description)
     p.add_argument("job_id")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
 
     def body(client: Client) -> int:
-        job = client.get_job(a.job_id)
+        found = fetch(client, a.job_id)
         if a.json:
-            print(json.dumps(job, indent=2))
+            print(json.dumps(found, indent=2))
         else:
-            print_job_summary(job)
+            show(found)
         return 0
 
     return _run(a, body)
+
+
+def status_main(argv: list[str]) -> int:
+    return _show_main(argv, "status", "Show one job.", Client.get_job, print_job_summary)
 
 
 # -------------------------------------------------------------------------------------- mask
@@ -284,20 +295,8 @@ def print_mask(summary: dict[str, Any], file: Any = None) -> None:
 
 
 def mask_main(argv: list[str]) -> int:
-    p = _parser("mask", "Show a ChildTuning-D job's child network and the audit of its weights.")
-    p.add_argument("job_id")
-    p.add_argument("--json", action="store_true")
-    a = p.parse_args(argv)
-
-    def body(client: Client) -> int:
-        summary = client.mask(a.job_id)
-        if a.json:
-            print(json.dumps(summary, indent=2))
-        else:
-            print_mask(summary)
-        return 0
-
-    return _run(a, body)
+    description = "Show a ChildTuning-D job's child network and the audit of its weights."
+    return _show_main(argv, "mask", description, Client.mask, print_mask)
 
 
 # ------------------------------------------------------------------------------------- watch
