@@ -89,6 +89,19 @@ def test_two_rank_zero2_job_succeeds_streams_each_step_once_and_downloads(
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
     )  # fmt: skip
     assert watched.returncode == 0 and "succeeded" in watched.stdout, watched.stderr
+    # the final model's score is its own field; the mask's audit is served and printed
+    assert final["final_metrics"]["step"] == 8 and final["final_metrics"]["is_final"]
+    audit = client.mask(job_id)["audit"]
+    assert audit["kept"] > 0 and audit["changed_outside"] > 0  # not strict: weight decay moved them
+    for command in (["status", job_id], ["mask", job_id]):
+        shown = subprocess.run(
+            [sys.executable, "-m", "service.cli", *command],
+            capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        assert (
+            "final eval (step 8)" if command[0] == "status" else "outside the child moved"
+        ) in shown.stdout
 
 
 def test_cancel_mid_run_stops_every_rank_within_10_seconds(stack: Stack) -> None:
