@@ -320,6 +320,8 @@ def _with(section: str | None, **values: object) -> dict[str, object]:
         ),
         (_with("childtuning", clip_order="later"), "childtuning.clip_order", "clip-then-mask"),
         (_with(None, recipe="bert-paper"), "recipe", "childtuning-paper"),
+        (_with(None, recipe={}), "recipe", "childtuning-paper"),  # the fuzzer's find: was a 500
+        (_with(None, recipe=["rdrop-paper"]), "recipe", "childtuning-paper"),
     ],
 )
 def test_bad_field_is_named(spec: dict[str, object], field: str, message: str) -> None:

@@ -512,7 +512,9 @@ class JobSpec(BaseModel):
     @classmethod
     def _apply_recipe(cls, data: Any) -> Any:
         """Fill the hyperparameters a job leaves out from its ``recipe`` (what it sets wins)."""
-        if not isinstance(data, Mapping) or data.get("recipe") not in RECIPES:
+        if not isinstance(data, Mapping) or not isinstance(data.get("recipe"), str):
+            return data  # no recipe; or not a name, which the field's own check refuses
+        if data["recipe"] not in RECIPES:
             return data
         hp = data.get("hyperparameters", {})
         if not isinstance(hp, Mapping):
