@@ -321,6 +321,11 @@ def _with(section: str | None, **values: object) -> dict[str, object]:
         (_with("childtuning", clip_order="later"), "childtuning.clip_order", "clip-then-mask"),
         (_with(None, recipe="bert-paper"), "recipe", "childtuning-paper"),
         (_with(None, recipe={}), "recipe", "childtuning-paper"),  # the fuzzer's find: was a 500
+        (
+            _with("hyperparameters", early_stopping_patience=0),
+            "hyperparameters.early_stopping_patience",
+            ">= 1",
+        ),
         (_with(None, recipe=["rdrop-paper"]), "recipe", "childtuning-paper"),
     ],
 )

@@ -451,3 +451,40 @@ def test_bf16_on_cpu_is_refused_naming_the_field(tmp_path: Path, models: dict[st
     assert (
         "resources.precision: bf16 needs a GPU" in json.loads((job_dir / "status.json").read_text())["error"]
     )
+
+
+def test_early_stopping_ends_training_at_the_patience_and_that_step_is_final(
+    tmp_path: Path, models: dict[str, Path]
+) -> None:
+    """A learning rate too small to change a prediction: the first evaluation stays the best, so
+    with patience 2 training stops after the third step's evaluation, and that step is final."""
+    job = tmp_path / "job"
+    spec = make_spec(
+        models["plain"],
+        childtuning={"mode": "vanilla"},
+        hyperparameters={
+            "learning_rate": 1e-9,
+            "eval_every": 1,
+            "save_every": 100,
+            "early_stopping_patience": 2,
+        },
+        resources={"num_ranks": 1, "zero_stage": 0, "device": "cpu"},
+    )
+    proc = run_job(job, spec)
+    assert proc.returncode == 0, describe(proc, job)
+    metrics = records(job / "metrics.jsonl")
+    assert [r["step"] for r in metrics if r["kind"] == "train"] == [1, 2, 3]
+    evals = [r for r in metrics if r["kind"] == "eval"]
+    assert [(r["step"], r["is_best"], r["is_final"]) for r in evals] == [
+        (1, True, False),
+        (2, False, False),
+        (3, False, True),
+    ]
+    events = records(job / "events.jsonl")
+    stopped = [e for e in events if e["type"] == "early_stopped"]
+    assert [(e["step"], e["patience"], e["best_step"]) for e in stopped] == [(3, 2, 1)]
+    assert events[-1]["type"] == "finished" and events[-1]["status"] == "succeeded"
+    status = json.loads((job / "status.json").read_text())
+    assert status["status"] == "succeeded" and status["final"]["step"] == 3 and status["best"]["step"] == 1
+    assert json.loads((job / "model" / "childtune.json").read_text())["step"] == 3
+    assert (job / "checkpoints" / "step-00000003" / MARKER).exists()

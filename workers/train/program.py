@@ -157,6 +157,8 @@ class Run:
         self.best: dict[str, Any] | None = None
         # The final model's dev score (what the paper reports), set by the last evaluation.
         self.final: dict[str, Any] | None = None
+        # Evaluations in a row without a new best (early stopping), kept in checkpoints.
+        self.evals_without_improvement = 0
         self.last_eval: dict[str, Any] = {}  # {"step": ..., eval metrics} of the latest evaluation
         self.resumed_from: int | None = None  # the checkpoint's step, when _resume found one
         self.recorder: Recorder | None = None  # rank 0 only, from execute()
@@ -352,6 +354,7 @@ class Run:
         checkpoints.load(self.engine, self.ckpt_dir, step)
         self.step = step
         self.best = state.get("best")
+        self.evals_without_improvement = int(state.get("evals_without_improvement") or 0)
         self.resumed_from = step
         return path.name
 
@@ -484,10 +487,13 @@ class Run:
                 )
             self.status("running")
             last = step == plan.total_steps
+            stopping = False
             if self.should_evaluate(step):
-                self.evaluate(step, last=last)
-            if self.should_save(step):
-                self.save_checkpoint(step, last=last)
+                stopping = self.evaluate(step, last=last)
+            if self.should_save(step) or stopping:
+                self.save_checkpoint(step, last=last or stopping)
+            if stopping:
+                break
 
     def should_evaluate(self, step: int) -> bool:
         """Evaluate after ``step``: every ``eval_every`` steps when set, at every epoch's end, and
@@ -532,13 +538,16 @@ class Run:
 
         self.set_phase("saving")
         keep = self.spec.hyperparameters.keep_checkpoints
-        path = checkpoints.save(self.engine, self.ckpt_dir, step, {"best": self.best}, keep)
+        state = {"best": self.best, "evals_without_improvement": self.evals_without_improvement}
+        path = checkpoints.save(self.engine, self.ckpt_dir, step, state, keep)
         self.event("checkpoint", name=path.name, step=step, path=str(path))
         if not last:  # after the last step the job goes on saving (the model export)
             self.set_phase("training")
 
     # -- evaluate ---------------------------------------------------------------------------------
-    def evaluate(self, step: int, *, last: bool) -> None:
+    def evaluate(self, step: int, *, last: bool) -> bool:
+        """Evaluate on the dev set (collective); True when early stopping ends training here,
+        which makes this evaluation the final one."""
         import numpy as np
         import torch
 
@@ -580,6 +589,10 @@ class Run:
         value = record[main_key]
         better = (lambda a, b: a > b) if higher_is_better(self.info.main_metric) else (lambda a, b: a < b)
         is_best = self.best is None or better(value, self.best["main_value"])
+        patience = self.spec.hyperparameters.early_stopping_patience
+        self.evals_without_improvement = 0 if is_best else self.evals_without_improvement + 1
+        stopping = not last and patience is not None and self.evals_without_improvement >= patience
+        last = last or stopping
         if self.recorder is not None:
             self.recorder.metric(
                 "eval",
@@ -604,9 +617,20 @@ class Run:
             self.best = {"step": step, "main_metric": main_key, "main_value": value, "metrics": record}
             self.export(BEST_DIR, step, record)
             self.event("best", step=step, main_metric=main_key, main_value=value)
+        if stopping:
+            assert self.best is not None
+            self.event(
+                "early_stopped",
+                step=step,
+                patience=patience,
+                best_step=self.best["step"],
+                main_metric=main_key,
+                best_value=self.best["main_value"],
+            )
         self.engine.train()
         if not last:  # after the final evaluation comes saving, not more training
             self.set_phase("training")
+        return stopping
 
     # -- export -----------------------------------------------------------------------------------
     def export(self, which: str, step: int, metrics: dict[str, Any]) -> None:

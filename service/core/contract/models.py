@@ -405,6 +405,13 @@ class Hyperparameters(BaseModel):
         default=None, ge=1, le=MAX_STEPS, description="Optimizer steps; overrides epochs when set."
     )
     keep_checkpoints: Int = Field(default=2, ge=1, le=1000, description="Most recent checkpoints kept.")
+    early_stopping_patience: Int | None = Field(
+        default=None,
+        ge=1,
+        le=10000,
+        description="Stop training once the main dev metric has not improved for this many evaluations "
+        "in a row; that evaluation is then the final one (model/, final_metrics). null = train to the end.",
+    )
     save_every: Int | None = Field(
         default=None, ge=1, le=MAX_STEPS, description="Optimizer steps; null = every epoch end."
     )
