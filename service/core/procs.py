@@ -52,7 +52,7 @@ def stop_group(
     Sends ``sig`` to the whole group, or to ``proc`` alone with ``leader_only`` (a process that
     stops its own children, like a Celery worker's warm shutdown); waits up to ``grace_s`` for
     it (and, for a group signal, the whole group) to end; then SIGKILLs what is left of the
-    group, calling ``on_kill`` first when anything was. Returns ``proc``'s exit code; on
+    group, calling ``on_kill`` first when ``proc`` itself had not stopped. Returns ``proc``'s exit code; on
     return no process of the group is left (after at most 10 s more).
     """
     pgid = proc.pid
@@ -69,10 +69,10 @@ def stop_group(
         time.sleep(0.05)
     if proc.poll() is None and on_kill is not None:
         on_kill()
-    code = proc.wait() if not group_alive(pgid) else None
     deadline = time.monotonic() + 10
     while group_alive(pgid) and time.monotonic() < deadline:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
+        proc.poll()  # reap the killed leader: until then its zombie still counts in the group
         time.sleep(0.05)
-    return proc.wait() if code is None else code
+    return proc.wait()

@@ -283,3 +283,26 @@ def test_the_api_reads_serve_200_concurrent_callers_and_back_off_when_redis_is_g
         with pytest.raises(redis.ConnectionError, match="not retried yet"):
             asyncio.run(reads.get_job(job.id))
     assert time.monotonic() - started < LoopReads.BACKOFF_S  # no connection attempt among them
+
+
+def test_stop_group_kills_a_group_that_ignores_term_without_waiting_on_its_zombie() -> None:
+    """A leader and a child that both ignore TERM: after the grace, one KILL ends them and the
+    leader is reaped at once (its zombie used to keep the group "alive" for 10 more seconds)."""
+    import subprocess
+
+    from service.core.procs import group_alive, stop_group
+
+    proc = subprocess.Popen(
+        ["sh", "-c", 'trap "" TERM; echo ready; sleep 300 & wait'],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"  # the trap is set
+    killed: list[bool] = []
+    started = time.monotonic()
+    code = stop_group(proc, 0.5, on_kill=lambda: killed.append(True))
+    took = time.monotonic() - started
+    assert code == -9 and killed == [True]
+    assert not group_alive(proc.pid)
+    assert took < 8, f"stop_group took {took:.1f} s"  # grace 0.5 s; the zombie wait added 10 s
+    proc.stdout.close()
