@@ -68,11 +68,13 @@ def match_base_keys(names: list[str], base_keys: list[str]) -> dict[str, str]:
     return out
 
 
-def audit(model_dir: str | Path, base_dir: str | Path, masks: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+def audit(
+    tuned: Mapping[str, torch.Tensor], base_all: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
+) -> dict[str, Any]:
     """Per masked parameter: elements kept by the mask, elements that changed from the base, and
-    how many of those lie outside the mask. Masked parameters the base has no weight for (a new
-    head) are listed under ``not_in_base``."""
-    tuned, base_all = load_weights(model_dir), load_weights(base_dir)
+    how many of those lie outside the mask. ``tuned`` and ``base_all`` are the weights of the
+    fine-tuned and the base folder (:func:`load_weights`). Masked parameters the base has no
+    weight for (a new head) are listed under ``not_in_base``."""
     keys = match_base_keys(sorted(masks), list(base_all))
     params: dict[str, Any] = {}
     totals = {"numel": 0, "kept": 0, "changed": 0, "changed_outside": 0}
@@ -116,18 +118,18 @@ def _fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
 def write_delta(
     out_dir: str | Path,
     model_dir: str | Path,
-    base_dir: str | Path,
+    tuned: Mapping[str, torch.Tensor],
+    base_all: Mapping[str, torch.Tensor],
     masks: Mapping[str, torch.Tensor],
 ) -> dict[str, Any]:
-    """Write the sparse change from the base folder to the fine-tuned folder ``model_dir``.
+    """Write the sparse change from the base to the fine-tuned folder ``model_dir``, whose
+    weights are ``tuned``; ``base_all`` holds the base folder's (:func:`load_weights`).
 
     Masked parameters are stored as their packed mask and the kept elements' values; every other
     tensor of ``model_dir`` in full; its other files (config, tokenizer, card) as they are.
     Raises ValueError when an element outside the mask differs from the base. Returns the
     description written to ``delta.json`` (sizes included)."""
     out_dir, model_dir = Path(out_dir), Path(model_dir)
-    tuned = load_weights(model_dir)
-    base_all = load_weights(base_dir)
     keys = match_base_keys(sorted(masks), list(base_all))
     tensors: dict[str, torch.Tensor] = {}
     entries: dict[str, Any] = {}

@@ -666,12 +666,13 @@ class Run:
         fail under ``audit_strict`` when an element outside the child moved; for a strict child,
         export ``delta/``, the child as a sparse change of the base."""
         from childtuning import load_full_mask
-        from childtuning.delta import AUDIT, audit, write_delta
+        from childtuning.delta import AUDIT, audit, load_weights, write_delta
 
         assert self.model_path is not None
         ct_spec = self.spec.childtuning
         masks = load_full_mask(self.job_dir / MASKS_DIR)
-        report = audit(self.job_dir / MODEL_DIR, self.model_path, masks)
+        tuned, base = load_weights(self.job_dir / MODEL_DIR), load_weights(self.model_path)
+        report = audit(tuned, base, masks)
         atomic_write_text(self.job_dir / MASKS_DIR / AUDIT, json.dumps(report, indent=1) + "\n")
         self.event(
             "audit",
@@ -686,7 +687,7 @@ class Run:
                 "(weight decay moves masked elements unless childtuning.strict_child is true)"
             )
         if ct_spec.strict_child:
-            info = write_delta(self.job_dir / DELTA_DIR, self.job_dir / MODEL_DIR, self.model_path, masks)
+            info = write_delta(self.job_dir / DELTA_DIR, self.job_dir / MODEL_DIR, tuned, base, masks)
             self.event("delta", delta_bytes=info["delta_bytes"], model_bytes=info["model_bytes"])
 
     # -- records ----------------------------------------------------------------------------
