@@ -279,7 +279,8 @@ class ChildTuningHandle:
         self.step = 0
         self._current = 0
         self._removers: list[RemovableHandle | _Unwrap] = []
-        self._snapshots: list[tuple[Fragment, torch.Tensor]] = []
+        # (fragment, 1-D view of the tensor the optimizer step updates, its value before the step)
+        self._snapshots: list[tuple[Fragment, torch.Tensor, torch.Tensor]] = []
         self._segments: dict[int, list[Segment]] = {}
         self._eligible = {f.param_index for f in ct.fragments}
         mode = self.cfg.mode
@@ -296,7 +297,6 @@ class ChildTuningHandle:
             and self.cfg.clip_order == "mask-then-clip"
         )
         self.fuse_grad_mask = self.fused and self.cfg.masks_gradient and not self.mask_before_clip
-        self._masked_before: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         if mode == "vanilla" and not self.fused:
             return
         if self.engine is not None:
@@ -313,7 +313,7 @@ class ChildTuningHandle:
             self._removers.append(self.optimizer.register_step_post_hook(self._apply_update_mask))
         if self.cfg.strict_child and not self.fuse_grad_mask:
             # the fused D kernel keeps masked elements itself; any other step is undone there
-            self._removers.append(self.optimizer.register_step_pre_hook(self._snapshot_masked))
+            self._removers.append(self.optimizer.register_step_pre_hook(self._snapshot))
             self._removers.append(self.optimizer.register_step_post_hook(self._restore_masked))
 
     def _choose_fused(self) -> bool:
@@ -381,34 +381,30 @@ class ChildTuningHandle:
                     for frag, g in self._owned_views(p, p.grad):
                         self.ct.mask_fragment_(g, frag, self._current)
 
-    # -- strict child (D): masked elements do not move, weight decay included ----------------
-    @torch.no_grad()
-    def _snapshot_masked(self, *_: Any) -> None:
-        self._masked_before = []
-        for group in self.optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    for frag, w in self._owned_views(p, p.data):
-                        self._masked_before.append((w, self.ct.keep(frag, 0), w.clone()))
-
-    @torch.no_grad()
-    def _restore_masked(self, *_: Any) -> None:
-        for w, keep, before in self._masked_before:
-            w.copy_(torch.where(keep, w, before))
-        self._masked_before = []
-
-    # -- update-dropout, generic: snapshot the owned master weights, then mask the change --
+    # -- generic post-step masks: update-dropout (a drawn mask on the change) and the strict
+    # -- child (D: masked elements keep their value); both snapshot what the step will update
     @torch.no_grad()
     def _snapshot(self, *_: Any) -> None:
-        self._snapshots = [(f, self.ct.layout.master(f).clone()) for f in self.ct.fragments]
+        self._snapshots = [
+            (frag, w, w.clone())
+            for group in self.optimizer.param_groups
+            for p in group["params"]
+            if p.grad is not None
+            for frag, w in self._owned_views(p, p.data)
+        ]
 
     @torch.no_grad()
     def _apply_update_mask(self, *_: Any) -> None:
         compiled = self.cfg.fused is not False
-        for frag, before in self._snapshots:
-            master = self.ct.layout.master(frag)
+        for frag, master, before in self._snapshots:
             mask = self.ct._draw_mask(frag, self._current, master.device)
             fused_adamw.kernel("update_draw_after", compiled)(master, before, mask)
+        self._snapshots = []
+
+    @torch.no_grad()
+    def _restore_masked(self, *_: Any) -> None:
+        for frag, w, before in self._snapshots:
+            w.copy_(torch.where(self.ct.keep(frag, 0), w, before))
         self._snapshots = []
 
     # -- the fused path ---------------------------------------------------------------------
