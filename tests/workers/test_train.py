@@ -21,6 +21,7 @@ import torch
 
 from childtuning import load_full_mask
 from service.core.jobdir import CHECKPOINT_MARKER as MARKER
+from service.core.jobdir import read_jsonl
 from tests.workers.tiny import write_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -256,7 +257,8 @@ def _wait_for_step(job_dir: Path, step: int, proc: subprocess.Popen[str], timeou
         )
         path = job_dir / "metrics.jsonl"
         if path.is_file():
-            steps = [r["step"] for r in records(path) if r["kind"] == "train"]
+            # the job is still writing: read_jsonl skips a line caught half-written
+            steps = [r["step"] for r in read_jsonl(path) if r["kind"] == "train"]
             if steps and steps[-1] >= step:
                 return steps[-1]
         time.sleep(0.05)
