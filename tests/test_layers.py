@@ -30,6 +30,7 @@ BASE_THIRD_PARTY = {
     "celery",
     "kombu",
     "yaml",
+    "matplotlib",  # service.core.plots, imported when a plot is drawn
 }
 
 

@@ -65,6 +65,7 @@ class _Heartbeat(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
+        from service.core.dispatch import sweep
         from service.core.queue import enqueue, make_celery
         from workers.reaper import Reaper
 
@@ -79,6 +80,8 @@ class _Heartbeat(threading.Thread):
                     flagged = True
                 if not self.stopping.is_set():
                     reaper()
+                    if self.store.try_lock("dispatch", self.settings.heartbeat_interval_s):
+                        sweep(self.store, app)
             except Exception as exc:  # keep beating through a Redis restart
                 log.warning("heartbeat: %s", exc)
             if self.stopping.is_set():

@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.errors import error_body, install_error_handlers
 from service.api.observability import install_metrics
-from service.api.routes import artifacts, files, health, jobs
+from service.api.routes import artifacts, experiments, files, health, jobs
 from service.api.schemas import ErrorResponse
 from service.core.contract import JobSpec
 from service.core.queue import make_celery
@@ -86,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = make_celery(settings)
     install_error_handlers(app)
     app.state.registry = install_metrics(app, store, settings)
-    for module in (health, files, jobs, artifacts):
+    for module in (health, files, jobs, experiments, artifacts):
         app.include_router(module.router)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
 

@@ -13,10 +13,16 @@ __all__ = [
     "CheckpointPublic",
     "ErrorDetail",
     "ErrorResponse",
+    "ExperimentCell",
+    "ExperimentCurves",
+    "ExperimentJob",
+    "ExperimentList",
+    "ExperimentPublic",
     "FileList",
     "FilePublic",
     "JobList",
     "JobPublic",
+    "PlotList",
     "Progress",
     "RecordPage",
 ]
@@ -102,6 +108,7 @@ class JobPublic(BaseModel):
     worker: str | None
     attempts: int
     spec: dict[str, Any]
+    experiment_id: str | None = Field(default=None, description="The experiment this job is a cell of.")
 
     @classmethod
     def of(cls, record: JobRecord) -> JobPublic:
@@ -125,6 +132,7 @@ class JobPublic(BaseModel):
             worker=record.worker,
             attempts=record.attempts,
             spec=record.spec,
+            experiment_id=record.experiment_id,
         )
 
 
@@ -174,3 +182,95 @@ class CheckpointPublic(BaseModel):
 
 class CheckpointList(BaseModel):
     data: list[CheckpointPublic]
+
+
+class Comparison(BaseModel):
+    against: str = Field(description="The baseline cell compared with (its label).")
+    n: int = Field(description="Seeds both cells have a score for.")
+    mean_diff: float | None = Field(description="Mean over those seeds of (this cell - baseline).")
+    ci95: list[float] | None = Field(description="95% Student-t interval of mean_diff (null below 2 seeds).")
+    verdict: str = Field(description="better | worse | within noise | too few seeds")
+
+
+class ExperimentCell(BaseModel):
+    """A point of the grid without the seed axis: its jobs are its seeds."""
+
+    label: str
+    values: dict[str, Any]
+    jobs: list[str]
+    scores: dict[str, float] = Field(description="Seed -> score, for the jobs that have one.")
+    n: int
+    mean: float | None
+    std: float | None = Field(description="Sample standard deviation over seeds (null below 2).")
+    min: float | None
+    max: float | None
+    baseline: bool
+    vs_baseline: Comparison | None
+
+
+class ExperimentJob(BaseModel):
+    id: str
+    values: dict[str, Any]
+    status: str
+    phase: str | None = Field(description="waiting: held back by max_parallel; else as for a job.")
+    step: int
+    total_steps: int | None
+    score: float | None
+    error: str | None
+
+
+class ExperimentPublic(BaseModel):
+    """An experiment: its jobs, their scores, and how each cell compares with the baseline."""
+
+    id: str
+    name: str | None
+    status: str = Field(description="queued | running | succeeded | failed | cancelled")
+    created_at: float
+    finished_at: float | None
+    metric: str | None = Field(description="The metric compared (the task's main one by default).")
+    score: str = Field(description="final (the last evaluation's, the paper's choice) or best")
+    higher_is_better: bool
+    max_parallel: int
+    axes: dict[str, list[Any]]
+    seed_axis: str | None
+    baseline: dict[str, Any] | None
+    cancel_requested: bool
+    counts: dict[str, int] = Field(description="Jobs by status; waiting = queued jobs held back.")
+    jobs: list[ExperimentJob]
+    cells: list[ExperimentCell]
+    best_cell: str | None = Field(description="The label of the cell with the best mean.")
+
+
+class ExperimentList(BaseModel):
+    data: list[ExperimentPublic]
+    next_cursor: str | None
+
+
+class CurvePoint(BaseModel):
+    step: int
+    n: int
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+
+
+class CurveCell(BaseModel):
+    label: str
+    values: dict[str, Any]
+    points: list[CurvePoint]
+
+
+class ExperimentCurves(BaseModel):
+    metric: str | None
+    cells: list[CurveCell]
+
+
+class PlotInfo(BaseModel):
+    name: str
+    description: str
+    url: str
+
+
+class PlotList(BaseModel):
+    data: list[PlotInfo]

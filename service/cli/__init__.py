@@ -34,6 +34,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cancel": ("service.cli.commands:cancel_main", "cancel a job"),
     "download": ("service.cli.commands:download_main", "download a job's model or a checkpoint"),
     "files": ("service.cli.commands:files_main", "upload, list or delete dataset files"),
+    "experiments": ("service.cli.experiments:experiments_main", "list experiments (grids of jobs)"),
+    "experiment": (
+        "service.cli.experiments:experiment_main",
+        "submit, status, compare, watch, cancel or plots of an experiment",
+    ),
     "method-demo": (
         "childtuning.demo:main",
         "fine-tune a tiny model with each ChildTuning mode (no service)",

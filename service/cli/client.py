@@ -170,6 +170,57 @@ class Client:
             (Path(tmp) / name).rename(dest)
         return dest
 
+    # experiments: a grid of jobs compared with a baseline
+    def submit_experiment(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self._json("POST", "/v1/experiments", json=dict(spec)))
+
+    def list_experiments(self, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        return dict(self._json("GET", "/v1/experiments", params=params))
+
+    def iter_experiments(self, page_size: int = 50) -> Iterator[dict[str, Any]]:
+        cursor = None
+        while True:
+            page = self.list_experiments(page_size, cursor)
+            yield from page["data"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return
+
+    def get_experiment(self, experiment_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/experiments/{experiment_id}"))
+
+    def experiment_curves(self, experiment_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/experiments/{experiment_id}/curves"))
+
+    def cancel_experiment(self, experiment_id: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/v1/experiments/{experiment_id}/cancel"))
+
+    def experiment_plots(self, experiment_id: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/v1/experiments/{experiment_id}/plots")["data"])
+
+    def download_plot(self, experiment_id: str, name: str, dest_path: str | Path) -> Path:
+        """Download plot ``name`` (a PNG) to ``dest_path``; the file appears only once complete."""
+        dest = Path(dest_path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part")
+        try:
+            with self.http.stream("GET", f"/v1/experiments/{experiment_id}/plots/{name}") as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error(response)
+                with tmp.open("wb") as out:
+                    for chunk in response.iter_bytes(1 << 20):
+                        out.write(chunk)
+            tmp.replace(dest)
+        except httpx.HTTPError as exc:
+            raise ClientError(0, "unreachable", f"download failed: {exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dest
+
 
 def _error(response: httpx.Response) -> ClientError:
     try:

@@ -11,17 +11,41 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from service.core.contract import JobSpec, SpecError, load_spec
+from service.core.comparison import (
+    SEED_AXIS,
+    JobScore,
+    cell_label,
+    compare_cells,
+    curve_points,
+    higher_is_better,
+    job_score,
+    metric_key,
+)
+from service.core.contract import STATUSES, JobSpec, SpecError, load_spec
+from service.core.store import DISPATCHING, FINAL_STATUSES, WAITING, ExperimentRecord, JobRecord
 
-__all__ = ["MAX_CELLS", "Cell", "ExperimentError", "ExperimentSpec", "expand", "load_experiment"]
+__all__ = [
+    "MAX_CELLS",
+    "Cell",
+    "ExperimentError",
+    "ExperimentSpec",
+    "curves",
+    "expand",
+    "experiment_status",
+    "load_experiment",
+    "main_metric_of",
+    "summarize",
+]
 
 # Jobs one experiment may create (cells of the grid, seeds included).
 MAX_CELLS = 256
+MAX_GRID = 16 * MAX_CELLS  # the product of the axes, before exclusions
 MAX_LISTED = 10  # invalid cells named in one error; the rest are counted
 
 Score = Literal["final", "best"]
@@ -51,6 +75,13 @@ class ExperimentSpec(BaseModel):
         default=None,
         description="The cells others are compared with, by axis values, "
         'e.g. {"childtuning.mode": "vanilla"}.',
+    )
+    exclude: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=MAX_CELLS,
+        description="Cells left out of the grid, each by some of its axis values: a cell matching "
+        'every value of one entry is dropped, e.g. [{"recipe": "rdrop-paper", "childtuning.mode": '
+        '"childtuning-d"}].',
     )
     metric: str | None = Field(default=None, max_length=100, description="Eval key; null = the main metric.")
     score: Score = Field(default="final", description="final (the paper's choice) or best.")
@@ -87,8 +118,8 @@ def _set(data: dict[str, Any], path: str, value: Any) -> None:
     node[leaf] = copy.deepcopy(value)
 
 
-def _label(values: dict[str, Any]) -> str:
-    return ", ".join(f"{path}={value!r}" for path, value in values.items())
+def _matches(values: dict[str, Any], subset: dict[str, Any]) -> bool:
+    return all(values.get(path) == value for path, value in subset.items())
 
 
 def load_experiment(data: Any) -> ExperimentSpec:
@@ -112,11 +143,20 @@ def expand(spec: ExperimentSpec) -> list[Cell]:
     size = 1
     for axis_values in spec.axes.values():
         size *= len(axis_values)
-    if size > MAX_CELLS:
-        raise ExperimentError(
-            [("axes", f"the grid has {size} cells; at most {MAX_CELLS} (split it into several experiments)")]
-        )
+    too_many = f"; at most {MAX_CELLS} (split it into several experiments)"
+    if size > MAX_GRID:
+        raise ExperimentError([("axes", f"the grid has {size} cells before exclusions{too_many}")])
     errors: list[tuple[str, str]] = []
+    for i, entry in enumerate(spec.exclude):
+        if not entry:
+            errors.append((f"exclude.{i}", "give at least one axis value"))
+        for path, value in entry.items():
+            if path not in spec.axes:
+                errors.append((f"exclude.{i}.{path}", f"is not an axis; axes: {', '.join(paths)}"))
+            elif not any(value == v for v in spec.axes[path]):
+                errors.append(
+                    (f"exclude.{i}.{path}", f"{value!r} is not one of the axis values {spec.axes[path]!r}")
+                )
     for path, value in (spec.baseline or {}).items():
         if path not in spec.axes:
             errors.append((f"baseline.{path}", f"is not an axis; axes: {', '.join(paths)}"))
@@ -128,6 +168,8 @@ def expand(spec: ExperimentSpec) -> list[Cell]:
     invalid = 0
     for combo in itertools.product(*(spec.axes[p] for p in paths)):
         values = dict(zip(paths, combo, strict=True))
+        if any(_matches(values, entry) for entry in spec.exclude if entry):
+            continue
         data = copy.deepcopy(spec.base)
         for path, value in values.items():
             _set(data, path, value)
@@ -137,9 +179,134 @@ def expand(spec: ExperimentSpec) -> list[Cell]:
             invalid += 1
             if invalid <= MAX_LISTED:
                 problems = "; ".join(f"{field}: {message}" for field, message in exc.errors)
-                errors.append((f"cell [{_label(values)}]", problems))
+                errors.append((f"cell [{cell_label(values)}]", problems))
     if invalid > MAX_LISTED:
         errors.append(("axes", f"{invalid - MAX_LISTED} more invalid cells not listed"))
+    if len(cells) + invalid > MAX_CELLS:
+        raise ExperimentError([("axes", f"the grid has {len(cells) + invalid} cells{too_many}")])
+    if not cells and not invalid and not errors:
+        errors.append(("exclude", "leaves no cell of the grid"))
+    baseline = spec.baseline or {}
+    if baseline and not errors and not any(_matches(c.values, baseline) for c in cells):
+        errors.append(("baseline", "every cell it names is excluded"))
     if errors:
         raise ExperimentError(errors)
     return cells
+
+
+# ------------------------------------------------------------------------------------ the view
+
+
+def main_metric_of(jobs: Sequence[JobRecord | None]) -> str | None:
+    """The main metric the jobs' evaluations were scored by (``eval_mcc``), once one has one."""
+    for job in jobs:
+        for record in (job.final_eval, job.best_eval, job.latest_eval) if job else ():
+            if record and isinstance(record.get("main_metric"), str):
+                return str(record["main_metric"])
+    return None
+
+
+def experiment_status(jobs: Sequence[JobRecord | None], cancel_requested: bool) -> str:
+    """``queued`` until a job starts, ``running`` until every job has finished; then
+    ``succeeded`` when all did, ``cancelled`` when it was cancelled or a job was and none failed,
+    else ``failed``."""
+    statuses = [job.status if job else "failed" for job in jobs]
+    if not all(s in FINAL_STATUSES for s in statuses):
+        return "queued" if all(s == "queued" for s in statuses) and not cancel_requested else "running"
+    if all(s == "succeeded" for s in statuses):
+        return "succeeded"
+    if "failed" in statuses:
+        return "failed"
+    return "cancelled"
+
+
+def summarize(
+    experiment: ExperimentRecord,
+    jobs: Sequence[JobRecord | None],
+    evals: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+) -> dict[str, Any]:
+    """What ``GET /v1/experiments/{id}`` shows: status, counts, each job's score, each cell's
+    spread over seeds and paired difference from the baseline, and the best cell.
+
+    ``jobs`` are the experiment's job records in its order; ``evals`` (job id -> eval records)
+    is needed only for ``score: best`` of a metric other than the main one."""
+    spec = ExperimentSpec.model_validate(experiment.spec)
+    main = main_metric_of(jobs)
+    metric = metric_key(spec.metric) if spec.metric else main
+    higher = higher_is_better(metric) if metric else True
+    counts = dict.fromkeys(("waiting", *STATUSES), 0)
+    rows: list[dict[str, Any]] = []
+    scores: list[JobScore] = []
+    for entry, job in zip(experiment.jobs, jobs, strict=True):
+        status = job.status if job else "failed"
+        counts[status] += 1
+        if job is not None and status == "queued" and job.phase in (WAITING, DISPATCHING):
+            counts["waiting"] += 1
+        score = None
+        if job is not None and metric is not None:
+            score = job_score(
+                status, job.final_eval, job.best_eval, metric, spec.score, (evals or {}).get(job.id)
+            )
+        scores.append(JobScore(entry["id"], entry["values"], score))
+        rows.append(
+            {
+                "id": entry["id"],
+                "values": entry["values"],
+                "status": status,
+                "phase": job.phase if job else None,
+                "step": job.step if job else 0,
+                "total_steps": job.total_steps if job else None,
+                "score": score,
+                "error": job.error if job else "the job record is missing",
+            }
+        )
+    cells, best = compare_cells(spec.axes, scores, spec.baseline, higher)
+    status = experiment_status(jobs, experiment.cancel_requested)
+    finished = [job.finished_at for job in jobs if job is not None and job.finished_at is not None]
+    return {
+        "id": experiment.id,
+        "name": experiment.name,
+        "status": status,
+        "created_at": experiment.created_at,
+        "finished_at": max(finished) if status in FINAL_STATUSES and finished else None,
+        "metric": metric.removeprefix("eval_") if metric else None,
+        "score": spec.score,
+        "higher_is_better": higher,
+        "max_parallel": spec.max_parallel,
+        "axes": spec.axes,
+        "seed_axis": SEED_AXIS if SEED_AXIS in spec.axes else None,
+        "baseline": spec.baseline,
+        "cancel_requested": experiment.cancel_requested,
+        "counts": counts,
+        "jobs": rows,
+        "cells": cells,
+        "best_cell": best,
+    }
+
+
+def curves(
+    experiment: ExperimentRecord, evals: Mapping[str, Sequence[Mapping[str, Any]]], metric: str | None
+) -> dict[str, Any]:
+    """Each cell's eval ``metric`` by step: mean, std, min and max over its seeds."""
+    spec = ExperimentSpec.model_validate(experiment.spec)
+    key = metric_key(metric) if metric else None
+    cell_axes = [path for path in spec.axes if path != SEED_AXIS]
+    cells: dict[str, dict[str, Any]] = {}
+    for entry in experiment.jobs:
+        values = {path: entry["values"][path] for path in cell_axes}
+        label = cell_label(values)
+        cell = cells.setdefault(label, {"label": label, "values": values, "runs": []})
+        if key is not None:
+            run = [
+                (int(r["step"]), float(r[key]))
+                for r in evals.get(entry["id"], ())
+                if isinstance(r.get(key), int | float) and isinstance(r.get("step"), int)
+            ]
+            cell["runs"].append(run)
+    return {
+        "metric": key.removeprefix("eval_") if key else None,
+        "cells": [
+            {"label": c["label"], "values": c["values"], "points": curve_points(c["runs"])}
+            for c in cells.values()
+        ],
+    }

@@ -150,6 +150,10 @@ class Settings(BaseSettings):
         return self.artifacts / "files"
 
     @property
+    def experiments_dir(self) -> Path:
+        return self.artifacts / "experiments"
+
+    @property
     def model_root_list(self) -> list[Path]:
         """The model roots, each resolved (links followed) so containment checks are exact."""
         return [Path(p.strip()).expanduser().resolve() for p in self.model_roots.split(",") if p.strip()]

@@ -12,6 +12,10 @@ Keys (prefix ``ct:``):
 - ``ct:job:<id>:lease``: the run id of the task supervising the job, renewed every poll and
   expiring after ``heartbeat_ttl_s`` (a lost lease: that task died; the job is taken over).
 - ``ct:file:<id>`` hash and ``ct:tenant:<t>:files`` sorted set: uploaded datasets.
+- ``ct:exp:<id>`` hash (an :class:`ExperimentRecord`), ``ct:tenant:<t>:exps`` sorted set,
+  ``ct:exp:<id>:pending`` list (its jobs not yet sent to a queue, in grid order),
+  ``ct:exp:<id>:active`` sorted set (its jobs sent and not finished -> when sent),
+  ``ct:exps:open`` set (experiments with a job not finished).
 - ``ct:workers`` sorted set (worker instance -> last heartbeat), ``ct:worker:<instance>`` hash
   (hostname, queues, pid), ``ct:worker-host:<hostname>`` (expiring: ``childtune worker --check``),
   ``ct:worker-stop:<instance>`` (the worker is shutting down: its task requeues the job).
@@ -40,15 +44,18 @@ from service.core.jobdir import json_safe
 
 __all__ = [
     "FINAL_STATUSES",
+    "ExperimentRecord",
     "FileRecord",
     "JobRecord",
     "LoopReads",
     "Page",
     "Store",
     "Transition",
+    "new_experiment_id",
     "new_file_id",
     "new_job_id",
     "valid_cursor",
+    "valid_experiment_id",
     "valid_file_id",
     "valid_job_id",
 ]
@@ -57,6 +64,7 @@ P = "ct:"
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 _JOB_ID = re.compile(r"^job-[0-9a-f]{16}$")
 _FILE_ID = re.compile(r"^file-[0-9a-f]{16}$")
+_EXP_ID = re.compile(r"^exp-[0-9a-f]{16}$")
 _STREAM_ID = re.compile(r"^(0|\d{1,20}-\d{1,20})$")
 
 
@@ -74,6 +82,14 @@ def valid_job_id(text: str) -> bool:
 
 def valid_file_id(text: str) -> bool:
     return bool(_FILE_ID.match(text))
+
+
+def new_experiment_id() -> str:
+    return f"exp-{secrets.token_hex(8)}"
+
+
+def valid_experiment_id(text: str) -> bool:
+    return bool(_EXP_ID.match(text))
 
 
 _U64_MAX = 2**64 - 1
@@ -111,6 +127,24 @@ class JobRecord(BaseModel):
     worker_instance: str | None = None
     run_id: str | None = None
     attempts: int = 0
+    cancel_requested: bool = False
+    seq: int = 0
+    experiment_id: str | None = None  # the experiment whose grid made this job
+
+
+WAITING = "waiting"  # the phase of an experiment's queued job held back by its max_parallel
+DISPATCHING = "dispatching"  # given a slot; its message is being sent
+
+
+class ExperimentRecord(BaseModel):
+    """An experiment as stored: its spec and its jobs (id and axis values, in grid order)."""
+
+    id: str
+    tenant: str
+    name: str | None = None
+    spec: dict[str, Any]
+    jobs: list[dict[str, Any]]  # {"id": job id, "values": {axis path: value}}
+    created_at: float = Field(default_factory=time.time)
     cancel_requested: bool = False
     seq: int = 0
 
@@ -176,6 +210,35 @@ return 1
 """
 
 
+# KEYS[1] pending list, KEYS[2] active sorted set. ARGV: max_parallel, now. Forgets the active jobs
+# that have finished, then moves pending jobs still queued to active until max_parallel are;
+# each is marked "dispatching". Returns their ids: the caller sends their messages.
+_CLAIM_SLOTS = """
+local function status(id)
+  local raw = redis.call('HGET', 'ct:job:' .. id, 'status')
+  if not raw then return nil end
+  return cjson.decode(raw)
+end
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local st = status(id)
+  if st == nil or st == 'succeeded' or st == 'failed' or st == 'cancelled' then
+    redis.call('ZREM', KEYS[2], id)
+  end
+end
+local taken = {}
+while redis.call('ZCARD', KEYS[2]) < tonumber(ARGV[1]) do
+  local id = redis.call('LPOP', KEYS[1])
+  if not id then break end
+  if status(id) == 'queued' then
+    redis.call('ZADD', KEYS[2], ARGV[2], id)
+    redis.call('HSET', 'ct:job:' .. id, 'phase', cjson.encode('dispatching'))
+    table.insert(taken, id)
+  end
+end
+return taken
+"""
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False, default=str)
 
@@ -214,6 +277,7 @@ class Store:
         self.r = client
         self._transition = client.register_script(_TRANSITION)
         self._append_metric = client.register_script(_APPEND_METRIC)
+        self._claim_slots = client.register_script(_CLAIM_SLOTS)
 
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float = 5.0) -> Store:
@@ -321,6 +385,91 @@ class Store:
         for status in STATUSES:
             pipe.scard(P + f"status:{status}")
         return dict(zip(STATUSES, (int(n) for n in pipe.execute()), strict=True))
+
+    def get_jobs(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
+        """Several jobs in one round trip (None for a missing one), in the order asked."""
+        pipe = self.r.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(P + f"job:{job_id}")
+        return [_job_of(cast(dict[str, str], raw), None) for raw in pipe.execute()]
+
+    # -------------------------------------------------------------------------- experiments
+
+    def create_experiment(self, experiment: ExperimentRecord, jobs: list[JobRecord]) -> ExperimentRecord:
+        """Write an experiment and all its jobs at once (``queued``, phase ``waiting``), its jobs
+        pending in grid order: none is sent to a queue here (:func:`service.core.dispatch.advance`)."""
+        last = int(cast(int, self.r.incrby(P + "seq", len(jobs) + 1)))
+        first = last - len(jobs)
+        experiment = experiment.model_copy(update={"seq": last})
+        pipe = self.r.pipeline(transaction=True)
+        for i, job in enumerate(jobs):
+            fields = {"seq": first + i, "status": "queued", "phase": WAITING, "experiment_id": experiment.id}
+            job = job.model_copy(update=fields)
+            pipe.hset(P + f"job:{job.id}", mapping={k: _dumps(v) for k, v in job.model_dump().items()})
+            pipe.zadd(P + f"tenant:{job.tenant}:jobs", {job.id: job.seq})
+            pipe.sadd(P + "status:queued", job.id)
+        pipe.hset(
+            P + f"exp:{experiment.id}", mapping={k: _dumps(v) for k, v in experiment.model_dump().items()}
+        )
+        pipe.zadd(P + f"tenant:{experiment.tenant}:exps", {experiment.id: experiment.seq})
+        pipe.rpush(P + f"exp:{experiment.id}:pending", *[job.id for job in jobs])
+        pipe.sadd(P + "exps:open", experiment.id)
+        pipe.execute()
+        return experiment
+
+    def get_experiment(self, exp_id: str, tenant: str | None = None) -> ExperimentRecord | None:
+        """The experiment, or None when missing (or another tenant's than ``tenant``)."""
+        raw = cast(dict[str, str], self.r.hgetall(P + f"exp:{exp_id}"))
+        if not raw:
+            return None
+        record = ExperimentRecord.model_validate({k: json.loads(v) for k, v in raw.items()})
+        if tenant is not None and record.tenant != tenant:
+            return None
+        return record
+
+    def list_experiments(self, tenant: str, *, limit: int = 20, cursor: str | None = None) -> Page:
+        """The tenant's experiments, newest first; ``cursor`` = the previous page's ``next_cursor``."""
+        upper = f"({int(cursor)}" if cursor else "+inf"
+        rows = cast(
+            list[tuple[str, float]],
+            self.r.zrevrangebyscore(
+                P + f"tenant:{tenant}:exps", upper, "-inf", start=0, num=limit + 1, withscores=True
+            ),
+        )
+        items = [e for e in (self.get_experiment(exp_id) for exp_id, _ in rows[:limit]) if e is not None]
+        more = len(rows) > limit
+        return Page(items=items, next_cursor=str(int(rows[limit - 1][1])) if more else None)
+
+    def claim_slots(self, exp_id: str, max_parallel: int) -> list[str]:
+        """Pending jobs given a slot (at most ``max_parallel`` of the experiment's jobs are sent
+        and unfinished at once), marked ``dispatching``: the caller sends their messages."""
+        keys = [P + f"exp:{exp_id}:pending", P + f"exp:{exp_id}:active"]
+        return cast(list[str], self._claim_slots(keys=keys, args=[max_parallel, time.time()]))
+
+    def dispatched(self, job_id: str) -> None:
+        """The job's message is sent: it is an ordinary queued job now (phase cleared)."""
+        self.transition(job_id, None, allowed=("queued",), phase=None)
+
+    def active_jobs(self, exp_id: str) -> dict[str, float]:
+        """The experiment's jobs holding a slot -> when they got it."""
+        rows = self.r.zrange(P + f"exp:{exp_id}:active", 0, -1, withscores=True)
+        return {job_id: float(at) for job_id, at in cast(list[tuple[str, float]], rows)}
+
+    def drop_pending(self, exp_id: str) -> None:
+        self.r.delete(P + f"exp:{exp_id}:pending")
+
+    def request_experiment_cancel(self, exp_id: str) -> None:
+        self.r.hset(P + f"exp:{exp_id}", "cancel_requested", _dumps(True))
+
+    def open_experiments(self) -> list[str]:
+        return sorted(cast(set[str], self.r.smembers(P + "exps:open")))
+
+    def close_experiment(self, exp_id: str) -> None:
+        """Every job of the experiment has finished: no more dispatching for it."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.srem(P + "exps:open", exp_id)
+        pipe.delete(P + f"exp:{exp_id}:pending", P + f"exp:{exp_id}:active")
+        pipe.execute()
 
     # ------------------------------------------------------------------------------ cancel
 

@@ -10,6 +10,7 @@ from service.api.deps import CeleryDep, ReadsDep, SettingsDep, StoreDep, TenantD
 from service.api.errors import RETRY_AFTER_S, ApiError, error_responses, is_unicode
 from service.api.schemas import JobList, JobPublic, RecordPage
 from service.core.contract import JobSpec, SpecError, load_spec
+from service.core.dispatch import advance
 from service.core.queue import EnqueueError, enqueue
 from service.core.resolve import resolve_spec
 from service.core.settings import queue_for
@@ -42,7 +43,7 @@ _SPEC_EXAMPLES = {
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
-def _not_unicode(body: Any) -> str | None:
+def not_unicode(body: Any) -> str | None:
     """Where a JSON body holds a string that is not Unicode text, else None: JSON's ``\\ud800``
     escapes decode to lone surrogates, which no answer, log or ``job.json`` could encode.
 
@@ -100,7 +101,7 @@ def create_job(
     celery: CeleryDep,
 ) -> JobPublic:
     """Validate the spec (the job contract), resolve its model and files, store it and enqueue it."""
-    where = _not_unicode(body)
+    where = not_unicode(body)
     if where is not None:
         message = "not valid Unicode text (a lone surrogate such as \\ud800)"
         raise ApiError(422, "invalid_spec", f"{where}: {message}" if where else message, where or None)
@@ -162,12 +163,14 @@ async def get_job(job_id: str, tenant: TenantDep, reads: ReadsDep) -> JobPublic:
         404, 409, descriptions={409: "The job has finished already (code job_finished)."}
     ),
 )
-def cancel_job(job_id: str, tenant: TenantDep, store: StoreDep) -> JobPublic:
+def cancel_job(job_id: str, tenant: TenantDep, store: StoreDep, celery: CeleryDep) -> JobPublic:
     """A queued job is cancelled at once; a running one within seconds (its ranks are stopped)."""
-    owned_job(store, job_id, tenant)
+    record = owned_job(store, job_id, tenant)
     outcome = store.request_cancel(job_id)
     if not outcome.ok and outcome.previous in FINAL_STATUSES:
         raise ApiError(409, "job_finished", f"job {job_id} already {outcome.previous}; nothing to cancel")
+    if record.experiment_id is not None:  # a queued job of an experiment frees its slot now
+        advance(store, celery, record.experiment_id)
     return JobPublic.of(owned_job(store, job_id, tenant))
 
 
