@@ -192,8 +192,10 @@ class Client:
     def get_experiment(self, experiment_id: str) -> dict[str, Any]:
         return dict(self._json("GET", f"/v1/experiments/{experiment_id}"))
 
-    def experiment_curves(self, experiment_id: str) -> dict[str, Any]:
-        return dict(self._json("GET", f"/v1/experiments/{experiment_id}/curves"))
+    def experiment_curves(self, experiment_id: str, metric: str | None = None) -> dict[str, Any]:
+        """Each cell's eval metric by step, over its seeds (``metric``: default the compared one)."""
+        params = {"metric": metric} if metric else None
+        return dict(self._json("GET", f"/v1/experiments/{experiment_id}/curves", params=params))
 
     def cancel_experiment(self, experiment_id: str) -> dict[str, Any]:
         return dict(self._json("POST", f"/v1/experiments/{experiment_id}/cancel"))

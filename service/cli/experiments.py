@@ -507,7 +507,8 @@ def _submit(client: Client, a: argparse.Namespace) -> int:
     except ClientError as exc:
         if exc.status != 422:
             raise
-        where = f"{exc.field}: " if exc.field else ""
+        # the API's message may name its field(s) already ("cell [...]: why; ...")
+        where = f"{exc.field}: " if exc.field and not exc.message.startswith(exc.field) else ""
         print(f"invalid experiment spec: {where}{exc.message}", file=sys.stderr)
         return 1
     if a.json and not a.watch:

@@ -116,7 +116,7 @@ def _curves(store: Store, experiment: ExperimentRecord, metric: str | None) -> d
     response_model=ExperimentPublic,
     summary="Run a grid of jobs and compare them",
     responses=error_responses(
-        422, descriptions={422: "The grid is invalid; error.field names the first bad cell or field."}
+        400, 422, descriptions={422: "The grid is invalid; error.field names the first bad cell or field."}
     ),
 )
 def create_experiment(
