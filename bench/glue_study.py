@@ -1,0 +1,393 @@
+"""The GLUE study (``docs/results.md``): ChildTuning's modes against vanilla over seeds, run as
+experiments through the service, resumable across days and machines.
+
+    python -m bench.glue_study run --tasks glue/cola,glue/sts-b --seeds 3    # runs what is missing
+    python -m bench.glue_study report                                        # docs/results.md + plots
+
+``run`` starts the local stack (Redis, the API, one worker: ``childtune up``'s, under
+``--state``) unless ``--url`` names a running service, and submits one experiment a task from
+``docs/examples/glue-study.yaml`` with the seed axis first (so every variant gets its first
+seed before any gets its second) and every run already on disk excluded. Each job is written to
+``docs/results/runs/<task>/<variant>__seed<seed>.json`` as soon as it finishes: a run cut short
+loses only the jobs not finished. ``report`` reads those files alone, so runs made on other
+machines (a GPU's rows are marked) merge by copying the files in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from service.cli.client import Client, ClientError
+from service.core.comparison import JobScore, compare_cells, curve_points
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC_SET = ROOT / "docs" / "examples" / "glue-study.yaml"
+RESULTS = ROOT / "docs" / "results"
+REPORT = ROOT / "docs" / "results.md"
+SEED_AXIS = "hyperparameters.seed"
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+def variant_of(values: dict[str, Any]) -> str:
+    """A run's name without its seed: the mode, ``+rdrop`` when R-Drop is on."""
+    name = str(values.get("childtuning.mode", "vanilla"))
+    if float(values.get("hyperparameters.rdrop_alpha") or 0) > 0:
+        name += "+rdrop"
+    return name
+
+
+def task_slug(task: str) -> str:
+    return task.split("/")[-1].lower()
+
+
+def run_path(results: Path, task: str, variant: str, seed: int) -> Path:
+    return results / "runs" / task_slug(task) / f"{variant}__seed{seed}.json"
+
+
+def load_runs(results: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((results / "runs").glob("*/*.json"))]
+
+
+# ------------------------------------------------------------------------------------------ run
+
+
+def _experiment(study: dict[str, Any], task: str, seeds: list[int], results: Path) -> dict[str, Any] | None:
+    """The task's experiment spec, excluding the runs already on disk (None when none is left)."""
+    spec = json.loads(json.dumps(study["experiment"]))
+    spec["name"] = f"GLUE study: {task}"
+    spec["base"]["dataset"] = {"preset": task}
+    spec["axes"] = {SEED_AXIS: seeds, **spec["axes"]}
+    exclude = list(spec.get("exclude", []))
+    todo = 0
+    paths = list(spec["axes"])
+    for combo in itertools.product(*(spec["axes"][p] for p in paths)):
+        values = dict(zip(paths, combo, strict=True))
+        if any(all(values.get(k) == v for k, v in entry.items()) for entry in exclude):
+            continue
+        if run_path(results, task, variant_of(values), int(values[SEED_AXIS])).is_file():
+            exclude.append(values)
+        else:
+            todo += 1
+    spec["exclude"] = exclude
+    return spec if todo else None
+
+
+def _layer_fractions(mask: dict[str, Any]) -> dict[str, float] | None:
+    """ChildTuning-D's kept fraction per layer (embeddings, layer.N, head) from its mask summary."""
+    params = (mask.get("summary") or mask).get("params") or {}
+    if not params or mask.get("mode", (mask.get("summary") or {}).get("mode")) != "childtuning-d":
+        return None
+    kept: dict[str, list[int]] = {}
+    for name, info in params.items():
+        match = re.search(r"layer\.(\d+)\.", name)
+        group = f"layer {int(match.group(1))}" if match else "embeddings" if "embeddings" in name else "head"
+        acc = kept.setdefault(group, [0, 0])
+        acc[0] += int(info.get("kept") or 0)
+        acc[1] += int(info.get("numel") or 0)
+    return {g: k / n for g, (k, n) in kept.items() if n}
+
+
+def _save_run(
+    client: Client, exp: dict[str, Any], job: dict[str, Any], task: str, results: Path
+) -> Path | None:
+    record = client.get_job(job["id"])
+    if record["status"] != "succeeded":
+        name = f"{variant_of(job['values'])} seed {job['values'][SEED_AXIS]}"
+        print(f"  {job['id']} {name}: {record['status']} ({record.get('error')}); not saved", flush=True)
+        return None
+    evals = [r for r in client.all_records(job["id"], "metrics") if r["kind"] == "eval"]
+    final = record["final_metrics"] or {}
+    main = str(final.get("main_metric") or "")
+    spec = record["spec"]
+    device = "cpu"
+    for event in client.all_records(job["id"], "events"):
+        if event.get("type") == "started" and event.get("device"):
+            device = str(event["device"])
+    mask = None
+    if spec["childtuning"]["mode"] == "childtuning-d":
+        try:
+            mask = client.mask(job["id"])
+        except ClientError:
+            mask = None
+    run = {
+        "task": task,
+        "variant": variant_of(job["values"]),
+        "seed": int(job["values"][SEED_AXIS]),
+        "values": job["values"],
+        "metric": main,
+        "final": final.get(main),
+        "final_metrics": {k: v for k, v in final.items() if k.startswith("eval_")},
+        "best": (record["best_metrics"] or {}).get(main),
+        "curve": [[r["step"], r[main]] for r in evals if main in r],
+        "steps": record["progress"]["total_steps"],
+        "seconds": round((record["finished_at"] or 0) - (record["started_at"] or 0), 1),
+        "device": device,
+        "machine": f"{platform.node()} ({platform.processor() or platform.machine()})",
+        "date": time.strftime("%Y-%m-%d", time.gmtime(record["finished_at"] or time.time())),
+        "recipe": spec.get("recipe"),
+        "hyperparameters": spec["hyperparameters"],
+        "reserve_p": spec["childtuning"]["reserve_p"],
+        "layer_kept_fraction": _layer_fractions(mask) if mask else None,
+        "job_id": job["id"],
+        "experiment_id": exp["id"],
+    }
+    path = run_path(results, task, run["variant"], run["seed"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(run, indent=1) + "\n")
+    tmp.replace(path)
+    print(f"  saved {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: "
+          f"{main} {run['final']:.4f} in {run['seconds']:.0f} s", flush=True)  # fmt: skip
+    return path
+
+
+def _follow(client: Client, exp_id: str, task: str, results: Path, state: Path) -> str:
+    saved: set[str] = set()
+    last = ""
+    while True:
+        exp = client.get_experiment(exp_id)
+        for job in exp["jobs"]:
+            if job["status"] in FINAL and job["id"] not in saved:
+                saved.add(job["id"])
+                _save_run(client, exp, job, task, results)
+        running = [j for j in exp["jobs"] if j["status"] == "running"]
+        line = f"{task}: {exp['counts']}" + "".join(
+            f" | {variant_of(j['values'])} seed {j['values'][SEED_AXIS]} step {j['step']}/{j['total_steps']}"
+            for j in running
+        )
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if exp["status"] in FINAL:
+            return str(exp["status"])
+        time.sleep(10)
+
+
+def run_main(args: argparse.Namespace) -> int:
+    study = yaml.safe_load(SPEC_SET.read_text())
+    tasks = args.tasks.split(",") if args.tasks else study["tasks"]
+    seeds = [int(s) for s in study["seeds"]][: args.seeds]
+    results = Path(args.results)
+    state = Path(args.state).expanduser().resolve()
+    stack = None
+    if args.url:
+        client = Client.from_env(args.url)
+    else:
+        from service.cli.local_stack import Stack
+        from service.core.procs import free_port
+
+        stack = Stack(state, port=args.port or free_port())
+        stack.start()
+        client = Client(stack.url, (state / "api-key").read_text().strip())
+    open_file = state / "study-open.json"
+    opened: dict[str, str] = json.loads(open_file.read_text()) if open_file.is_file() else {}
+    try:
+        for task in tasks:
+            exp_id = opened.get(task)
+            if exp_id is not None:
+                try:
+                    if client.get_experiment(exp_id)["status"] in FINAL:
+                        exp_id = None
+                except ClientError:
+                    exp_id = None
+            if exp_id is None:
+                spec = _experiment(study, task, seeds, results)
+                if spec is None:
+                    print(f"{task}: every run is on disk already", flush=True)
+                    continue
+                exp_id = client.submit_experiment(spec)["id"]
+                opened[task] = exp_id
+                state.mkdir(parents=True, exist_ok=True)
+                open_file.write_text(json.dumps(opened) + "\n")
+                print(f"{task}: experiment {exp_id} submitted", flush=True)
+            else:
+                print(f"{task}: following experiment {exp_id} of an earlier run", flush=True)
+            _follow(client, exp_id, task, results, state)
+            opened.pop(task, None)
+            open_file.write_text(json.dumps(opened) + "\n")
+    finally:
+        if stack is not None:
+            stack.stop()
+    return 0
+
+
+# --------------------------------------------------------------------------------------- report
+
+VARIANTS = ("vanilla", "vanilla+rdrop", "childtuning-d", "childtuning-f", "update-dropout")
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _summary_for(task: str, runs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The API's summary and curves shapes for one task's runs (for the same plots)."""
+    variants = [v for v in VARIANTS if any(r["variant"] == v for r in runs)]
+    seeds = sorted({r["seed"] for r in runs})
+    axes = {"variant": variants, SEED_AXIS: seeds}
+    jobs = [JobScore(r["job_id"], {"variant": r["variant"], SEED_AXIS: r["seed"]}, r["final"]) for r in runs]
+    metric = runs[0]["metric"]
+    cells, best = compare_cells(axes, jobs, {"variant": "vanilla"}, higher=True)
+    summary = {
+        "id": task, "name": f"{task} (MiniLM-L6)", "metric": metric.removeprefix("eval_"), "score": "final",
+        "higher_is_better": True, "axes": axes, "seed_axis": SEED_AXIS, "baseline": {"variant": "vanilla"},
+        "cells": cells, "best_cell": best,
+    }  # fmt: skip
+    curves = {
+        "metric": metric.removeprefix("eval_"),
+        "cells": [
+            {
+                "label": c["label"],
+                "values": c["values"],
+                "points": curve_points(
+                    [
+                        [(int(s), float(v)) for s, v in r["curve"]]
+                        for r in runs
+                        if r["variant"] == c["values"]["variant"]
+                    ]
+                ),
+            }
+            for c in cells
+        ],
+    }
+    return summary, curves
+
+
+def _layer_plot(runs: list[dict[str, Any]], path: Path) -> bool:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    by_task: dict[str, list[dict[str, float]]] = {}
+    for r in runs:
+        if r.get("layer_kept_fraction"):
+            by_task.setdefault(r["task"], []).append(r["layer_kept_fraction"])
+    if not by_task:
+        return False
+    fig = Figure(figsize=(8, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+
+    def order(group: str) -> float:
+        return -1 if group == "embeddings" else 99 if group == "head" else float(group.split()[-1])
+
+    for task, fractions in sorted(by_task.items()):
+        groups = sorted({g for f in fractions for g in f}, key=order)
+        means = [sum(f.get(g, 0.0) for f in fractions) / len(fractions) for g in groups]
+        ax.plot(range(len(groups)), means, marker="o", label=f"{task} (n={len(fractions)})")
+        ax.set_xticks(range(len(groups)), groups, rotation=30)
+    ax.axhline(0.3, color="grey", linestyle="--", linewidth=1, label="reserve p = 0.3 (overall)")
+    ax.set_ylabel("kept fraction of the Fisher mask")
+    ax.set_title("ChildTuning-D: the child network's share of each layer (MiniLM-L6)")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return True
+
+
+def report_main(args: argparse.Namespace) -> int:
+    from service.core.plots import render
+
+    results = Path(args.results)
+    runs = load_runs(results)
+    if not runs:
+        print(
+            f"no runs under {results / 'runs'}; run `python -m bench.glue_study run` first", file=sys.stderr
+        )
+        return 1
+    lines = [
+        "# GLUE study: ChildTuning's modes against vanilla on MiniLM-L6",
+        "",
+        "Made by `python -m bench.glue_study run` (one experiment a task through the service: "
+        "`docs/examples/glue-study.yaml`) and `python -m bench.glue_study report` (this page and "
+        "`docs/results/*.png`, from the run files under `docs/results/runs/` alone). The statistics are "
+        "the API's own (`service/core/comparison.py`): the final-step dev score (what the ChildTuning "
+        "paper reports), mean ± sample std and max over seeds; against vanilla, the paired difference "
+        "over shared seeds with a 95% Student-t interval; *better*/*worse* only when the interval "
+        "excludes 0.",
+        "",
+        "Every row: the pretrained `minilm-l6` preset (6 layers, hidden 384), the ChildTuning paper's "
+        "recipe (lr 4e-5, batch 16, 3 epochs, warmup 0.1, weight decay 0.01, max length 128, fp32, "
+        "1 rank), p = 0.3, the full GLUE train split and the full dev split. R-Drop (alpha 1.0) uses "
+        "the same recipe, not R-Drop's own 10-epoch one. The scale column says where and how long.",
+        "",
+    ]
+    for task in sorted({r["task"] for r in runs}):
+        task_runs = [r for r in runs if r["task"] == task]
+        summary, curves = _summary_for(task, task_runs)
+        lines += [f"## {task}: dev {summary['metric']} at the final step", ""]
+        lines += [
+            "| variant | n | seeds | mean ± std | max | vs vanilla: mean diff [95% CI] | verdict | scale |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for cell in summary["cells"]:
+            variant = cell["values"]["variant"]
+            mine = [r for r in task_runs if r["variant"] == variant]
+            vs = cell["vs_baseline"]
+            diff = "baseline" if cell["baseline"] else "-"
+            verdict = "" if cell["baseline"] else "-"
+            if vs is not None:
+                ci = vs["ci95"]
+                diff = f"{vs['mean_diff']:+.4f}" + (f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "")
+                verdict = vs["verdict"]
+            devices = sorted({r["device"] for r in mine})
+            secs = sorted(r["seconds"] for r in mine)
+            scale = (
+                f"{'/'.join(devices).upper()}, {mine[0]['steps']} steps, "
+                f"median {secs[len(secs) // 2] / 60:.1f} min/run"
+            )
+            mean_std = f"{_fmt(cell['mean'])} ± {_fmt(cell['std'])}"
+            seeds = ",".join(str(s) for s in sorted(cell["scores"], key=int))
+            row = [variant, str(cell["n"]), seeds, mean_std, _fmt(cell["max"]), diff, verdict, scale]
+            lines.append("| " + " | ".join(row) + " |")
+        slug = task_slug(task)
+        for name in ("curves.png", "seeds.png"):
+            render(name, summary, curves, RESULTS / f"{slug}-{name}")
+        lines += [
+            "",
+            f"![{task} curves](results/{slug}-curves.png) ![{task} seeds](results/{slug}-seeds.png)",
+            "",
+        ]
+    if _layer_plot(runs, RESULTS / "d-mask-layers.png"):
+        lines += [
+            "## ChildTuning-D: where the child network lives",
+            "",
+            "The Fisher mask keeps 30% of the weights overall; its share of each layer (mean over the "
+            "task's seeds):",
+            "",
+            "![D mask by layer](results/d-mask-layers.png)",
+            "",
+        ]
+    REPORT.write_text("\n".join(lines) + "\n")
+    print(f"wrote {REPORT} from {len(runs)} runs", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.glue_study", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the missing runs of the study through the service")
+    run.add_argument("--tasks", default=None, help="comma-separated presets (default: the spec set's)")
+    run.add_argument("--seeds", type=int, default=3, help="how many of the paper's seeds (default 3)")
+    run.add_argument("--state", default="~/.childtune-study", help="the local stack's state folder")
+    run.add_argument("--port", type=int, default=0, help="the local API's port (0: any free one)")
+    run.add_argument("--url", default=None, help="a running service instead of a local stack")
+    run.add_argument("--results", default=str(RESULTS))
+    report = sub.add_parser("report", help="write docs/results.md and its plots from the run files")
+    report.add_argument("--results", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    return run_main(args) if args.command == "run" else report_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
