@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
+import os
 import platform
 import re
 import sys
@@ -295,10 +297,38 @@ def _layer_plot(runs: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
+def _rms_section(data: dict[str, Any], plot: str) -> list[str]:
+    """The Adam update RMS measurement (``bench/adam_update_rms.py``) as a table."""
+    setup = data["setup"]
+    lines = [
+        "## Gradient dropout under AdamW: a smaller step, not only a sparser one",
+        "",
+        "ChildTuning-F keeps each gradient element with probability p and divides by p; Adam's "
+        "second moment then grows by 1/p, so where a gradient's mean dominates its noise the step "
+        "m/sqrt(v) shrinks by sqrt(p). Update-dropout masks Adam's update itself and divides the "
+        "kept part by p, so its RMS grows by 1/sqrt(p). Measured by `python -m bench.adam_update_rms` "
+        f"({setup['model']}, {setup['data']}, batch {setup['batch']}, lr {setup['lr']} constant, no "
+        f"weight decay, the {setup['params']} weights, median over {setup['measured_over']} of the "
+        "per-step ratio to vanilla's update RMS on the same batches and initial weights):",
+        "",
+        "| mode | p | update RMS / vanilla's | interquartile range | sqrt(p) | 1/sqrt(p) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in data["results"]:
+        if r["mode"] == "vanilla":
+            continue
+        iqr = f"{r['ratio_iqr'][0]:.3f} - {r['ratio_iqr'][1]:.3f}"
+        row = [r["mode"], f"{r['p']:.1f}", f"{r['ratio']:.3f}", iqr, f"{math.sqrt(r['p']):.3f}"]
+        lines.append("| " + " | ".join([*row, f"{1 / math.sqrt(r['p']):.3f}"]) + " |")
+    return [*lines, "", f"![Adam update RMS]({plot})", ""]
+
+
 def report_main(args: argparse.Namespace) -> int:
     from service.core.plots import render
 
     results = Path(args.results)
+    report = Path(args.report)
+    rms_json = results / "adam-update-rms.json"
     runs = load_runs(results)
     if not runs:
         print(
@@ -351,25 +381,28 @@ def report_main(args: argparse.Namespace) -> int:
             row = [variant, str(cell["n"]), seeds, mean_std, _fmt(cell["max"]), diff, verdict, scale]
             lines.append("| " + " | ".join(row) + " |")
         slug = task_slug(task)
+        links = []
         for name in ("curves.png", "seeds.png"):
-            render(name, summary, curves, RESULTS / f"{slug}-{name}")
-        lines += [
-            "",
-            f"![{task} curves](results/{slug}-curves.png) ![{task} seeds](results/{slug}-seeds.png)",
-            "",
-        ]
-    if _layer_plot(runs, RESULTS / "d-mask-layers.png"):
+            plot = render(name, summary, curves, results / f"{slug}-{name}")
+            links.append(f"![{task} {name[:-4]}]({os.path.relpath(plot, report.parent)})")
+        lines += ["", " ".join(links), ""]
+    layers = results / "d-mask-layers.png"
+    if _layer_plot(runs, layers):
         lines += [
             "## ChildTuning-D: where the child network lives",
             "",
             "The Fisher mask keeps 30% of the weights overall; its share of each layer (mean over the "
             "task's seeds):",
             "",
-            "![D mask by layer](results/d-mask-layers.png)",
+            f"![D mask by layer]({os.path.relpath(layers, report.parent)})",
             "",
         ]
-    REPORT.write_text("\n".join(lines) + "\n")
-    print(f"wrote {REPORT} from {len(runs)} runs", flush=True)
+    if rms_json.is_file():
+        lines += _rms_section(
+            json.loads(rms_json.read_text()), os.path.relpath(rms_json.with_suffix(".png"), report.parent)
+        )
+    report.write_text("\n".join(lines) + "\n")
+    print(f"wrote {report} from {len(runs)} runs", flush=True)
     return 0
 
 
@@ -384,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--url", default=None, help="a running service instead of a local stack")
     run.add_argument("--results", default=str(RESULTS))
     report = sub.add_parser("report", help="write docs/results.md and its plots from the run files")
-    report.add_argument("--results", default=str(RESULTS))
+    report.add_argument("--results", default=str(RESULTS), help="the run files' folder; plots go here")
+    report.add_argument("--report", default=str(REPORT), help="the Markdown file written")
     args = parser.parse_args(argv)
     return run_main(args) if args.command == "run" else report_main(args)
 

@@ -77,7 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"childtune: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    return int(resolve(command)(rest) or 0)
+    try:
+        return int(resolve(command)(rest) or 0)
+    except BrokenPipeError:  # `childtune ... | head`: the reader left; say nothing more
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

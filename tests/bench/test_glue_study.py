@@ -1,0 +1,88 @@
+"""The GLUE study's bookkeeping: runs on disk are excluded when it runs again (so it resumes
+across days and machines), and the report is made from the run files alone, with the API's
+statistics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.glue_study import SPEC_SET, _experiment, report_main, run_path
+from service.core.experiments import expand, load_experiment
+
+STUDY = yaml.safe_load(SPEC_SET.read_text())
+
+
+def write_run(results: Path, task: str, variant: str, seed: int, final: float, **extra: Any) -> None:
+    mode = variant.removesuffix("+rdrop")
+    run = {
+        "task": task, "variant": variant, "seed": seed, "metric": "eval_mcc", "final": final,
+        "curve": [[100, final - 0.1], [200, final]], "steps": 200, "seconds": 240.0, "device": "cpu",
+        "job_id": f"job-{variant}-{seed}", "layer_kept_fraction": None,
+        "values": {"hyperparameters.seed": seed, "childtuning.mode": mode,
+                   "hyperparameters.rdrop_alpha": 32.0 if variant.endswith("+rdrop") else 0.0},
+        **extra,
+    }  # fmt: skip
+    path = run_path(results, task, variant, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(run))
+
+
+def test_the_experiment_excludes_the_runs_on_disk(tmp_path: Path) -> None:
+    spec = _experiment(STUDY, "glue/cola", [42, 52], tmp_path)
+    assert spec is not None
+    cells = expand(load_experiment(spec))
+    assert len(cells) == 10  # 5 variants x 2 seeds
+    assert list(cells[0].values) == [
+        "hyperparameters.seed",
+        "childtuning.mode",
+        "hyperparameters.rdrop_alpha",
+    ]
+    assert [c.values["hyperparameters.seed"] for c in cells[:5]] == [
+        42
+    ] * 5  # every variant's first seed first
+    assert {c.job.dataset.preset for c in cells} == {"glue/cola"}
+    write_run(tmp_path, "glue/cola", "vanilla", 42, 0.3)
+    write_run(tmp_path, "glue/cola", "vanilla+rdrop", 52, 0.3)
+    left = expand(load_experiment(_experiment(STUDY, "glue/cola", [42, 52], tmp_path)))
+    names = {
+        (
+            c.values["childtuning.mode"],
+            c.values["hyperparameters.rdrop_alpha"],
+            c.values["hyperparameters.seed"],
+        )
+        for c in left
+    }
+    assert len(left) == 8 and ("vanilla", 0.0, 42) not in names and ("vanilla", 32.0, 52) not in names
+    for variant in ("vanilla", "vanilla+rdrop", "childtuning-d", "childtuning-f", "update-dropout"):
+        for seed in (42, 52):
+            write_run(tmp_path, "glue/cola", variant, seed, 0.3)
+    assert _experiment(STUDY, "glue/cola", [42, 52], tmp_path) is None  # nothing left to run
+
+
+def test_the_report_is_made_from_the_run_files(tmp_path: Path) -> None:
+    results, report = tmp_path / "results", tmp_path / "results.md"
+    scores = {
+        "vanilla": [0.30, 0.32, 0.34],
+        "childtuning-d": [0.40, 0.43, 0.46],
+        "childtuning-f": [0.31, 0.31, 0.35],
+    }
+    layers = {"embeddings": 0.1, "layer 0": 0.2, "layer 5": 0.5, "head": 0.9}
+    for variant, values in scores.items():
+        for seed, value in zip((42, 52, 57), values, strict=True):
+            extra = {"layer_kept_fraction": layers} if variant == "childtuning-d" else {}
+            write_run(results, "glue/cola", variant, seed, value, **extra)
+    assert report_main(argparse.Namespace(results=str(results), report=str(report))) == 0
+    text = report.read_text()
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    # vanilla 0.32 ± 0.02; D: diffs 0.10, 0.11, 0.12 -> +0.1100 [+0.0852, +0.1348], better
+    assert "0.3200 ± 0.0200" in rows["vanilla"] and "baseline" in rows["vanilla"]
+    assert "+0.1100 [+0.0852, +0.1348]" in rows["childtuning-d"] and "| better |" in rows["childtuning-d"]
+    assert "| within noise |" in rows["childtuning-f"]
+    assert "CPU, 200 steps, median 4.0 min/run" in rows["vanilla"]
+    for name in ("cola-curves.png", "cola-seeds.png", "d-mask-layers.png"):
+        assert (results / name).read_bytes().startswith(b"\x89PNG") and f"(results/{name})" in text
