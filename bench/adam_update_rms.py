@@ -59,7 +59,8 @@ def _batches(tokenizer: Any, steps: int, batch: int, seed: int) -> list[dict[str
 
 def _run(
     mode: str, p: float, model_dir: Path, batches: list[dict[str, torch.Tensor]], seed: int
-) -> list[float]:
+) -> tuple[list[float], float]:
+    """Each step's update RMS / lr, and the net displacement's RMS / (steps * lr): the mean step."""
     from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(seed)
@@ -74,6 +75,7 @@ def _run(
         )
         handle = ct.attach(optimizer)
     watched = [t for n, t in model.named_parameters() if "encoder.layer." in n]
+    start = [t.detach().clone() for t in watched]
     rms: list[float] = []
     for batch in batches:
         before = [t.detach().clone() for t in watched]
@@ -85,7 +87,9 @@ def _run(
         rms.append(math.sqrt(total / count) / LR)
     if handle is not None:
         handle.remove()
-    return rms
+    moved = sum(float(((t.detach() - b) ** 2).sum()) for t, b in zip(watched, start, strict=True))
+    net = math.sqrt(moved / sum(t.numel() for t in watched)) / (LR * len(batches))
+    return rms, net
 
 
 def _plot(results: list[dict[str, Any]], path: Path) -> None:
@@ -101,7 +105,10 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
     ax.plot(grid, [1 / math.sqrt(x) for x in grid], color="grey", linestyle=":", label="1 / sqrt(p)")
     for mode, marker in (("childtuning-f", "o"), ("update-dropout", "s")):
         ratios = [next(r["ratio"] for r in results if r["mode"] == mode and r["p"] == p) for p in ps]
-        ax.plot(ps, ratios, marker=marker, linewidth=2, label=f"{mode} (measured)")
+        net = [next(r["net_ratio"] for r in results if r["mode"] == mode and r["p"] == p) for p in ps]
+        line = ax.plot(ps, ratios, marker=marker, linewidth=2, label=f"{mode}: per-step update RMS")
+        ax.plot(ps, net, marker=marker, linewidth=1, linestyle="-.", color=line[0].get_color(),
+                label=f"{mode}: net displacement / steps")  # fmt: skip
     ax.set_xlabel("reserve ratio p")
     ax.set_ylabel("RMS of AdamW's update / vanilla's (same lr)")
     ax.set_yscale("log")
@@ -128,9 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     batches = _batches(tokenizer, args.steps, args.batch, args.seed)
     per_run: dict[tuple[str, float], list[float]] = {}
+    nets: dict[tuple[str, float], float] = {}
     for mode, p in RUNS:
         start = time.perf_counter()
-        per_run[(mode, p)] = _run(mode, p, model_dir, batches, args.seed)
+        per_run[(mode, p)], nets[(mode, p)] = _run(mode, p, model_dir, batches, args.seed)
         median = statistics.median(per_run[(mode, p)][10:])
         print(
             f"{mode:15s} p={p:.1f}: median update RMS / lr {median:.4f}",
@@ -149,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                 "ratio": statistics.median(ratios),
                 "ratio_iqr": [statistics.quantiles(ratios, n=4)[0], statistics.quantiles(ratios, n=4)[2]],
                 "sqrt_p": math.sqrt(p),
+                "net_over_lr_step": nets[(mode, p)],
+                "net_ratio": nets[(mode, p)] / nets[("vanilla", 1.0)],
             }
         )
     args.out.mkdir(parents=True, exist_ok=True)
@@ -162,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     _plot([r for r in results if r["mode"] != "vanilla"], args.out / "adam-update-rms.png")
     for r in results:
-        print(f"{r['mode']:15s} p={r['p']:.1f}: ratio {r['ratio']:.3f} (sqrt(p) {r['sqrt_p']:.3f})")
+        print(
+            f"{r['mode']:15s} p={r['p']:.1f}: per-step ratio {r['ratio']:.3f}, net ratio {r['net_ratio']:.3f}"
+            f" (sqrt(p) {r['sqrt_p']:.3f})"
+        )
     return 0
 
 

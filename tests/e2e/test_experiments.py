@@ -165,6 +165,11 @@ def test_an_experiment_survives_a_killed_worker_and_a_restarted_api_with_exact_a
         ).stdout  # fmt: skip
         rows = list(csv.DictReader(io.StringIO(out)))
         assert len(rows) == 2, out
+        watched = subprocess.run(
+            [sys.executable, "-m", "service.cli", "experiment", "watch", exp_id],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert watched.returncode == 0 and vs["verdict"] in watched.stdout, (watched.stdout, watched.stderr)
 
 
 def test_cancel_stops_every_job_of_an_experiment(tmp_path: Path) -> None:

@@ -4,9 +4,13 @@ only max_parallel jobs are sent, the rest wait with no message, and cancel ends 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
-from tests.e2e.stack import Api
+from tests.e2e.stack import KEYS, ROOT, Api
 from tests.service.test_api import job_keys, queued_messages, valid_spec
 
 
@@ -113,3 +117,40 @@ def test_cancelling_a_sent_job_gives_its_slot_to_the_next(api: Api) -> None:
     assert [j["phase"] for j in after["jobs"]][1:] == [None, None, "waiting"]
     assert queued_messages(api) == messages + 1
     alice.post(f"/v1/experiments/{exp['id']}/cancel")
+
+
+def test_the_cli_names_the_bad_cell_of_a_grid_file_and_submits_nothing(api: Api, tmp_path: Path) -> None:
+    import yaml
+
+    bad = grid(axes={"childtuning.reserve_p": [0.3, 1.5], "hyperparameters.seed": [1]}, baseline=None)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    env = {
+        **os.environ,
+        "CHILDTUNE_API_URL": api.url,
+        "CHILDTUNE_API_KEY": KEYS["alice"],
+        "PYTHONPATH": str(ROOT),
+    }
+    before = (job_keys(api), exp_keys(api), queued_messages(api))
+    out = subprocess.run(
+        [sys.executable, "-m", "service.cli", "experiment", "submit", str(path)],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert "cell [childtuning.reserve_p=1.5, hyperparameters.seed=1]" in out.stderr
+    assert (job_keys(api), exp_keys(api), queued_messages(api)) == before
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(grid(max_parallel=1)))
+    out = subprocess.run(
+        [sys.executable, "-m", "service.cli", "experiment", "submit", str(good)],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    exp_id = out.stdout.strip().splitlines()[-1].split()[0]
+    assert exp_id.startswith("exp-") and "4 jobs" in out.stderr
+    cancel = subprocess.run(
+        [sys.executable, "-m", "service.cli", "experiment", "cancel", exp_id],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert cancel.returncode == 0, cancel.stderr
+    assert api.client("alice").get(f"/v1/experiments/{exp_id}").json()["status"] == "cancelled"
