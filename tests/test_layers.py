@@ -31,6 +31,7 @@ BASE_THIRD_PARTY = {
     "kombu",
     "yaml",
     "matplotlib",  # service.core.plots, imported when a plot is drawn
+    "httpx",  # service.core.webhooks sends the notifications
 }
 
 

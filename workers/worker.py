@@ -67,8 +67,11 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         from service.core.dispatch import sweep
         from service.core.queue import enqueue, make_celery
+        from service.core.webhooks import DeliveryLoop
         from workers.reaper import Reaper
 
+        # Webhook deliveries in a thread of their own: a slow receiver never delays a heartbeat.
+        DeliveryLoop(Store.from_url(self.settings.redis_url), self.settings, self.stopping).start()
         app = make_celery(self.settings)
         reaper = Reaper(self.store, self.settings, lambda job_id, queue: enqueue(app, job_id, queue))
         flagged = False

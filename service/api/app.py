@@ -6,11 +6,13 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.errors import error_body, install_error_handlers
 from service.api.observability import install_metrics
-from service.api.routes import artifacts, experiments, files, health, jobs
+from service.api.routes import artifacts, experiments, files, health, jobs, webhooks
 from service.api.schemas import ErrorResponse
 from service.core.contract import JobSpec
 from service.core.queue import make_celery
@@ -86,8 +88,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = make_celery(settings)
     install_error_handlers(app)
     app.state.registry = install_metrics(app, store, settings)
-    for module in (health, files, jobs, experiments, artifacts):
+    for module in (health, files, jobs, experiments, artifacts, webhooks):
         app.include_router(module.router)
+    # The dashboard (docs/dashboard.md): static files reading the API above; not in the schema.
+    app.mount("/ui", StaticFiles(packages=[("service.api", "ui")], html=True), name="ui")
+    app.add_api_route("/", lambda: RedirectResponse("/ui/"), include_in_schema=False)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
 
     def openapi() -> dict[str, Any]:

@@ -8,8 +8,9 @@ when ``CHILDTUNE_API_KEY`` / ``CHILDTUNE_API_URL`` are unset. Ctrl-C or SIGTERM 
 worker first (its running job goes back to the queue), then the API, then Redis.
 
 ``demo`` reuses a running ``up`` of the same state folder or starts one in the background,
-fine-tunes MiniLM-L6 on a slice of GLUE RTE with ChildTuning-D, shows live progress, prints the
-dev metrics and where the model is, then stops the stack it started.
+fine-tunes MiniLM-L6 on a slice of GLUE SST-2 with ChildTuning-D, shows live progress and the
+job's dashboard link, prints the dev accuracy before and after fine-tuning and where the model
+is, then stops the stack it started.
 """
 
 from __future__ import annotations
@@ -31,20 +32,34 @@ from typing import Any
 from service.core import env as names
 from service.core.procs import die_with_parent, free_port, stop_group
 
-__all__ = ["DEMO_SPEC", "RedisServer", "Stack", "demo_main", "find_redis_server", "free_port", "up_main"]
+__all__ = [
+    "DEMO_SPEC",
+    "RedisServer",
+    "Stack",
+    "before_after",
+    "dashboard_link",
+    "demo_main",
+    "find_redis_server",
+    "free_port",
+    "up_main",
+]
 
-# ChildTuning-D on RTE, sized to finish in a few minutes on 2 CPU cores: 800 training examples
-# (one epoch of 50 steps at batch 16), a Fisher pass over 20 batches, the full dev set (277).
+# ChildTuning-D (p = 0.3) on a slice of SST-2 (short movie-review sentences), sized so that the
+# pretrained MiniLM-L6 clearly learns in about three minutes on 2 CPU cores: 2400 training
+# examples, one epoch of 75 steps at batch 32, a Fisher pass over 4 batches, and the first 400 dev
+# examples evaluated before the first step (eval_at_start), at steps 25 and 50, and at the end.
+# Measured (seed 42): dev accuracy 0.48 before -> 0.82 after.
 DEMO_SPEC: dict[str, Any] = {
     "model": "minilm-l6",
-    "dataset": {"preset": "glue/rte", "max_train_examples": 800},
-    "childtuning": {"mode": "childtuning-d", "reserve_p": 0.3, "fisher_num_batches": 20},
+    "dataset": {"preset": "glue/sst-2", "max_train_examples": 2400, "max_eval_examples": 400},
+    "childtuning": {"mode": "childtuning-d", "reserve_p": 0.3, "fisher_num_batches": 4},
     "hyperparameters": {
         "epochs": 1,
-        "batch_size": 16,
-        "learning_rate": 4e-5,
-        "max_seq_length": 128,
+        "batch_size": 32,
+        "learning_rate": 5e-4,
+        "max_seq_length": 64,
         "eval_every": 25,
+        "eval_at_start": True,
         "seed": 42,
     },
     "resources": {"num_ranks": 1, "zero_stage": 2, "device": "auto"},
@@ -320,6 +335,31 @@ def _running_stack(state: Path) -> tuple[str, str] | None:
         return None
 
 
+def dashboard_link(url: str, job_id: str) -> str:
+    """The job's page in the web dashboard that the API serves under ``/ui/``."""
+    return f"{url.rstrip('/')}/ui/#/jobs/{job_id}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def before_after(records: list[dict[str, Any]], job: dict[str, Any], seconds: float) -> str | None:
+    """``dev accuracy: 0.49 before fine-tuning -> 0.86 after (2 min 40 s)``: the job's evaluation
+    before its first step (``eval_at_start``) against its final one; None when either is missing."""
+    final = job.get("final_metrics") or {}
+    key = final.get("main_metric")
+    start = next((r for r in records if r.get("kind") == "eval" and r.get("at_start")), None)
+    if not isinstance(key, str) or start is None:
+        return None
+    before, after = start.get(key), final.get(key)
+    if not isinstance(before, int | float) or not isinstance(after, int | float):
+        return None
+    name = key.removeprefix("eval_")
+    return f"dev {name}: {before:.2f} before fine-tuning -> {after:.2f} after ({_duration(seconds)})"
+
+
 def demo_main(argv: list[str] | None = None) -> int:
     from service.cli.client import Client, ClientError
     from service.cli.commands import print_job_summary, watch_job
@@ -327,7 +367,8 @@ def demo_main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="childtune demo",
-        description="Fine-tune MiniLM-L6 on GLUE RTE (800 examples, 1 epoch) with ChildTuning-D, locally.",
+        description="Fine-tune MiniLM-L6 on GLUE SST-2 (a slice) with ChildTuning-D through the local "
+        "stack; print the dev accuracy before and after.",
     )
     parser.add_argument("--state", type=Path, default=None)
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
@@ -364,17 +405,22 @@ def demo_main(argv: list[str] | None = None) -> int:
     try:
         job = client.submit(spec)
         job_id = job["id"]
-        print(f"Submitted {job_id}: ChildTuning-D (p=0.3) of MiniLM-L6 on RTE ({url})", flush=True)
+        submitted = time.monotonic()
+        print(f"Submitted {job_id}: ChildTuning-D (p=0.3) of MiniLM-L6 on SST-2 ({url})", flush=True)
+        print(f"Dashboard: {dashboard_link(url, job_id)}", flush=True)
         job = watch_job(client, job_id)
+        seconds = time.monotonic() - submitted
         print_job_summary(job)
         if job["status"] == "succeeded":
+            line = before_after(client.all_records(job_id, "metrics"), job, seconds)
+            print(line or "(no evaluation before fine-tuning was recorded)", flush=True)
             artifacts = Path(os.environ.get(names.ARTIFACTS) or state / "artifacts")
             print(f"The model (Hugging Face folder): {artifacts / 'jobs' / job_id / 'model'}")
             print(f"Download it elsewhere: childtune download {job_id} --to ./{job_id}-model")
             print(
-                "RTE is hard for a 6-layer model in 50 steps: expect dev accuracy near 0.5 here. The "
-                "paper's recipe (all 2490 examples, 3 epochs) is docs/examples/rte-d.yaml: "
-                "`childtune train docs/examples/rte-d.yaml` (about 15 min on 2 CPU cores; 0.567 measured)."
+                "Next, the paper's recipe: ChildTuning-D on all of RTE (2490 examples, 3 epochs), "
+                "`childtune train docs/examples/rte-d.yaml` (about 15 min on 2 CPU cores; dev "
+                "accuracy 0.567 measured). RTE is a hard task for a 6-layer model."
             )
         return 0 if job["status"] == "succeeded" else 1
     except KeyboardInterrupt:

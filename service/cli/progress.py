@@ -113,7 +113,8 @@ class ProgressView:
                 if k.startswith("eval_") and isinstance(v, int | float)
             ]
             best = "  (best)" if record.get("is_best") else ""
-            self._print(f"eval at step {step}: " + ", ".join(parts) + best)
+            when = "before training (step 0)" if record.get("at_start") else f"at step {step}"
+            self._print(f"eval {when}: " + ", ".join(parts) + best)
 
     def event(self, record: Mapping[str, Any]) -> None:
         kind = record.get("type")

@@ -142,7 +142,10 @@ def job_score(
         return float(value) if isinstance(value, int | float) else None
     if best_eval and best_eval.get("main_metric") == key and isinstance(best_eval.get(key), int | float):
         return float(best_eval[key])
-    values = [float(r[key]) for r in evals or () if isinstance(r.get(key), int | float)]
+    # (an eval_at_start record scores the model before training: never a best)
+    values = [
+        float(r[key]) for r in evals or () if isinstance(r.get(key), int | float) and not r.get("at_start")
+    ]
     if not values:
         return None
     return max(values) if higher_is_better(key) else min(values)

@@ -19,6 +19,11 @@ QUEUES = PREFIX + "QUEUES"
 MODEL_ROOTS = PREFIX + "MODEL_ROOTS"
 ALLOW_HUB = PREFIX + "ALLOW_HUB"
 SOFT_SHUTDOWN_S = PREFIX + "SOFT_SHUTDOWN_S"
+# Webhooks (service/core/webhooks.py): networks allowed although internal, and test-speed knobs.
+WEBHOOK_ALLOW_NETWORKS = PREFIX + "WEBHOOK_ALLOW_NETWORKS"
+WEBHOOK_RETRY_BASE_S = PREFIX + "WEBHOOK_RETRY_BASE_S"
+WEBHOOK_RETRY_WINDOW_S = PREFIX + "WEBHOOK_RETRY_WINDOW_S"
+WEBHOOK_TIMEOUT_S = PREFIX + "WEBHOOK_TIMEOUT_S"
 
 # The local state folder of `childtune up` and the CLI, and the CLI's client.
 STATE = PREFIX + "STATE"

@@ -29,6 +29,8 @@ from service.core.comparison import (
 )
 from service.core.contract import STATUSES, JobSpec, SpecError, load_spec
 from service.core.store import DISPATCHING, FINAL_STATUSES, WAITING, ExperimentRecord, JobRecord
+from service.core.webhooks import MAX_URL as MAX_WEBHOOK_URL
+from service.core.webhooks import url_problem
 
 __all__ = [
     "MAX_CELLS",
@@ -86,6 +88,20 @@ class ExperimentSpec(BaseModel):
     metric: str | None = Field(default=None, max_length=100, description="Eval key; null = the main metric.")
     score: Score = Field(default="final", description="final (the paper's choice) or best.")
     max_parallel: int = Field(default=2, ge=1, le=64, description="Jobs of the experiment running at once.")
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=MAX_WEBHOOK_URL,
+        description="Where to POST a signed JSON event when every job has finished (as a job's "
+        "webhook_url; one in base notifies each job too): docs/service.md, Notifications.",
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url_shape(cls, value: str | None) -> str | None:
+        problem = url_problem(value) if value is not None else None
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("axes")
     @classmethod

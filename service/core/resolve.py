@@ -26,6 +26,7 @@ from typing import Any
 from service.core.contract import MODEL_PRESETS, JobSpec, SpecError
 from service.core.settings import ALL_QUEUES, MAX_RANKS_PER_QUEUE, Settings, queue_for
 from service.core.store import FileRecord, Store, valid_file_id, valid_job_id
+from service.core.webhooks import check_url
 
 __all__ = ["model_choices", "resolve_model", "resolve_spec", "resolved_problem"]
 
@@ -104,6 +105,10 @@ def resolve_spec(spec: JobSpec, tenant: str, store: Store, settings: Settings) -
                 f"{spec.resources.num_ranks}); jobs across machines: docs/deploy.md, DeepSpeed's hostfile",
             )
         )
+    if spec.webhook_url is not None:
+        webhook_problem = check_url(spec.webhook_url, settings)
+        if webhook_problem is not None:
+            errors.append(("webhook_url", webhook_problem))
     data = spec.dataset
     updates: dict[str, object] = {}
     if data.preset is None:

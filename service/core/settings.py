@@ -8,6 +8,7 @@ key, raises :class:`SettingsError` with the fix in its message.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Literal
@@ -97,6 +98,12 @@ class Settings(BaseSettings):
     soft_shutdown_s: float = Field(default=30.0, ge=0)
     # Longer than the longest job: an unacknowledged task is redelivered after this long.
     visibility_timeout_s: int = Field(default=7 * 24 * 3600, ge=60)
+    # Webhooks (service/core/webhooks.py). Internal addresses (loopback, link-local, private,
+    # this machine's own) are refused unless inside one of these networks, e.g. "10.0.0.0/8".
+    webhook_allow_networks: str = ""
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    webhook_retry_base_s: float = Field(default=1.0, gt=0)  # the first retry's delay, doubled each time
+    webhook_retry_window_s: float = Field(default=3600.0, ge=0)  # then the delivery is given up
 
     @field_validator("api_keys")
     @classmethod
@@ -117,6 +124,21 @@ class Settings(BaseSettings):
                 f"N = 1..{MAX_RANKS_PER_QUEUE}"
             )
         return ",".join(names)
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _networks_parse(cls, value: str) -> str:
+        for entry in (e.strip() for e in value.split(",")):
+            if not entry:
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"CHILDTUNE_WEBHOOK_ALLOW_NETWORKS: {entry[:60]!r} is not an IP network "
+                    "(give CIDRs, e.g. 10.0.0.0/8,127.0.0.1/32)"
+                ) from None
+        return value
 
     @model_validator(mode="after")
     def _production_is_safe(self) -> Settings:
@@ -157,6 +179,12 @@ class Settings(BaseSettings):
     def model_root_list(self) -> list[Path]:
         """The model roots, each resolved (links followed) so containment checks are exact."""
         return [Path(p.strip()).expanduser().resolve() for p in self.model_roots.split(",") if p.strip()]
+
+    @property
+    def webhook_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The networks webhooks may reach although internal (``webhook_allow_networks``)."""
+        entries = (e.strip() for e in self.webhook_allow_networks.split(","))
+        return [ipaddress.ip_network(e, strict=False) for e in entries if e]
 
     @property
     def max_upload_bytes(self) -> int:

@@ -19,6 +19,11 @@ Keys (prefix ``ct:``):
 - ``ct:workers`` sorted set (worker instance -> last heartbeat), ``ct:worker:<instance>`` hash
   (hostname, queues, pid), ``ct:worker-host:<hostname>`` (expiring: ``childtune worker --check``),
   ``ct:worker-stop:<instance>`` (the worker is shutting down: its task requeues the job).
+- Webhooks (``service/core/webhooks.py``): ``ct:webhooks:due`` sorted set (job or experiment id
+  -> when its notification's next attempt is due; added by the status change to final, or the
+  experiment's close, in the same script), ``ct:webhook:<job or exp id>`` (a
+  :class:`WebhookDelivery` as JSON, expiring once settled), ``ct:tenant:<t>:webhooks`` sorted
+  set (its latest deliveries) and ``ct:tenant:<t>:webhook-secret`` hash (secret, created_at).
 
 Status changes go through one Lua script (:meth:`Store.transition`), so a cancel racing with a
 claim, or a reaper racing with a finishing task, leaves one consistent answer.
@@ -51,6 +56,7 @@ __all__ = [
     "Page",
     "Store",
     "Transition",
+    "WebhookDelivery",
     "new_experiment_id",
     "new_file_id",
     "new_job_id",
@@ -162,6 +168,21 @@ class FileRecord(BaseModel):
     created_at: float = Field(default_factory=time.time)
 
 
+class WebhookDelivery(BaseModel):
+    """The notification of one finished job or experiment (``subject``) and its attempts."""
+
+    id: str  # the delivery id, sent in the body and the Childtune-Delivery header
+    subject: str  # the job or experiment id
+    tenant: str
+    url: str
+    type: str  # job.succeeded, experiment.cancelled, ...
+    body: str  # the exact JSON sent on every attempt
+    created_at: float = Field(default_factory=time.time)
+    state: str = "pending"  # pending | delivered | failed (given up)
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+    next_attempt_at: float | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     items: list[Any]
@@ -192,14 +213,46 @@ if new ~= '' and new ~= cur then
   redis.call('HSET', KEYS[1], 'status', cjson.encode(new))
   redis.call('SREM', 'ct:status:' .. cur, id)
   redis.call('SADD', 'ct:status:' .. new, id)
+  if (new == 'succeeded' or new == 'failed' or new == 'cancelled')
+      and cur ~= 'succeeded' and cur ~= 'failed' and cur ~= 'cancelled' then
+    local spec = cjson.decode(redis.call('HGET', KEYS[1], 'spec') or 'null')
+    if type(spec) == 'table' and type(spec['webhook_url']) == 'string' then
+      redis.call('ZADD', 'ct:webhooks:due', 'NX', 0, id)  -- its notification, due now
+    end
+  end
 end
 return {'ok', cur}
 """
 
+# KEYS[1] open experiments set, KEYS[2] pending list, KEYS[3] active set, KEYS[4] experiment hash.
+# ARGV[1] experiment id. Closes it; the first close of one with a webhook_url makes its
+# notification due (later calls find it closed already and add nothing).
+_CLOSE_EXPERIMENT = """
+local was_open = redis.call('SREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2], KEYS[3])
+if was_open == 1 then
+  local spec = cjson.decode(redis.call('HGET', KEYS[4], 'spec') or 'null')
+  if type(spec) == 'table' and type(spec['webhook_url']) == 'string' then
+    redis.call('ZADD', 'ct:webhooks:due', 'NX', 0, ARGV[1])
+  end
+end
+return was_open
+"""
+
+# KEYS[1] due sorted set. ARGV: member, now, lease end. Takes a due notification for one attempt:
+# its time moves to the lease end (another worker retries it then if this one dies mid-attempt).
+_CLAIM_WEBHOOK = """
+local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not at or tonumber(at) > tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
+
 # KEYS[1] steps hash, KEYS[2] stream, KEYS[3] job hash. ARGV: kind, step, record JSON, field/value pairs.
-# Events use the same script with kind "event" and their sequence number as the step.
+# Events use the same script with kind "event" and their sequence number as the step. Steps start
+# at 0 (an eval_at_start evaluation), so a kind with nothing stored yet is at -1.
 _APPEND_METRIC = """
-local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
 if tonumber(ARGV[2]) <= last then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'r', ARGV[3])
@@ -278,6 +331,8 @@ class Store:
         self._transition = client.register_script(_TRANSITION)
         self._append_metric = client.register_script(_APPEND_METRIC)
         self._claim_slots = client.register_script(_CLAIM_SLOTS)
+        self._close_experiment = client.register_script(_CLOSE_EXPERIMENT)
+        self._claim_webhook = client.register_script(_CLAIM_WEBHOOK)
 
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float = 5.0) -> Store:
@@ -465,11 +520,10 @@ class Store:
         return sorted(cast(set[str], self.r.smembers(P + "exps:open")))
 
     def close_experiment(self, exp_id: str) -> None:
-        """Every job of the experiment has finished: no more dispatching for it."""
-        pipe = self.r.pipeline(transaction=True)
-        pipe.srem(P + "exps:open", exp_id)
-        pipe.delete(P + f"exp:{exp_id}:pending", P + f"exp:{exp_id}:active")
-        pipe.execute()
+        """Every job of the experiment has finished: no more dispatching for it (and, the first
+        time, its webhook notification is due, in the same atomic step)."""
+        keys = [P + "exps:open", P + f"exp:{exp_id}:pending", P + f"exp:{exp_id}:active", P + f"exp:{exp_id}"]
+        self._close_experiment(keys=keys, args=[exp_id])
 
     # ------------------------------------------------------------------------------ cancel
 
@@ -606,6 +660,75 @@ class Store:
         pipe.delete(P + f"file:{record.id}")
         pipe.zrem(P + f"tenant:{record.tenant}:files", record.id)
         pipe.execute()
+
+    # ---------------------------------------------------------------------------- webhooks
+
+    def webhook_secret(self, tenant: str, *, rotate: bool = False) -> tuple[str, float]:
+        """The tenant's signing secret and when it was made: created on first use; ``rotate``
+        replaces it (the old one stops signing at once)."""
+        key = P + f"tenant:{tenant}:webhook-secret"
+        secret, created = "whsec_" + secrets.token_hex(32), str(time.time())
+        if rotate:
+            self.r.hset(key, mapping={"secret": secret, "created_at": created})
+        else:
+            pipe = self.r.pipeline(transaction=True)
+            pipe.hsetnx(key, "secret", secret)
+            pipe.hsetnx(key, "created_at", created)
+            pipe.execute()
+        raw = cast(dict[str, str], self.r.hgetall(key))
+        return raw["secret"], float(raw["created_at"])
+
+    def due_webhooks(self, now: float, limit: int) -> list[str]:
+        """Subjects (job or experiment ids) whose notification is due at ``now``, oldest first."""
+        return cast(list[str], self.r.zrangebyscore(P + "webhooks:due", "-inf", now, start=0, num=limit))
+
+    def next_webhook_at(self) -> float | None:
+        """When the earliest pending notification is due (None when none is pending)."""
+        rows = cast(list[tuple[str, float]], self.r.zrange(P + "webhooks:due", 0, 0, withscores=True))
+        return float(rows[0][1]) if rows else None
+
+    def claim_webhook(self, subject: str, now: float, lease_s: float) -> bool:
+        """Take a due notification for one attempt (one worker at a time): until ``now +
+        lease_s`` no other worker sees it due, after which it is due again if still pending."""
+        args = [subject, repr(now), repr(now + lease_s)]
+        return bool(self._claim_webhook(keys=[P + "webhooks:due"], args=args))
+
+    def get_delivery(self, subject: str, tenant: str | None = None) -> WebhookDelivery | None:
+        raw = cast(str | None, self.r.get(P + f"webhook:{subject}"))
+        if raw is None:
+            return None
+        delivery = WebhookDelivery.model_validate_json(raw)
+        return None if tenant is not None and delivery.tenant != tenant else delivery
+
+    def save_delivery(self, delivery: WebhookDelivery, *, keep_s: float, index_max: int = 1000) -> None:
+        """Store the delivery after an attempt: still pending, it is due again at its
+        ``next_attempt_at``; settled (delivered or given up), it leaves the due set and is kept
+        ``keep_s`` seconds. The tenant's index keeps its latest ``index_max`` deliveries."""
+        index = P + f"tenant:{delivery.tenant}:webhooks"
+        pipe = self.r.pipeline(transaction=True)
+        settled = delivery.state != "pending" or delivery.next_attempt_at is None
+        keep = int(keep_s) if settled else None
+        pipe.set(P + f"webhook:{delivery.subject}", delivery.model_dump_json(), ex=keep)
+        if settled:
+            pipe.zrem(P + "webhooks:due", delivery.subject)
+        else:
+            pipe.zadd(P + "webhooks:due", {delivery.subject: cast(float, delivery.next_attempt_at)})
+        pipe.zadd(index, {delivery.subject: delivery.created_at})
+        pipe.zremrangebyrank(index, 0, -index_max - 1)
+        pipe.execute()
+
+    def drop_webhook(self, subject: str) -> None:
+        """Forget a due notification whose subject is gone."""
+        self.r.zrem(P + "webhooks:due", subject)
+
+    def list_deliveries(self, tenant: str, *, limit: int = 20) -> list[WebhookDelivery]:
+        """The tenant's latest deliveries, newest first (settled ones expire after a while)."""
+        subjects = cast(list[str], self.r.zrevrange(P + f"tenant:{tenant}:webhooks", 0, limit - 1))
+        pipe = self.r.pipeline(transaction=False)
+        for subject in subjects:
+            pipe.get(P + f"webhook:{subject}")
+        found = [WebhookDelivery.model_validate_json(raw) for raw in pipe.execute() if raw is not None]
+        return [d for d in found if d.tenant == tenant]
 
     # ----------------------------------------------------------------------------- workers
 

@@ -94,7 +94,7 @@ def fault_stack(base: Path, *, artifacts: Path | None = None) -> Iterator[FaultS
     finally:
         for proc in stack.workers:
             stop(proc)
-        stop(api)
+        stop(stack.api)  # the one running now (a test may have restarted it)
         redis_server.stop()
 
 

@@ -71,7 +71,7 @@ def test_cells_pair_seeds_with_their_baseline_partner() -> None:
     ]
     cells, best = compare_cells(axes, jobs, {"mode": "vanilla"})
     by = {(c["values"]["mode"], c["values"]["p"]): c for c in cells}
-    assert [c["label"] for c in cells][0] == "mode='vanilla', p=0.1"
+    assert next(c["label"] for c in cells) == "mode='vanilla', p=0.1"
     d1 = by[("d", 0.1)]
     assert d1["n"] == 3 and d1["scores"] == {"1": 0.60, "2": 0.71, "3": 0.82}
     assert d1["mean"] == pytest.approx(0.71) and d1["std"] == pytest.approx(0.11)
@@ -99,6 +99,8 @@ def test_job_scores_final_and_best() -> None:
     assert job_score("running", None, best, "eval_mcc", "best") == 0.4
     evals = [{"eval_loss": 0.7}, {"eval_loss": 0.5}, {"eval_loss": 0.6}]
     assert job_score("succeeded", final, best, "loss", "best", evals) == 0.5  # a loss: the lowest
+    before = {"eval_loss": 0.1, "step": 0, "at_start": True}  # eval_at_start: the untrained model
+    assert job_score("succeeded", final, best, "loss", "best", [before, *evals]) == 0.5
 
 
 def test_curve_points_over_seeds() -> None:

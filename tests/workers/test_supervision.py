@@ -306,3 +306,18 @@ def test_stop_group_kills_a_group_that_ignores_term_without_waiting_on_its_zombi
     assert not group_alive(proc.pid)
     assert took < 8, f"stop_group took {took:.1f} s"  # grace 0.5 s; the zombie wait added 10 s
     proc.stdout.close()
+
+
+def test_the_store_keeps_a_step_0_record_once(server: RedisServer) -> None:
+    """An ``eval_at_start`` evaluation is at step 0: stored (and its job fields set), then
+    dropped when replayed, like any step already stored."""
+    store = Store.from_url(server.url)
+    job = new_job(store)
+    before = {"kind": "eval", "step": 0, "eval_accuracy": 0.5, "at_start": True, "is_best": False}
+    assert store.append_metric(job.id, before, latest_eval=before)
+    assert not store.append_metric(job.id, before, latest_eval=before)
+    assert store.append_metric(job.id, {"kind": "train", "step": 1, "loss": 0.7})
+    assert not store.append_metric(job.id, {"kind": "train", "step": 0, "loss": 0.7})
+    assert [(r["kind"], r["step"]) for r in stored(store, job.id, "metrics")] == [("eval", 0), ("train", 1)]
+    record = store.get_job(job.id)
+    assert record is not None and record.latest_eval == before and record.best_eval is None

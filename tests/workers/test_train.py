@@ -490,3 +490,113 @@ def test_early_stopping_ends_training_at_the_patience_and_that_step_is_final(
     assert status["status"] == "succeeded" and status["final"]["step"] == 3 and status["best"]["step"] == 1
     assert json.loads((job / "model" / "childtune.json").read_text())["step"] == 3
     assert (job / "checkpoints" / "step-00000003" / MARKER).exists()
+
+
+def test_eval_at_start_is_a_reference_never_best_nor_counted_for_early_stopping(
+    tmp_path: Path, models: dict[str, Path]
+) -> None:
+    """The early-stopping job above with ``eval_at_start``: its step-0 evaluation scores what step
+    1's does (the learning rate changes no prediction), yet step 1 is still the first best and
+    training still stops at step 3: the reference counts neither as a best nor for the patience."""
+    job = tmp_path / "job"
+    spec = make_spec(
+        models["plain"],
+        childtuning={"mode": "vanilla"},
+        hyperparameters={
+            "learning_rate": 1e-9,
+            "eval_every": 1,
+            "save_every": 100,
+            "early_stopping_patience": 2,
+            "eval_at_start": True,
+        },
+        resources={"num_ranks": 1, "zero_stage": 0, "device": "cpu"},
+    )
+    proc = run_job(job, spec)
+    assert proc.returncode == 0, describe(proc, job)
+    metrics = records(job / "metrics.jsonl")
+    assert [r["step"] for r in metrics if r["kind"] == "train"] == [1, 2, 3]
+    evals = [r for r in metrics if r["kind"] == "eval"]
+    assert [(r["step"], r["is_best"], r["is_final"], r.get("at_start", False)) for r in evals] == [
+        (0, False, False, True),
+        (1, True, False, False),
+        (2, False, False, False),
+        (3, False, True, False),
+    ]
+    assert metrics[0]["kind"] == "eval" and metrics[0]["epoch"] == 0  # before any training record
+    assert evals[0]["eval_accuracy"] == evals[1]["eval_accuracy"]
+    status = json.loads((job / "status.json").read_text())
+    assert status["best"]["step"] == 1 and status["final"]["step"] == 3
+    assert json.loads((job / "best" / "childtune.json").read_text())["step"] == 1
+    assert json.loads((job / "predictions.json").read_text())["step"] == 3
+    events = records(job / "events.jsonl")
+    assert [(e["step"], e["best_step"]) for e in events if e["type"] == "early_stopped"] == [(3, 1)]
+    assert [e["step"] for e in events if e["type"] == "best"] == [1]
+    phases = [e["phase"] for e in events if e["type"] == "phase"]
+    assert phases[: phases.index("training") + 1] == ["preparing", "evaluating", "training"]
+
+
+def test_eval_at_start_reaches_the_store_at_step_0_and_is_not_repeated_on_resume(
+    tmp_path: Path, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 2-rank ChildTuning-D job streaming to a real Redis store (the service's sink), stopped
+    by SIGTERM and resumed: the store holds the step-0 evaluation once, best and final point at
+    trained steps, and the resumed run goes straight back to training."""
+    from service.cli.local_stack import RedisServer
+    from service.core import env as names
+    from service.core.store import JobRecord, Store, new_job_id
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        store = Store.from_url(server.url)
+        job_id = new_job_id()
+        store.create_job(JobRecord(id=job_id, tenant="t", spec={}, resolved_spec={}, queue="cpu-x2"))
+        job_dir = tmp_path / job_id  # the sink names the job by its directory
+        spec = make_spec(
+            models["plain"],
+            dataset={"preset": "glue/rte", "max_train_examples": 256, "max_eval_examples": 16},
+            hyperparameters={
+                "max_steps": 60,
+                "save_every": 5,
+                "eval_every": 20,
+                "max_seq_length": 96,
+                "eval_at_start": True,
+            },
+        )
+        # env() hands the test's environment to the job's processes: rank 0 streams to the store.
+        monkeypatch.setenv(names.SINKS, "workers.redis_sink:factory")
+        monkeypatch.setenv(names.REDIS_URL, server.url)
+        proc = _start(job_dir, spec)
+        _wait_for_step(job_dir, 7, proc)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+        assert proc.returncode == EXIT_INTERRUPTED, err[-3000:]
+        done = run_job(job_dir, None)
+        assert done.returncode == 0, describe(done, job_dir)
+
+        events = records(job_dir / "events.jsonl")
+        resumed = next(i for i, e in enumerate(events) if e["type"] == "resumed")
+        assert events[resumed]["from_step"] >= 5
+        after = [e["phase"] for e in events[resumed:] if e["type"] == "phase"]
+        assert after[0] == "training", after  # no evaluation before the resumed steps
+        first_run = [e["phase"] for e in events[:resumed] if e["type"] == "phase"]
+        assert first_run[first_run.index("fisher") :][:3] == ["fisher", "evaluating", "training"]
+
+        in_file = [(r["step"], r["is_best"], r["is_final"]) for r in records(job_dir / "metrics.jsonl")
+                   if r["kind"] == "eval"]  # fmt: skip
+        stored = store.read_stream(job_id, "metrics", limit=100000).items
+        in_store = [(r["step"], r["is_best"], r["is_final"]) for r in stored if r["kind"] == "eval"]
+        assert in_store == in_file
+        assert [s for s, _, _ in in_store] == [0, 20, 32, 40, 60]  # every 20 steps and the epoch's end (32)
+        assert sum(1 for r in stored if r["kind"] == "eval" and r.get("at_start")) == 1
+        assert in_store[0] == (0, False, False)
+        assert [r["step"] for r in stored if r["kind"] == "train"] == list(range(1, 61))
+        record = store.get_job(job_id)
+        assert record is not None and record.best_eval is not None and record.final_eval is not None
+        status = json.loads((job_dir / "status.json").read_text())
+        assert record.final_eval["step"] == status["final"]["step"] == 60
+        assert record.best_eval["step"] == status["best"]["step"] > 0
+        best_steps = [s for s, best, _ in in_store if best]
+        assert best_steps[-1] == status["best"]["step"]
+    finally:
+        server.stop()

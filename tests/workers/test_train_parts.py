@@ -296,3 +296,20 @@ def test_the_worker_refuses_models_it_cannot_load(tmp_path: Path, monkeypatch: p
         resolve_model("bert-base-uncased")
     monkeypatch.delenv("HF_HUB_OFFLINE")
     assert resolve_model("bert-base-uncased") == "bert-base-uncased"
+
+
+def test_recorder_writes_a_step_0_evaluation_once_across_restarts(tmp_path: Path) -> None:
+    """``eval_at_start`` records an evaluation at step 0: written, and not again after a restart."""
+    s = spec(eval_at_start=True)
+    rec = Recorder.for_job(tmp_path, s, tensorboard=False)
+    assert rec.metric("eval", 0, eval_accuracy=0.5, at_start=True)
+    assert not rec.metric("eval", 0, eval_accuracy=0.5, at_start=True)
+    assert rec.metric("train", 1, loss=0.7)
+    rec.close()
+    again = Recorder.for_job(tmp_path, s, tensorboard=False)
+    assert again.last_step == {"eval": 0, "train": 1}
+    assert not again.metric("eval", 0, eval_accuracy=0.5, at_start=True)  # a job restarted afresh
+    assert again.metric("eval", 1, eval_accuracy=0.75)
+    again.close()
+    rows = read_jsonl(tmp_path / METRICS_FILE)
+    assert [(r["kind"], r["step"]) for r in rows] == [("eval", 0), ("train", 1), ("eval", 1)]

@@ -434,6 +434,8 @@ class Run:
 
         hp, plan = self.spec.hyperparameters, self.plan
         assert plan is not None and self.train_set is not None
+        if hp.eval_at_start and self.resumed_from is None:
+            self.evaluate(0, last=False, at_start=True)  # the base model's score, for reference
         self.set_phase("training")
         self.engine.train()
         epoch_cache: dict[int, list[int]] = {}
@@ -545,9 +547,12 @@ class Run:
             self.set_phase("training")
 
     # -- evaluate ---------------------------------------------------------------------------------
-    def evaluate(self, step: int, *, last: bool) -> bool:
+    def evaluate(self, step: int, *, last: bool, at_start: bool = False) -> bool:
         """Evaluate on the dev set (collective); True when early stopping ends training here,
-        which makes this evaluation the final one."""
+        which makes this evaluation the final one.
+
+        ``at_start`` (``eval_at_start``, step 0, before any update): a reference record only;
+        it is never best or final, exports nothing and does not count for early stopping."""
         import numpy as np
         import torch
 
@@ -588,11 +593,14 @@ class Run:
         record.update({f"eval_{k}": v for k, v in scores.items()})
         value = record[main_key]
         better = (lambda a, b: a > b) if higher_is_better(self.info.main_metric) else (lambda a, b: a < b)
-        is_best = self.best is None or better(value, self.best["main_value"])
         patience = self.spec.hyperparameters.early_stopping_patience
-        self.evals_without_improvement = 0 if is_best else self.evals_without_improvement + 1
-        stopping = not last and patience is not None and self.evals_without_improvement >= patience
-        last = last or stopping
+        if at_start:
+            is_best = stopping = last = False
+        else:
+            is_best = self.best is None or better(value, self.best["main_value"])
+            self.evals_without_improvement = 0 if is_best else self.evals_without_improvement + 1
+            stopping = not last and patience is not None and self.evals_without_improvement >= patience
+            last = last or stopping
         if self.recorder is not None:
             self.recorder.metric(
                 "eval",
@@ -604,7 +612,11 @@ class Run:
                 main_value=value,
                 is_best=is_best,
                 is_final=last,
+                **({"at_start": True} if at_start else {}),
             )
+        if at_start:
+            self.engine.train()
+            return False
         if last and self.is_main:
             atomic_write_text(
                 self.job_dir / PREDICTIONS_FILE,

@@ -126,7 +126,8 @@ class Recorder:
         self, sinks: Iterable[Sink], written: Mapping[str, int] | None = None, events_written: int = 0
     ) -> None:
         self.sinks = list(sinks)
-        # kind -> the last step already written (from an earlier run of the same job)
+        # kind -> the last step already written (from an earlier run of the same job); steps
+        # start at 0 (``eval_at_start``'s evaluation), so a kind not written yet is at -1
         self.last_step: dict[str, int] = dict(written or {})
         # Events are numbered 1, 2, ... across the runs of a job (``seq``), so a sink that
         # missed some (the store was unreachable) can tell what it lacks from the file.
@@ -138,7 +139,7 @@ class Recorder:
         for record in read_jsonl(job_dir / METRICS_FILE):
             kind, step = record.get("kind"), record.get("step")
             if isinstance(kind, str) and isinstance(step, int):
-                written[kind] = max(written.get(kind, 0), step)
+                written[kind] = max(written.get(kind, -1), step)
         events = number_events(read_jsonl(job_dir / EVENTS_FILE))
         events_written = int(events[-1]["seq"]) if events else 0
         sinks: list[Sink] = [JsonlSink(job_dir)]
@@ -152,7 +153,7 @@ class Recorder:
 
     def metric(self, kind: str, step: int, **fields: Any) -> bool:
         """Send a metric record; False (and nothing sent) when this step of ``kind`` was written."""
-        if step <= self.last_step.get(kind, 0):
+        if step <= self.last_step.get(kind, -1):
             return False
         self.last_step[kind] = step
         self._send("metric", {"kind": kind, "step": step, **fields, "time": time.time()})

@@ -34,6 +34,7 @@ from service.core.store import (
     new_job_id,
     valid_experiment_id,
 )
+from service.core.webhooks import check_url
 
 __all__ = ["router"]
 
@@ -139,6 +140,9 @@ def create_experiment(
         cells = expand(spec)
     except ExperimentError as exc:
         raise _invalid(exc.errors) from exc
+    webhook_problem = check_url(spec.webhook_url, settings) if spec.webhook_url is not None else None
+    if webhook_problem is not None:
+        raise _invalid([("webhook_url", webhook_problem)])
     jobs: list[JobRecord] = []
     errors: list[tuple[str, str]] = []
     for cell in cells:

@@ -63,6 +63,8 @@ from service.core.contract.vocabulary import (
     Recipe,
     TaskType,
 )
+from service.core.webhooks import MAX_URL as MAX_WEBHOOK_URL
+from service.core.webhooks import url_problem
 
 # ---------------------------------------------------------------------------------------------
 # Numbers: pydantic's lax mode takes True for 1; here a boolean is never a number.
@@ -415,6 +417,12 @@ class Hyperparameters(BaseModel):
     save_every: Int | None = Field(
         default=None, ge=1, le=MAX_STEPS, description="Optimizer steps; null = every epoch end."
     )
+    eval_at_start: bool = Field(
+        default=False,
+        description="Also evaluate once before the first step: an eval record at step 0 (at_start: true), "
+        "the base model's dev score. It is never best or final and does not count for early "
+        "stopping; a resumed job does not repeat it.",
+    )
 
 
 class Resources(BaseModel):
@@ -514,6 +522,21 @@ class JobSpec(BaseModel):
         description=f"Free-form labels: at most {METADATA_MAX_ENTRIES} entries, keys of "
         f"1..{METADATA_MAX_KEY} characters, values of at most {METADATA_MAX_VALUE}.",
     )
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=MAX_WEBHOOK_URL,
+        description="Where to POST a signed JSON event when the job succeeds, fails or is cancelled: "
+        "an http(s) URL without credentials, at a public address unless the operator allows "
+        "internal networks (docs/service.md, Notifications).",
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url_shape(cls, value: str | None) -> str | None:
+        problem = url_problem(value) if value is not None else None
+        if problem is not None:
+            raise _spec_error(problem)
+        return value
 
     @model_validator(mode="before")
     @classmethod
