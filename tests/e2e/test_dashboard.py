@@ -43,7 +43,9 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in this thread
+# while it is open, and later tests' asyncio.run() refuses to start under it.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Chromium, started once. Missing, it fails the tests under CI and skips them elsewhere."""
     reason = _missing()
