@@ -153,16 +153,7 @@ class Client:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".download-") as tmp:
             tar_path = Path(tmp) / "archive.tar"
-            try:
-                with self.http.stream("GET", f"/v1/jobs/{job_id}/checkpoints/{name}/archive") as response:
-                    if response.status_code >= 400:
-                        response.read()
-                        raise _error(response)
-                    with tar_path.open("wb") as out:
-                        for chunk in response.iter_bytes(1 << 20):
-                            out.write(chunk)
-            except httpx.HTTPError as exc:
-                raise ClientError(0, "unreachable", f"download failed: {exc}") from exc
+            self._stream_to(f"/v1/jobs/{job_id}/checkpoints/{name}/archive", tar_path)
             with tarfile.open(tar_path) as tar:
                 tar.extractall(tmp, filter="data")
             if dest.exists():
@@ -209,19 +200,24 @@ class Client:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.part")
         try:
-            with self.http.stream("GET", f"/v1/experiments/{experiment_id}/plots/{name}") as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise _error(response)
-                with tmp.open("wb") as out:
-                    for chunk in response.iter_bytes(1 << 20):
-                        out.write(chunk)
+            self._stream_to(f"/v1/experiments/{experiment_id}/plots/{name}", tmp)
             tmp.replace(dest)
-        except httpx.HTTPError as exc:
-            raise ClientError(0, "unreachable", f"download failed: {exc}") from exc
         finally:
             tmp.unlink(missing_ok=True)
         return dest
+
+    def _stream_to(self, path: str, target: Path) -> None:
+        """GET ``path`` into the file ``target``, 1 MiB at a time (an API error raises its ClientError)."""
+        try:
+            with self.http.stream("GET", path) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error(response)
+                with target.open("wb") as out:
+                    for chunk in response.iter_bytes(1 << 20):
+                        out.write(chunk)
+        except httpx.HTTPError as exc:
+            raise ClientError(0, "unreachable", f"download failed: {exc}") from exc
 
 
 def _error(response: httpx.Response) -> ClientError:
