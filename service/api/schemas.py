@@ -156,6 +156,10 @@ class FilePublic(BaseModel):
     num_rows: int
     columns: list[str]
     created_at: float
+    layout: str = Field(
+        description="table (columns, for classification and regression), or causal-lm rows: "
+        "prompt-completion or chat (every row checked at upload)"
+    )
 
     @classmethod
     def of(cls, record: FileRecord) -> FilePublic:

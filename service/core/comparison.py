@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from service.core.contract.vocabulary import higher_is_better as _higher_is_better
+
 __all__ = [
     "SEED_AXIS",
     "JobScore",
@@ -44,9 +46,8 @@ def metric_key(metric: str) -> str:
     return metric if metric.startswith("eval_") else f"eval_{metric}"
 
 
-def higher_is_better(metric: str) -> bool:
-    """Every GLUE score is better higher; a loss is better lower."""
-    return not metric.endswith("loss")
+# Every GLUE score is better higher; a loss or a perplexity lower (defined in the contract).
+higher_is_better = _higher_is_better
 
 
 def _t_two_sided(t: float, df: int) -> float:

@@ -19,6 +19,9 @@ QUEUES = PREFIX + "QUEUES"
 MODEL_ROOTS = PREFIX + "MODEL_ROOTS"
 ALLOW_HUB = PREFIX + "ALLOW_HUB"
 SOFT_SHUTDOWN_S = PREFIX + "SOFT_SHUTDOWN_S"
+# Where converted model presets are cached (workers/train/presets_llm.py; default
+# ~/.cache/childtune/models).
+MODEL_CACHE = PREFIX + "MODEL_CACHE"
 # Webhooks (service/core/webhooks.py): networks allowed although internal, and test-speed knobs.
 WEBHOOK_ALLOW_NETWORKS = PREFIX + "WEBHOOK_ALLOW_NETWORKS"
 WEBHOOK_RETRY_BASE_S = PREFIX + "WEBHOOK_RETRY_BASE_S"

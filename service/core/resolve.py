@@ -136,6 +136,17 @@ def resolve_spec(spec: JobSpec, tenant: str, store: Store, settings: Settings) -
                         "its id (file-...)",
                     )
                 )
+        for field, record in records.items():
+            if data.task_type == "causal-lm" and record.layout == "table":
+                which = "training" if field == "train_file" else "evaluation"
+                errors.append(
+                    (
+                        f"dataset.{field}",
+                        f"the {which} file {record.id} holds table rows (columns "
+                        f"{', '.join(record.columns[:10])}); causal-lm needs jsonl rows of "
+                        '{"prompt", "completion"} or {"messages": [...]} (docs/llm.md)',
+                    )
+                )
         for column_field in ("text_column", "text_pair_column", "label_column"):
             column = getattr(data, column_field)
             if column is None:

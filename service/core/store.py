@@ -166,6 +166,7 @@ class FileRecord(BaseModel):
     num_rows: int
     columns: list[str]
     created_at: float = Field(default_factory=time.time)
+    layout: str = "table"  # table | prompt-completion | chat (service.core.datasets.LAYOUTS)
 
 
 class WebhookDelivery(BaseModel):

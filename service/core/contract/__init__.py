@@ -33,13 +33,16 @@ from service.core.contract.vocabulary import (
     METRICS,
     MODEL_PRESETS,
     MODES,
+    OVERLONG,
     PHASES,
     PRECISIONS,
     PRESET_METRICS,
+    PRESET_TASK_TYPES,
     PRESETS,
     RECIPES,
     STATUSES,
     TASK_TYPES,
+    higher_is_better,
 )
 
 __all__ = [
@@ -48,10 +51,12 @@ __all__ = [
     "METRICS",
     "MODEL_PRESETS",
     "MODES",
+    "OVERLONG",
     "PHASES",
     "PRECISIONS",
     "PRESETS",
     "PRESET_METRICS",
+    "PRESET_TASK_TYPES",
     "RECIPES",
     "STATUSES",
     "TASK_TYPES",
@@ -63,6 +68,7 @@ __all__ = [
     "SpecError",
     "env_flag",
     "format_validation_error",
+    "higher_is_better",
     "load_spec",
     "model_problem",
 ]

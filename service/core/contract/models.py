@@ -41,13 +41,17 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from service.core.contract.vocabulary import (
+    CAUSAL_LM_METRICS,
     MAX_EXAMPLES,
     MAX_LABELS,
+    MAX_NEW_TOKENS,
+    MAX_SAMPLES,
     MAX_STEPS,
     METADATA_MAX_ENTRIES,
     METADATA_MAX_KEY,
     METADATA_MAX_VALUE,
     PRESET_METRICS,
+    PRESET_TASK_TYPES,
     PRESETS,
     RDROP_PAPER_ALPHA,
     RDROP_PAPER_BATCH,
@@ -58,6 +62,7 @@ from service.core.contract.vocabulary import (
     FileFormat,
     Metric,
     Mode,
+    Overlong,
     Precision,
     Preset,
     Recipe,
@@ -236,14 +241,21 @@ _REQUIRED_FILE_FIELDS: tuple[str, ...] = (
     "label_column",
     "task_type",
 )
+# causal-lm rows are prompt/completion or chat objects (docs/llm.md): no columns to name.
+_REQUIRED_SFT_FIELDS: tuple[str, ...] = ("train_file", "eval_file", "task_type")
+_COLUMN_FIELDS: tuple[str, ...] = ("text_column", "text_pair_column", "label_column", "num_labels")
+_SFT_ONLY_FIELDS: tuple[str, ...] = ("overlong", "chat_template")
 
 
 class DatasetSpec(BaseModel):
-    """The data of a job: a GLUE preset, or a pair of user files (uploaded file ids or local paths).
+    """The data of a job: a preset, or a pair of user files (uploaded file ids or local paths).
 
-    Give exactly one of ``preset`` or the file fields (``train_file``, ``eval_file``,
-    ``text_column``, ``label_column``, ``task_type`` required; ``text_pair_column``,
-    ``num_labels``, ``metric``, ``file_format`` optional).
+    Give exactly one of ``preset`` or the file fields. Classification and regression:
+    ``train_file``, ``eval_file``, ``text_column``, ``label_column``, ``task_type`` required;
+    ``text_pair_column``, ``num_labels``, ``metric``, ``file_format`` optional. ``causal-lm``
+    (supervised fine-tuning of a decoder, docs/llm.md): ``train_file``, ``eval_file`` and
+    ``task_type`` only, jsonl rows of ``{"prompt", "completion"}`` or ``{"messages": [...]}``;
+    ``overlong`` and ``chat_template`` optional.
     """
 
     model_config = ConfigDict(
@@ -262,6 +274,8 @@ class DatasetSpec(BaseModel):
                     "task_type": "classification",
                     "metric": "f1",
                 },
+                {"train_file": "file-0c51aa", "eval_file": "file-9d02e7", "task_type": "causal-lm"},
+                {"preset": "instruct/sst-2", "max_train_examples": 2000, "overlong": "drop"},
                 {
                     "train_file": "/data/similarity/train.jsonl",
                     "eval_file": "/data/similarity/dev.jsonl",
@@ -290,7 +304,9 @@ class DatasetSpec(BaseModel):
         description="Classification: >= 2 (inferred from the training labels when null); regression: 1.",
     )
     metric: Metric | None = Field(
-        default=None, description="Null = accuracy for classification, pearson_spearman for regression."
+        default=None,
+        description="Null = accuracy for classification, pearson_spearman for regression, perplexity for "
+        "causal-lm (exact_match: the greedy answer must equal the completion; for short answers).",
     )
     file_format: FileFormat | None = Field(
         default=None, description="Null = by file extension, else by content (uploaded files have none)."
@@ -300,6 +316,19 @@ class DatasetSpec(BaseModel):
     )
     max_eval_examples: Int | None = Field(
         default=None, ge=1, le=MAX_EXAMPLES, description="Use only the first n evaluation rows."
+    )
+    overlong: Overlong | None = Field(
+        default=None,
+        description="causal-lm: a row longer than hyperparameters.max_seq_length tokens is truncated "
+        "(keep its first max_seq_length tokens; a row left without a completion token is dropped), "
+        "dropped, or fails the job naming its line (fail). Null = truncate. Every truncated or dropped "
+        "row is counted in the job's data event.",
+    )
+    chat_template: bool | None = Field(
+        default=None,
+        description="causal-lm: render prompt/completion rows with the tokenizer's chat template (a "
+        "user turn, then an assistant turn); false = plain prompt + completion + end-of-sequence. "
+        "Null = use the template when the tokenizer has one. Chat rows (messages) always need one.",
     )
 
     @field_validator("preset", mode="before")
@@ -312,6 +341,14 @@ class DatasetSpec(BaseModel):
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
         given = [name for name in _FILE_FIELDS if getattr(self, name) is not None]
+        if self.effective_task_type != "causal-lm":
+            for name in _SFT_ONLY_FIELDS:
+                if getattr(self, name) is not None:
+                    raise _spec_error(
+                        f"{name} is for causal-lm data (this dataset is {self.effective_task_type}); "
+                        f"leave it out",
+                        name,
+                    )
         if self.preset is not None:
             if given:
                 raise _spec_error(
@@ -319,6 +356,8 @@ class DatasetSpec(BaseModel):
                     field="preset",
                 )
             return self
+        if self.task_type == "causal-lm":
+            return self._causal_lm_files()
         if not given:
             raise _spec_error(
                 "give either preset (one of "
@@ -347,9 +386,10 @@ class DatasetSpec(BaseModel):
                 raise _spec_error(
                     f"must be >= 2 for classification (got {self.num_labels})", field="num_labels"
                 )
-            if self.metric == "pearson_spearman":
+            if self.metric == "pearson_spearman" or self.metric in CAUSAL_LM_METRICS:
+                owner = "regression" if self.metric == "pearson_spearman" else "causal-lm"
                 raise _spec_error(
-                    "pearson_spearman is for regression; classification takes accuracy, f1 or mcc",
+                    f"{self.metric} is for {owner}; classification takes accuracy, f1 or mcc",
                     field="metric",
                 )
             if self.metric == "f1" and self.num_labels not in (None, 2):
@@ -358,6 +398,36 @@ class DatasetSpec(BaseModel):
                 )
         return self
 
+    def _causal_lm_files(self) -> DatasetSpec:
+        missing = [name for name in _REQUIRED_SFT_FIELDS if getattr(self, name) is None]
+        if missing:
+            raise _spec_error(
+                "required when no preset is given (missing: " + ", ".join(missing) + ")", field=missing[0]
+            )
+        for name in _COLUMN_FIELDS:
+            if getattr(self, name) is not None:
+                raise _spec_error(
+                    f"causal-lm rows are prompt/completion or chat objects, with no columns to name: "
+                    f"leave {name} out (docs/llm.md)",
+                    name,
+                )
+        if self.metric is not None and self.metric not in CAUSAL_LM_METRICS:
+            raise _spec_error(
+                f"causal-lm takes perplexity or exact_match (got {self.metric!r})", field="metric"
+            )
+        if self.file_format not in (None, "jsonl"):
+            raise _spec_error(
+                f"causal-lm rows are JSON objects: use jsonl (got {self.file_format!r})", field="file_format"
+            )
+        return self
+
+    @property
+    def effective_task_type(self) -> str:
+        """classification, regression or causal-lm (the preset's, or the given ``task_type``)."""
+        if self.preset is not None:
+            return PRESET_TASK_TYPES[self.preset]
+        return self.task_type or "classification"
+
     @property
     def effective_metric(self) -> str:
         """The metric family of this dataset (the preset's, the given one, or the task type's default)."""
@@ -365,6 +435,8 @@ class DatasetSpec(BaseModel):
             return PRESET_METRICS[self.preset]
         if self.metric is not None:
             return self.metric
+        if self.task_type == "causal-lm":
+            return "perplexity"
         return "pearson_spearman" if self.task_type == "regression" else "accuracy"
 
 
@@ -416,6 +488,19 @@ class Hyperparameters(BaseModel):
     )
     save_every: Int | None = Field(
         default=None, ge=1, le=MAX_STEPS, description="Optimizer steps; null = every epoch end."
+    )
+    eval_samples: Int = Field(
+        default=3,
+        ge=0,
+        le=MAX_SAMPLES,
+        description="causal-lm: at each evaluation, greedy answers to the first n evaluation prompts are "
+        "recorded (the job's samples event, shown by the CLI and the dashboard); 0 = none.",
+    )
+    max_new_tokens: Int = Field(
+        default=32,
+        ge=1,
+        le=MAX_NEW_TOKENS,
+        description="causal-lm: the most tokens generated per answer (samples, exact_match).",
     )
     eval_at_start: bool = Field(
         default=False,
@@ -503,7 +588,8 @@ class JobSpec(BaseModel):
         ...,
         min_length=1,
         max_length=500,
-        description='"minilm-l6" (preset), a local model folder, or a Hugging Face hub name.',
+        description='"minilm-l6" or "smollm2-135m" (presets), a local model folder, '
+        "or a Hugging Face hub name.",
     )
     recipe: Recipe | None = Field(
         default=None,
@@ -579,6 +665,15 @@ class JobSpec(BaseModel):
                     f"values must have at most {METADATA_MAX_VALUE} characters (got {len(item)})", key
                 )
         return value
+
+    @model_validator(mode="after")
+    def _rdrop_needs_labels(self) -> JobSpec:
+        if self.hyperparameters.rdrop_alpha > 0 and self.dataset.effective_task_type == "causal-lm":
+            raise _spec_error(
+                "R-Drop is for classification and regression here; set it to 0 for causal-lm",
+                field="hyperparameters.rdrop_alpha",
+            )
+        return self
 
     @model_validator(mode="after")
     def _batch_divides(self) -> JobSpec:

@@ -20,19 +20,42 @@ MODES: tuple[str, ...] = get_args(Mode)
 ClipOrder = Literal["clip-then-mask", "mask-then-clip"]
 CLIP_ORDERS: tuple[str, ...] = get_args(ClipOrder)
 
-Preset = Literal["glue/rte", "glue/mrpc", "glue/cola", "glue/sts-b", "glue/sst-2"]
+# The GLUE tasks, and instruct/sst-2: SST-2 as instruction data for a causal LM ("Review: ...
+# Sentiment (positive or negative)?" -> "positive" / "negative"), scored by exact match.
+Preset = Literal["glue/rte", "glue/mrpc", "glue/cola", "glue/sts-b", "glue/sst-2", "instruct/sst-2"]
 PRESETS: tuple[str, ...] = get_args(Preset)
 
-TaskType = Literal["classification", "regression"]
+# causal-lm: supervised fine-tuning of a decoder on prompt/completion or chat rows (docs/llm.md).
+TaskType = Literal["classification", "regression", "causal-lm"]
 TASK_TYPES: tuple[str, ...] = get_args(TaskType)
+
+# What a causal-lm job does with a row longer than hyperparameters.max_seq_length tokens:
+# truncate (keep the first max_seq_length tokens; a row left with no completion token is
+# dropped), drop (leave the row out) or fail (the job fails naming the row's line).
+Overlong = Literal["truncate", "drop", "fail"]
+OVERLONG: tuple[str, ...] = get_args(Overlong)
 
 # Metric families (computed by ``workers.train.glue_metrics``):
 #   accuracy          accuracy
 #   f1                F1 of class 1 and accuracy (binary classification only), as MRPC
 #   mcc               Matthews correlation (multi-class form) and accuracy, as CoLA
 #   pearson_spearman  Pearson and Spearman correlation (regression), as STS-B
-Metric = Literal["accuracy", "f1", "mcc", "pearson_spearman"]
+#   perplexity        causal-lm: exp(mean loss over completion tokens), token accuracy
+#   exact_match       causal-lm: the greedy answer equals the completion, plus perplexity
+Metric = Literal["accuracy", "f1", "mcc", "pearson_spearman", "perplexity", "exact_match"]
 METRICS: tuple[str, ...] = get_args(Metric)
+CAUSAL_LM_METRICS: tuple[str, ...] = ("perplexity", "exact_match")
+
+# Metric keys where lower is better (losses and perplexity); every other score is better higher.
+LOWER_IS_BETTER_KEYS: tuple[str, ...] = ("perplexity",)
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of ``metric`` (``mcc``, ``eval_loss``, ...) is better."""
+    key = metric.lower().removeprefix("eval_")
+    lower = key.endswith("loss") or key in LOWER_IS_BETTER_KEYS or key in ("mse", "mae", "rmse")
+    return not (lower or key.endswith(("_mse", "_mae", "_rmse")))
+
 
 PRESET_METRICS: dict[str, str] = {
     "glue/rte": "accuracy",
@@ -40,6 +63,16 @@ PRESET_METRICS: dict[str, str] = {
     "glue/cola": "mcc",
     "glue/sts-b": "pearson_spearman",
     "glue/sst-2": "accuracy",
+    "instruct/sst-2": "exact_match",
+}
+
+PRESET_TASK_TYPES: dict[str, str] = {
+    "glue/rte": "classification",
+    "glue/mrpc": "classification",
+    "glue/cola": "classification",
+    "glue/sts-b": "regression",
+    "glue/sst-2": "classification",
+    "instruct/sst-2": "causal-lm",
 }
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -51,7 +84,7 @@ DEVICES: tuple[str, ...] = get_args(Device)
 FileFormat = Literal["csv", "tsv", "jsonl"]
 
 # Models the workers know by a short name (resolved to a local folder by the worker).
-MODEL_PRESETS: tuple[str, ...] = ("minilm-l6",)
+MODEL_PRESETS: tuple[str, ...] = ("minilm-l6", "smollm2-135m")
 ALLOW_HUB_ENV = env.ALLOW_HUB
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -98,6 +131,8 @@ SEED_MAX = 2**63 - 1
 MAX_STEPS = 1_000_000
 MAX_LABELS = 10_000
 MAX_EXAMPLES = 100_000_000
+MAX_NEW_TOKENS = 1024
+MAX_SAMPLES = 16
 
 METADATA_MAX_ENTRIES = 32
 METADATA_MAX_KEY = 64

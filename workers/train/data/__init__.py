@@ -10,6 +10,8 @@ at import time):
 - ``files``: reading and checking every row of a preset's or the user's files, mapping columns
   and labels (:func:`load_examples`, :func:`load_splits`, :func:`resolve_file`).
 - ``encoding``: examples into model inputs (:func:`tokenize`, :class:`TokenizedDataset`).
+- ``sft``: causal-lm rows into token ids with loss labels (:func:`encode_sft`,
+  :class:`SftDataset`, :class:`SftCounts`).
 - ``sampling``: each epoch's shuffled order and each rank's share of the batches
   (:func:`epoch_permutation`, :func:`shard_indices`, :func:`num_global_batches`,
   :func:`eval_shard`).
@@ -19,22 +21,28 @@ Import the names from this package (``from workers.train.data import load_splits
 
 from __future__ import annotations
 
-from workers.train.data.base import DatasetError, DatasetInfo, Example, Splits, TaskInfo
+from workers.train.data.base import DatasetError, DatasetInfo, Example, SftRow, Splits, TaskInfo
 from workers.train.data.encoding import TokenizedDataset, tokenize
 from workers.train.data.files import load_examples, load_splits, resolve_file
 from workers.train.data.presets import DATA_ENV, PRESET_TASKS, data_root
 from workers.train.data.sampling import epoch_permutation, eval_shard, num_global_batches, shard_indices
+from workers.train.data.sft import IGNORE_INDEX, SftCounts, SftDataset, encode_sft
 
 __all__ = [
     "DATA_ENV",
+    "IGNORE_INDEX",
     "PRESET_TASKS",
     "DatasetError",
     "DatasetInfo",
     "Example",
+    "SftCounts",
+    "SftDataset",
+    "SftRow",
     "Splits",
     "TaskInfo",
     "TokenizedDataset",
     "data_root",
+    "encode_sft",
     "epoch_permutation",
     "eval_shard",
     "load_examples",

@@ -1,13 +1,18 @@
 """The types every part of ``workers.train.data`` shares: the error, an example, a dataset's info.
 
+A causal-lm row is ``service.core.datasets.SftRow`` (the one reader of those rows, shared with
+the API's upload checks), re-exported here.
+
 This module imports neither torch nor transformers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from service.core.datasets import SftRow
 
 
 class DatasetError(ValueError):
@@ -34,7 +39,7 @@ class DatasetInfo:
     """
 
     name: str
-    task_type: Literal["classification", "regression"]
+    task_type: Literal["classification", "regression", "causal-lm"]
     num_labels: int
     label_names: tuple[str, ...]
     text_column: str
@@ -47,6 +52,11 @@ class DatasetInfo:
     @property
     def is_regression(self) -> bool:
         return self.task_type == "regression"
+
+    @property
+    def is_causal_lm(self) -> bool:
+        """Supervised fine-tuning of a decoder: rows are :class:`SftRow`, not :class:`Example`."""
+        return self.task_type == "causal-lm"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (for job events and the job record)."""
@@ -69,8 +79,9 @@ TaskInfo = DatasetInfo
 
 @dataclass(frozen=True)
 class Splits:
-    """Both splits of a dataset, validated together."""
+    """Both splits of a dataset, validated together: :class:`Example` rows, or :class:`SftRow`
+    rows when ``info.is_causal_lm``."""
 
-    train: list[Example]
-    eval: list[Example]
+    train: Sequence[Example] | Sequence[SftRow]
+    eval: Sequence[Example] | Sequence[SftRow]
     info: DatasetInfo

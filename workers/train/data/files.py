@@ -31,13 +31,24 @@ from service.core.contract import DatasetSpec
 from service.core.datasets import (
     DatasetFileError,
     Record,
+    SftRow,
     decode,
     detect_format,
     jsonl_records,
+    sft_rows,
     table_records,
 )
 from workers.train.data.base import DatasetError, DatasetInfo, Example, Splits
-from workers.train.data.presets import DATA_ENV, PRESET_TASKS, _Preset, _preset_info, data_root
+from workers.train.data.presets import (
+    DATA_ENV,
+    INSTRUCT_PRESETS,
+    PRESET_TASKS,
+    _Preset,
+    _preset_info,
+    data_root,
+    instruct_info,
+    instruct_row,
+)
 from workers.train.glue_metrics import MAIN_METRIC
 
 Split = Literal["train", "eval"]
@@ -338,7 +349,49 @@ def _user_splits(spec: DatasetSpec, files_dir: str | Path | None, want_eval: boo
     return Splits(train, evals, info)
 
 
-def _truncate(examples: list[Example], limit: int | None) -> list[Example]:
+def _sft_file(path: Path, spec: DatasetSpec) -> list[SftRow]:
+    """Every row of a causal-lm jsonl file, checked (``service.core.datasets.sft_row``)."""
+    text = _read_text(path)
+    if not text.strip():
+        raise DatasetError(f"{path}: the file is empty")
+    try:
+        fmt = detect_format(path.name, text, spec.file_format)
+        if fmt != "jsonl":
+            raise DatasetFileError(
+                f"causal-lm rows are JSON objects, one per line (jsonl); this file reads as {fmt}"
+            )
+        _, rows = sft_rows(text)
+        return list(rows)
+    except DatasetFileError as exc:
+        raise DatasetError(f"{path}: {exc}") from None
+
+
+def _sft_user_splits(spec: DatasetSpec, files_dir: str | Path | None, want_eval: bool) -> Splits:
+    assert spec.train_file is not None and spec.eval_file is not None
+    train = _sft_file(resolve_file(spec.train_file, files_dir), spec)
+    evals = _sft_file(resolve_file(spec.eval_file, files_dir), spec) if want_eval else []
+    layout = train[0].layout
+    metric = spec.effective_metric
+    info = DatasetInfo(
+        name="custom",
+        task_type="causal-lm",
+        num_labels=0,
+        label_names=(),
+        text_column="messages" if layout == "chat" else "prompt",
+        text_pair_column=None,
+        label_column="messages" if layout == "chat" else "completion",
+        metric=metric,
+        main_metric=MAIN_METRIC[metric],
+    )
+    return Splits(train, evals, info)
+
+
+def _instruct_split(name: str, root: Path, split: Split) -> list[SftRow]:
+    preset = PRESET_TASKS[INSTRUCT_PRESETS[name].source]
+    return [instruct_row(name, ex) for ex in _preset_split(preset, root, split)]
+
+
+def _truncate(examples: Sequence[Any], limit: int | None) -> Sequence[Any]:
     return examples if limit is None else examples[:limit]
 
 
@@ -350,12 +403,19 @@ def load_splits(
     ``root`` overrides :func:`data_root` for presets; ``files_dir`` is where uploaded file ids
     live (``<artifacts>/files``).
     """
-    if spec.preset is not None:
+    if spec.preset is not None and spec.preset in INSTRUCT_PRESETS:
+        base = Path(root) if root is not None else data_root()
+        train_rows = _instruct_split(spec.preset, base, "train")
+        eval_rows = _instruct_split(spec.preset, base, "eval")
+        splits = Splits(train_rows, eval_rows, instruct_info(spec.preset))
+    elif spec.preset is not None:
         preset = PRESET_TASKS[spec.preset]
         base = Path(root) if root is not None else data_root()
         train = _preset_split(preset, base, "train")
         evals = _preset_split(preset, base, "eval")
         splits = Splits(train, evals, _preset_info(preset))
+    elif spec.task_type == "causal-lm":
+        splits = _sft_user_splits(spec, files_dir, want_eval=True)
     else:
         splits = _user_splits(spec, files_dir, want_eval=True)
     return Splits(
@@ -371,7 +431,7 @@ def load_examples(
     *,
     root: str | Path | None = None,
     files_dir: str | Path | None = None,
-) -> tuple[list[Example], DatasetInfo]:
+) -> tuple[Sequence[Any], DatasetInfo]:
     """One split (``"train"`` or ``"eval"``; ``"dev"`` means eval) and the dataset's info.
 
     Every row of the split is validated; for user files the training file is always read as
@@ -379,6 +439,10 @@ def load_examples(
     the first n rows, after validation.
     """
     which = _normalise_split(split)
+    if spec.preset in INSTRUCT_PRESETS or spec.task_type == "causal-lm":
+        both = load_splits(spec, root=root, files_dir=files_dir)
+        return (both.train if which == "train" else both.eval), both.info
+    examples: Sequence[Any]
     if spec.preset is not None:
         preset = PRESET_TASKS[spec.preset]
         base = Path(root) if root is not None else data_root()

@@ -1,7 +1,8 @@
 """The GLUE presets: each task's folder, encoding, columns, labels and metric, and where the data lives.
 
 :data:`PRESET_TASKS` names the five tasks (``glue/rte``, ``glue/mrpc``, ``glue/cola``,
-``glue/sts-b``, ``glue/sst-2``); :func:`data_root` finds the folder holding
+``glue/sts-b``, ``glue/sst-2``); :data:`INSTRUCT_PRESETS` turns one into instruction data for a
+causal LM (``instruct/sst-2``: prompt/completion rows); :func:`data_root` finds the folder holding
 ``glue/<TASK>/{train,dev}.tsv``. Reading those files is ``workers.train.data.files``.
 """
 
@@ -15,7 +16,8 @@ from typing import Literal
 
 from service.core import env
 from service.core.contract import PRESET_METRICS
-from workers.train.data.base import DatasetError, DatasetInfo
+from service.core.datasets import SftRow
+from workers.train.data.base import DatasetError, DatasetInfo, Example
 from workers.train.glue_metrics import MAIN_METRIC
 
 DATA_ENV = env.DATA
@@ -97,6 +99,51 @@ PRESET_TASKS: Mapping[str, _Preset] = {
         label_names=("negative", "positive"),
     ),
 }
+
+
+@dataclass(frozen=True)
+class _Instruct:
+    """A GLUE task turned into instruction data: a prompt template and the answer of each label."""
+
+    source: str  # the GLUE preset whose rows are read
+    prompt: str  # str.format template; {text} is the sentence
+    answers: tuple[str, ...]  # the completion of label id 0, 1, ...
+
+
+# instruct/sst-2: one short correct answer per row, so exact match scores generation.
+INSTRUCT_PRESETS: Mapping[str, _Instruct] = {
+    "instruct/sst-2": _Instruct(
+        source="glue/sst-2",
+        prompt="Review: {text}\nIs the sentiment of this movie review positive or negative? "
+        "Answer with one word.",
+        answers=("negative", "positive"),
+    ),
+}
+
+
+def instruct_row(name: str, example: Example) -> SftRow:
+    """A GLUE example of an instruct preset's source task as a prompt/completion row."""
+    preset = INSTRUCT_PRESETS[name]
+    return SftRow(
+        example.line,
+        prompt=preset.prompt.format(text=example.text.strip()),
+        completion=preset.answers[int(example.label)],
+    )
+
+
+def instruct_info(name: str) -> DatasetInfo:
+    metric = PRESET_METRICS[name]
+    return DatasetInfo(
+        name=name,
+        task_type="causal-lm",
+        num_labels=0,
+        label_names=(),
+        text_column="prompt",
+        text_pair_column=None,
+        label_column="completion",
+        metric=metric,
+        main_metric=MAIN_METRIC[metric],
+    )
 
 
 def data_root() -> Path:
