@@ -14,9 +14,13 @@ CLIP_ORDERS: tuple[str, ...] = ("clip-then-mask", "mask-then-clip")
 
 # The official implementation masks, in D, only parameters whose name contains "layer" (the
 # encoder layers of BERT and RoBERTa); embeddings, pooler and classifier train normally. F
-# masks every parameter. GPT-2-style models name their blocks ``transformer.h.N``: give them
-# a pattern of their own (for example ``r"\.h\.\d+\."``).
-DEFAULT_D_FILTER = "layer"
+# masks every parameter. The default D filter keeps that word and adds the blocks of GPT-2-style
+# decoders (``transformer.h.N``), which "layer" would miss; Llama-style decoders name theirs
+# ``model.layers.N`` (matched by "layer"). On BERT, RoBERTa and Llama both select the same
+# parameters as "layer" alone: their names hold no ``.h.N.``.
+OFFICIAL_D_FILTER = "layer"
+GPT2_BLOCKS = r"(?:^|\.)h\.\d+\."
+DEFAULT_D_FILTER: tuple[str, ...] = (OFFICIAL_D_FILTER, GPT2_BLOCKS)
 
 
 def compile_filter(param_filter: str | list[str] | tuple[str, ...]) -> re.Pattern[str]:
@@ -47,7 +51,8 @@ class ChildTuningConfig:
     reserve_p: the fraction of elements kept, 0 < p <= 1.
     param_filter: a parameter is eligible for masking when this regular expression (or any of
         this list of them) is found in its name (``re.search``). ``None`` takes the mode's
-        default: ``"layer"`` for D (the official choice), every parameter for F and
+        default: for D, ``"layer"`` (the official choice) or a GPT-2-style block
+        (:data:`DEFAULT_D_FILTER`); every parameter for F and
         update-dropout. ``""`` also matches every parameter.
     fisher_num_batches: batches in the Fisher pass (D); ``None`` is one full pass.
     fisher_clip_norm: each parameter's gradient is clipped to this L2 norm before squaring
@@ -120,7 +125,7 @@ class ChildTuningConfig:
         """The pattern (or patterns) that make a parameter eligible ("" matches all)."""
         if self.param_filter is not None:
             return self.param_filter
-        return DEFAULT_D_FILTER if self.mode == "childtuning-d" else ""
+        return list(DEFAULT_D_FILTER) if self.mode == "childtuning-d" else ""
 
     def selects(self, name: str) -> bool:
         """Whether parameter ``name`` is eligible for masking."""

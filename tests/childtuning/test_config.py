@@ -30,16 +30,36 @@ def test_unknown_mode_lists_allowed_modes():
 
 def test_filter_matching_nothing_is_an_error():
     model = nn.Sequential(nn.Linear(3, 3))
-    with pytest.raises(ValueError, match="param_filter: 'layer' matches no trainable parameter"):
+    with pytest.raises(ValueError, match=r"param_filter: \['layer', .*\] matches no trainable parameter"):
         ChildTuning(model, ChildTuningConfig(mode="childtuning-d"))
 
 
 def test_mode_defaults_follow_the_official_code():
     d = ChildTuningConfig(mode="childtuning-d")
     f = ChildTuningConfig(mode="childtuning-f", reserve_p=0.25)
-    assert (d.effective_filter, d.effective_rescale, d.scale) == ("layer", False, 1.0)
+    assert (d.effective_filter, d.effective_rescale, d.scale) == (["layer", r"(?:^|\.)h\.\d+\."], False, 1.0)
     assert (f.effective_filter, f.effective_rescale, f.scale) == ("", True, 4.0)
     assert ChildTuningConfig(mode="childtuning-d", rescale=True, reserve_p=0.5).scale == 2.0
+
+
+def test_the_default_d_filter_is_the_official_layer_filter_plus_gpt2_blocks():
+    d = ChildTuningConfig(mode="childtuning-d")
+    assert d.selects("bert.encoder.layer.0.attention.self.query.weight")
+    assert d.selects("model.layers.11.self_attn.q_proj.weight")  # Llama
+    assert d.selects("transformer.h.3.attn.c_attn.weight")  # GPT-2
+    for outside in (
+        "bert.embeddings.word_embeddings.weight",
+        "bert.embeddings.LayerNorm.weight",
+        "lm_head.weight",
+    ):
+        assert not d.selects(outside), outside
+    for outside in (
+        "model.embed_tokens.weight",
+        "model.norm.weight",
+        "transformer.wte.weight",
+        "transformer.ln_f.bias",
+    ):
+        assert not d.selects(outside), outside
 
 
 def test_d_attach_without_mask_is_refused():

@@ -130,9 +130,9 @@ class ChildTuningSpec(BaseModel):
     param_filter: str | list[str] | None = Field(
         default=None,
         description="Which parameters are masked: a regular expression found in the parameter's name "
-        '(re.search), or a list of them (any may match); null = mode default ("layer", the official '
-        'filter, for childtuning-d; every parameter otherwise); "" matches every parameter. '
-        'GPT-2-style models name their blocks "transformer.h.N": use for example "\\.h\\.\\d+\\.".',
+        "(re.search), or a list of them (any may match); null = mode default (for childtuning-d the "
+        'official "layer", which also selects Llama-style blocks model.layers.N, plus GPT-2-style blocks '
+        'transformer.h.N; every parameter otherwise); "" matches every parameter.',
     )
     fisher_num_batches: Int | None = Field(
         default=None,
