@@ -15,8 +15,10 @@ from service.core.contract import (
     MODES,
     PHASES,
     PRESET_METRICS,
+    PRESET_TASK_TYPES,
     PRESETS,
     STATUSES,
+    TASK_TYPES,
     ChildTuningSpec,
     DatasetSpec,
     JobSpec,
@@ -397,10 +399,11 @@ def test_bad_json_file_reports_json(tmp_path: Path) -> None:
 
 def test_shared_names() -> None:
     assert MODES == ("vanilla", "childtuning-d", "childtuning-f", "update-dropout")
-    assert PRESETS == ("glue/rte", "glue/mrpc", "glue/cola", "glue/sts-b", "glue/sst-2")
+    assert PRESETS == ("glue/rte", "glue/mrpc", "glue/cola", "glue/sts-b", "glue/sst-2", "instruct/sst-2")
     assert STATUSES == ("queued", "running", "succeeded", "failed", "cancelled")
     assert PHASES == ("preparing", "fisher", "training", "evaluating", "saving")
-    assert set(PRESET_METRICS) == set(PRESETS)
+    assert set(PRESET_METRICS) == set(PRESETS) == set(PRESET_TASK_TYPES)
+    assert set(PRESET_TASK_TYPES.values()) <= set(TASK_TYPES)
     assert set(PRESET_METRICS.values()) <= set(METRICS)
 
 

@@ -84,6 +84,10 @@ def test_loads_with_chat_template_and_answers(loaded: tuple[Any, Any]) -> None:
     assert type(model).__name__ == "LlamaForCausalLM"
     assert 134_000_000 <= sum(p.numel() for p in model.parameters()) <= 135_000_000
     assert tokenizer.chat_template
+    # As the hub's SmolLM2-135M-Instruct: bos <|im_start|> (1), eos = pad <|im_end|> (2).
+    assert (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) == (1, 2, 2)
+    assert tokenizer.eos_token == "<|im_end|>"
+    assert tokenizer.model_max_length == 8192
     text = tokenizer.apply_chat_template(
         [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
     )

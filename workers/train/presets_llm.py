@@ -160,3 +160,16 @@ def _convert(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(str(out))
     if not getattr(tokenizer, "chat_template", None):
         raise PresetError(f"model: the tokenizer of {gguf.name} lost its chat template when converted")
+
+
+def main() -> None:
+    """``python -m workers.train.presets_llm``: convert ahead of time (into the same cache)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        print(smollm2_path())
+    except PresetError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+if __name__ == "__main__":
+    main()
