@@ -409,14 +409,26 @@ def events_main(argv: list[str]) -> int:
     a = p.parse_args(argv)
 
     def body(client: Client) -> int:
+        from service.cli.progress import data_text, samples_lines
+
         for record in client.all_records(a.job_id, "events"):
             record.pop("cursor", None)
             if a.json:
                 print(json.dumps(record))
                 continue
             when = datetime.fromtimestamp(record.get("time", 0)).strftime("%H:%M:%S")
+            kind = record.get("type", "?")
+            if kind == "data":  # causal-lm: rows kept, truncated, dropped
+                print(f"{when}  {kind:<10} {data_text(record)}")
+                continue
+            if kind == "samples":  # causal-lm: the greedy answers at an evaluation
+                head, *lines = samples_lines(record)
+                print(f"{when}  {kind:<10} {head.removeprefix('samples ')}")
+                for line in lines:
+                    print(" " * 21 + line)
+                continue
             rest = {k: v for k, v in record.items() if k not in ("time", "type")}
-            print(f"{when}  {record.get('type', '?'):<10} {json.dumps(rest)}")
+            print(f"{when}  {kind:<10} {json.dumps(rest)}")
         return 0
 
     return _run(a, body)

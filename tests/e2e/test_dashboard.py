@@ -4,7 +4,8 @@ Playwright, the API, Redis and a worker that trains.
 Sign-in (a wrong key is refused, a key that stops working returns to sign-in); a tiny job
 submitted through the form whose loss curve grows while it trains, read by cursor (each step
 once); cancel from the job page; an invalid value refused by the API and shown next to its
-input; another tenant's job is "not found"; an experiment's cells and curves. Every request
+input; another tenant's job is "not found"; an experiment's cells and curves; a causal-lm job
+from the form (no column fields) with its samples table. Every request
 the page makes goes to the API's own origin. Screenshots of each page go to
 ``$CHILDTUNE_TEST_ARTIFACTS/screenshots`` (default ``test-artifacts/``);
 ``CHILDTUNE_UPDATE_SCREENSHOTS=1`` also copies the job page to ``docs/images/dashboard-job.png``.
@@ -12,6 +13,7 @@ the page makes goes to the API's own origin. Screenshots of each page go to
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -24,7 +26,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.e2e.stack import KEYS, ROOT, Stack, wait_for
+from tests.e2e.stack import KEYS, ROOT, Stack, model_root, wait_for
+from tests.workers.tiny import write_tiny_decoder
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(os.environ.get("CHILDTUNE_TEST_ARTIFACTS") or ROOT / "test-artifacts") / "screenshots"
@@ -449,4 +452,94 @@ def test_an_experiment_shows_its_cells_and_curves(dash: Dashboard, stack: Stack)
         assert all(isinstance(v, int | float) for v in series)
     expect(page.locator("#experiment-jobs tbody tr")).to_have_count(4)
     dash.shot("experiment")
+    dash.check_clean()
+
+
+def test_a_causal_lm_job_from_the_form_shows_the_models_answers(
+    dash: Dashboard, stack: Stack, tmp_path: Path
+) -> None:
+    """causal-lm through the form (the column fields hidden and not sent), then its job page: the
+    samples table of the latest evaluation, an earlier one picked, texts shown as text."""
+    from playwright.sync_api import expect
+
+    page = dash.page
+    if not (model_root(stack.env) / "tiny-llama" / "config.json").exists():
+        write_tiny_decoder(model_root(stack.env) / "tiny-llama")
+    train, dev = tmp_path / "train.jsonl", tmp_path / "dev.jsonl"
+    rows = [{"prompt": f"{a}+{b}=", "completion": str(a + b)} for a in range(3) for b in range(3)]
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows[:8]))
+    # Markup and a line break in a prompt: shown as text, never parsed as HTML.
+    dev_rows = [{"prompt": "<b>1+1</b>\n=", "completion": "2"}, {"prompt": "2+2=", "completion": "4"}]
+    dev.write_text("".join(json.dumps(r) + "\n" for r in dev_rows))
+
+    dash.sign_in()
+    dash.open("/new")
+    page.get_by_label("Upload files", exact=True).check()
+    expect(page.get_by_label("Label column", exact=True)).to_be_visible()
+    page.get_by_label("Task type", exact=True).select_option("causal-lm")
+    for label in ("Text column", "Second text column", "Label column"):
+        expect(page.get_by_label(label, exact=True)).to_be_hidden()
+    page.get_by_label("Training file", exact=True).set_input_files(str(train))
+    expect(page.locator("#f-train-file-status")).to_contain_text("8 rows")
+    page.get_by_label("Evaluation file", exact=True).set_input_files(str(dev))
+    expect(page.locator("#f-eval-file-status")).to_contain_text("2 rows")
+    form = {
+        "Model": "tiny-llama",
+        "Learning rate": "1e-2",
+        "Batch size": "4",
+        "Max steps": "2",
+        "Max sequence length": "48",
+        "Evaluate every": "1",
+        "Ranks": "1",
+    }
+    for label, value in form.items():
+        page.get_by_label(label, exact=True).fill(value)
+    page.get_by_label("Mode", exact=True).select_option("vanilla")
+    page.get_by_label("Device", exact=True).select_option("cpu")
+    with page.expect_request(lambda r: r.method == "POST" and urlsplit(r.url).path == "/v1/jobs") as sent:
+        page.get_by_role("button", name="Submit job").click()
+    # No column field is sent (the API refuses them for causal-lm).
+    assert sorted(sent.value.post_data_json["dataset"]) == ["eval_file", "task_type", "train_file"]
+    page.wait_for_url(re.compile(r"#/jobs/job-[0-9a-f]+$"))
+    job_id = page.url.rsplit("/", 1)[1]
+    client = stack.client("alice")
+    assert client.get_job(job_id)["spec"]["dataset"]["task_type"] == "causal-lm"
+
+    wait_for(lambda: client.get_job(job_id)["status"] in FINAL, 240, "the causal-lm job")
+    assert client.get_job(job_id)["status"] == "succeeded", (
+        stack.artifacts / "jobs" / job_id / "launcher.log"
+    ).read_text()[-3000:]
+    samples = [e for e in client.all_records(job_id, "events") if e["type"] == "samples"]
+    assert [e["step"] for e in samples] == [1, 2], samples
+
+    def shown() -> list[list[str]]:
+        return [
+            [str(td.text_content()) for td in row.locator("td").all()]
+            for row in page.locator("#samples-table tbody tr").all()
+        ]
+
+    def expected(event: dict[str, Any]) -> list[list[str]]:
+        def text(value: str) -> str:  # line breaks shown as ⏎
+            return re.sub(r"\r\n|\r|\n", "⏎", value) if value else "(empty)"
+
+        return [[text(s["prompt"]), text(s["answer"]), text(s["reference"])] for s in event["samples"]]
+
+    expect(page.locator('[data-fact="status"] .status')).to_have_text("succeeded")
+    expect(page.locator("#samples-h")).to_have_text("Samples at step 2")
+    expect(page.locator("#samples-table tbody tr")).to_have_count(2)
+    assert shown() == expected(samples[1])
+    assert "<b>1+1</b>⏎=" in shown()[0][0] and page.locator("#samples-table b").count() == 0
+    page.get_by_label("Evaluation at", exact=True).select_option(label="at step 1")
+    expect(page.locator("#samples-h")).to_have_text("Samples at step 1")
+    assert shown() == expected(samples[0])
+
+    timeline = page.locator("#timeline")
+    expect(timeline).to_contain_text("data: train 8 rows, eval 2 rows")
+    expect(timeline).to_contain_text("chat template on")
+    expect(timeline).to_contain_text("samples at step 2: 2 answers")
+    expect(page.locator("#eval-h")).to_have_text("Evaluation: perplexity (lower is better)")
+    expect(page.locator("#eval-note")).to_contain_text("token_accuracy")
+    assert dash.chart("eval")[0] == [1, 2]
+    page.locator("#samples").scroll_into_view_if_needed()
+    dash.shot("job-causal-lm")
     dash.check_clean()

@@ -13,7 +13,8 @@
   const FINAL = new Set(['succeeded', 'failed', 'cancelled']);
   const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
   const MODES = ['vanilla', 'childtuning-d', 'childtuning-f', 'update-dropout'];
-  const PRESETS = ['glue/rte', 'glue/mrpc', 'glue/cola', 'glue/sts-b', 'glue/sst-2'];
+  const PRESETS = ['glue/rte', 'glue/mrpc', 'glue/cola', 'glue/sts-b', 'glue/sst-2', 'instruct/sst-2'];
+  const TASK_TYPES = ['classification', 'regression', 'causal-lm'];
   // Distinct colours, and a dash pattern each, so curves differ without colour too.
   const PALETTE = ['#1f5f8b', '#c0392b', '#2e7d32', '#8e44ad', '#b9770e', '#00838f', '#6d4c41', '#455a64'];
   const DASHES = [[], [8, 4], [2, 3], [10, 3, 2, 3], [4, 4], [12, 6], [1, 4], [6, 2, 2, 2]];
@@ -112,6 +113,13 @@
     return (key || 'metric').replace(/^eval_/, '');
   }
 
+  // As the API's higher_is_better (service/core/contract/vocabulary.py): losses, perplexity and
+  // error measures are better lower; every other score higher.
+  function lowerIsBetter(key) {
+    const k = metricName(key).toLowerCase();
+    return k.endsWith('loss') || k === 'perplexity' || ['mse', 'mae', 'rmse'].includes(k) || /_(mse|mae|rmse)$/.test(k);
+  }
+
   function fmtMetric(record) {
     if (!record) return '—';
     return `${metricName(record.main_metric)} ${fmtNum(record.main_value)} (step ${record.step})`;
@@ -136,7 +144,8 @@
   function datasetText(spec) {
     const data = (spec && spec.dataset) || {};
     if (data.preset) return data.preset;
-    return data.train_file ? `file ${data.train_file}` : '—';
+    if (!data.train_file) return '—';
+    return data.task_type === 'causal-lm' ? `file ${data.train_file} (causal-lm)` : `file ${data.train_file}`;
   }
 
   function etaSeconds(job) {
@@ -524,7 +533,9 @@
 
     const cursors = { metrics: '0', events: '0' };
     const loss = { x: [], y: [] };
-    const evals = { x: [], y: [], metric: null };
+    const evals = { x: [], y: [], metric: null, last: null };
+    const samples = []; // every samples event (causal-lm), in order
+    let samplesChoice = null; // index of the evaluation picked; null: follow the latest
     let parts = null;
     let ticks = 0;
     let sawFisher = false;
@@ -559,6 +570,24 @@
       const timeline = h('ol', { class: 'timeline', id: 'timeline' });
       const ckptBody = h('tbody');
       const ckptMessage = h('p', { class: 'form-message', role: 'status', id: 'download-message' });
+      // causal-lm: the model's greedy answers to the first evaluation prompts, per evaluation.
+      const samplesTitle = h('h2', { id: 'samples-h', text: 'Samples' });
+      const samplesPick = h('select', { id: 'samples-step' });
+      const samplesPicker = h('div', { class: 'inline-field', hidden: true },
+        h('label', { for: 'samples-step', text: 'Evaluation at' }), samplesPick);
+      const samplesBody = h('tbody');
+      const samplesSection = h('section', { id: 'samples', hidden: true, 'aria-labelledby': 'samples-h' },
+        samplesTitle,
+        h('div', { class: 'toolbar' }, samplesPicker,
+          h('p', { class: 'hint', text: 'The model’s greedy answers to the first evaluation prompts.' })),
+        tableWrap('Samples', h('table', { id: 'samples-table' },
+          h('thead', {}, h('tr', {}, ['#', 'Prompt', 'Answer', 'Reference'].map((t) => h('th', { scope: 'col', text: t })))),
+          samplesBody)));
+      samplesPick.addEventListener('change', () => {
+        const i = Number(samplesPick.value);
+        samplesChoice = i === samples.length - 1 ? null : i;
+        showSamples();
+      });
       const mask = h('section', { id: 'mask', hidden: true, 'aria-labelledby': 'mask-h' },
         h('h2', { id: 'mask-h', text: 'Child network (ChildTuning-D mask)' }), h('div', { class: 'mask-body' }));
       append(wrap,
@@ -567,6 +596,7 @@
         h('div', { class: 'charts' },
           h('section', { 'aria-labelledby': 'loss-h' }, h('h2', { id: 'loss-h', text: 'Training loss' }), lossEl, lossNote),
           h('section', { 'aria-labelledby': 'eval-h' }, evalTitle, evalEl, evalNote)),
+        samplesSection,
         h('div', { class: 'columns' },
           h('section', { 'aria-labelledby': 'timeline-h' }, h('h2', { id: 'timeline-h', text: 'Timeline' }), timeline),
           h('section', { 'aria-labelledby': 'ckpt-h' },
@@ -579,7 +609,10 @@
         h('section', { 'aria-labelledby': 'spec-h' }, h('h2', { id: 'spec-h', text: 'Spec' }),
           h('pre', { class: 'spec', id: 'spec', tabindex: '0' }, h('code', { text: JSON.stringify(job.spec, null, 2) }))));
       const lossChart = makeChart(view, lossEl, 'loss', 'loss', [{ label: 'train loss' }]);
-      return { facts, actions, cancel, errorSection, lossChart, evalChart: null, lossNote, evalNote, evalTitle, lossEl, evalEl, timeline, ckptBody, ckptMessage, mask };
+      return {
+        facts, actions, cancel, errorSection, lossChart, evalChart: null, lossNote, evalNote, evalTitle, lossEl, evalEl, timeline, ckptBody, ckptMessage, mask,
+        samplesSection, samplesTitle, samplesPick, samplesPicker, samplesBody,
+      };
     };
 
     const update = (job) => {
@@ -639,6 +672,7 @@
           evals.x.push(r.step);
           evals.y.push(typeof r.main_value === 'number' ? r.main_value : null);
           evals.metric = r.main_metric;
+          evals.last = r;
           changed.eval = true;
         }
       }
@@ -651,26 +685,59 @@
       }
       if (changed.eval) {
         const name = metricName(evals.metric);
-        parts.evalTitle.textContent = `Evaluation: ${name}`;
+        parts.evalTitle.textContent = `Evaluation: ${name}${lowerIsBetter(evals.metric) ? ' (lower is better)' : ''}`;
         if (!parts.evalChart) parts.evalChart = makeChart(view, parts.evalEl, 'eval', name, [{ label: name }]);
         parts.evalChart.setData([evals.x, evals.y]);
         const last = evals.x.length - 1;
-        const text = `${evals.x.length} evaluation${evals.x.length === 1 ? '' : 's'}; latest ${name} ${fmtNum(evals.y[last])} at step ${evals.x[last]}.`;
+        // The latest record's other eval_ numbers (loss; token accuracy and tokens of causal-lm).
+        const others = Object.entries(evals.last)
+          .filter(([k, v]) => k.startsWith('eval_') && k !== evals.metric && typeof v === 'number')
+          .map(([k, v]) => `${metricName(k)} ${fmtNum(v)}`);
+        const text = `${evals.x.length} evaluation${evals.x.length === 1 ? '' : 's'}; latest ${name} ${fmtNum(evals.y[last])} at step ${evals.x[last]}`
+          + (others.length ? ` (${others.join(', ')}).` : '.');
         parts.evalNote.textContent = text;
         parts.evalEl.setAttribute('aria-label', `Evaluation ${name} by step. ${text}`);
       }
     };
 
+    const sampleStepText = (e) => (e.step === 0 ? 'before training (step 0)' : `at step ${e.step}`);
+    // One samples event as the table's rows (texts as text nodes: never parsed as HTML).
+    const showSamples = () => {
+      if (!samples.length) return;
+      const i = samplesChoice === null ? samples.length - 1 : samplesChoice;
+      const e = samples[i];
+      parts.samplesTitle.textContent = `Samples ${sampleStepText(e)}`;
+      parts.samplesPick.value = String(i);
+      parts.samplesPicker.hidden = samples.length < 2;
+      // Line breaks shown as ⏎ (an answer of blank lines stays visible and short).
+      const text = (value, cls) => (value === '' || value === null || value === undefined
+        ? h('td', { class: cls }, h('span', { class: 'muted', text: '(empty)' }))
+        : h('td', { class: cls, text: String(value).replace(/\r\n|\r|\n/g, '⏎') }));
+      const rows = (e.samples || []).map((sample, k) => h('tr', {},
+        h('th', { scope: 'row', text: String(k + 1) }),
+        text(sample.prompt, 'sample-text'), text(sample.answer, 'sample-text sample-answer'), text(sample.reference, 'sample-text')));
+      clear(parts.samplesBody);
+      append(parts.samplesBody, rows.length ? rows : h('tr', {}, h('td', { colspan: '4', text: 'No samples.' })));
+      parts.samplesSection.hidden = false;
+    };
+
     let firstEventTime = null;
     const addEvents = (records) => {
+      let newSamples = false;
       for (const e of records) {
         if (e.type === 'progress') continue; // the Fisher pass's ticks: the phase shows it
         if (e.type === 'fisher') sawFisher = true;
+        if (e.type === 'samples') {
+          samples.push(e);
+          parts.samplesPick.append(h('option', { value: String(samples.length - 1), text: sampleStepText(e) }));
+          newSamples = true;
+        }
         if (firstEventTime === null && e.time) firstEventTime = e.time;
         const offset = e.time && firstEventTime !== null ? ` (+${fmtDuration(e.time - firstEventTime)})` : '';
         parts.timeline.append(h('li', { class: e.type === 'phase' ? 'phase' : `event-${e.type}` },
           timeEl(e.time), h('span', { class: 'offset', text: offset }), ' ', h('span', { class: 'what', text: describeEvent(e) })));
       }
+      if (newSamples) showSamples();
     };
 
     const drain = async (which, add) => {
@@ -748,6 +815,15 @@
     });
   }
 
+  // One split of a causal-lm job's data event: `train 80 of 81 rows (2 truncated, 1 dropped)`.
+  function dataSplitText(name, c) {
+    if (!c) return `${name} —`;
+    const rows = c.kept === c.rows || c.rows === undefined ? `${fmtInt(c.kept)} rows` : `${fmtInt(c.kept)} of ${fmtInt(c.rows)} rows`;
+    const dropped = (c.dropped_overlong || 0) + (c.dropped_no_target || 0);
+    const notes = [c.truncated ? `${fmtInt(c.truncated)} truncated` : null, dropped ? `${fmtInt(dropped)} dropped` : null].filter(Boolean);
+    return `${name} ${rows}${notes.length ? ` (${notes.join(', ')})` : ''}`;
+  }
+
   function describeEvent(e) {
     switch (e.type) {
       case 'started':
@@ -757,6 +833,13 @@
       case 'fisher': return `Fisher pass: kept ${fmtPct(e.kept_fraction)} of ${fmtInt(e.num_elements)} elements`;
       case 'checkpoint': return `checkpoint ${e.name} at step ${e.step}`;
       case 'best': return `new best ${metricName(e.main_metric)} ${fmtNum(e.main_value)} at step ${e.step}`;
+      case 'data':
+        return `data: ${dataSplitText('train', e.train)}, ${dataSplitText('eval', e.eval)}, max ${e.max_seq_length} tokens`
+          + ` (overlong: ${e.overlong}), chat template ${e.chat_template ? 'on' : 'off'}`;
+      case 'samples': {
+        const n = (e.samples || []).length;
+        return `samples ${e.step === 0 ? 'before training (step 0)' : `at step ${e.step}`}: ${n} answer${n === 1 ? '' : 's'}`;
+      }
       case 'early_stopped': return `early stop at step ${e.step} (best step ${e.best_step})`;
       case 'resumed': return `resumed from step ${e.from_step}`;
       case 'model': return `saved ${e.which} (step ${e.step})`;
@@ -1076,7 +1159,7 @@
     const uploads = {}; // input id -> uploaded file record
     const presetGroup = h('div', { id: 'preset-group' },
       field('f-preset', 'Preset', selectInput('f-preset', 'dataset.preset', PRESETS, 'glue/rte'),
-        'The task\'s train and dev sets on the workers (CHILDTUNE_DATA).'));
+        'The task\'s train and dev sets on the workers (CHILDTUNE_DATA); instruct/sst-2 (causal-lm) needs a decoder model such as smollm2-135m.'));
     const fileInput = (id, path, label) => {
       const input = h('input', { id, name: id, type: 'file', accept: '.csv,.tsv,.jsonl,.json,text/csv,text/tab-separated-values', 'data-field': path });
       const status = h('p', { class: 'hint', id: `${id}-status`, 'aria-live': 'polite', text: 'csv or tsv with a header row, or jsonl; uploaded when chosen.' });
@@ -1090,19 +1173,28 @@
       input.setAttribute('list', 'f-columns');
       return field(id, label, input, hint);
     };
+    // causal-lm rows are prompt/completion or chat objects: no columns to name (the API refuses them).
+    const columnFields = [
+      columnInput('f-text-column', 'dataset.text_column', 'Text column', 'text'),
+      columnInput('f-text-pair-column', 'dataset.text_pair_column', 'Second text column', '', 'Optional: for sentence pairs.'),
+      columnInput('f-label-column', 'dataset.label_column', 'Label column', 'label'),
+    ];
+    const taskType = selectInput('f-task-type', 'dataset.task_type', TASK_TYPES, 'classification');
+    taskType.addEventListener('change', () => {
+      for (const f of columnFields) f.hidden = taskType.value === 'causal-lm';
+    });
     const filesGroup = h('div', { id: 'files-group', hidden: true },
       fileInput('f-train-file', 'dataset.train_file', 'Training file'),
       fileInput('f-eval-file', 'dataset.eval_file', 'Evaluation file'),
       columnsList,
       h('div', { class: 'grid' },
-        columnInput('f-text-column', 'dataset.text_column', 'Text column', 'text'),
-        columnInput('f-text-pair-column', 'dataset.text_pair_column', 'Second text column', '', 'Optional: for sentence pairs.'),
-        columnInput('f-label-column', 'dataset.label_column', 'Label column', 'label'),
-        field('f-task-type', 'Task type', selectInput('f-task-type', 'dataset.task_type', ['classification', 'regression'], 'classification'))));
+        field('f-task-type', 'Task type', taskType,
+          'causal-lm: jsonl rows of {"prompt", "completion"} or {"messages": [...]}, for a decoder model.'),
+        columnFields));
     const sourceRadio = (value, label, checked) => h('label', { class: 'radio' },
       h('input', { type: 'radio', name: 'source', value, checked }), ` ${label}`);
     const source = h('fieldset', { class: 'radios' }, h('legend', { text: 'Source' }),
-      sourceRadio('preset', 'GLUE preset', true), sourceRadio('files', 'Upload files', false));
+      sourceRadio('preset', 'Built-in preset', true), sourceRadio('files', 'Upload files', false));
     source.addEventListener('change', () => {
       const files = source.querySelector('input:checked').value === 'files';
       presetGroup.hidden = files;
@@ -1226,7 +1318,8 @@
         if (!uploads[id]) throw new FormError(path, `${path}: choose a file and wait for its upload`);
         spec.dataset[path.split('.')[1]] = uploads[id].id;
       }
-      for (const path of ['dataset.text_column', 'dataset.text_pair_column', 'dataset.label_column', 'dataset.task_type']) {
+      const columns = value('dataset.task_type') === 'causal-lm' ? [] : ['dataset.text_column', 'dataset.text_pair_column', 'dataset.label_column'];
+      for (const path of columns.concat(['dataset.task_type'])) {
         if (value(path)) spec.dataset[path.split('.')[1]] = value(path);
       }
     } else {
