@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from service.cli.client import Client, ClientError
-from service.core.contract import MODES, PRECISIONS, PRESETS, STATUSES, SpecError, load_spec
+from service.core.contract import MODES, PRECISIONS, PRESETS, STATUSES, TASK_TYPES, SpecError, load_spec
 
 __all__ = [
     "cancel_main",
@@ -124,8 +124,8 @@ def submit_main(argv: list[str]) -> int:
     p.add_argument("spec", nargs="?", help="job spec file; flags override its fields")
     p.add_argument(
         "--model",
-        help='"minilm-l6" (default), a model of the service\'s model roots (its folder name), '
-        "or one of your succeeded jobs (job-<id>, job-<id>/best)",
+        help='"minilm-l6" (default), "smollm2-135m" (a decoder, for causal-lm), a model of the '
+        "service's model roots (its folder name), or one of your succeeded jobs (job-<id>, job-<id>/best)",
     )
     p.add_argument("--preset", choices=PRESETS)
     p.add_argument("--train-file", help="an uploaded file id, or a local file (uploaded first)")
@@ -133,7 +133,7 @@ def submit_main(argv: list[str]) -> int:
     p.add_argument("--text-column")
     p.add_argument("--text-pair-column")
     p.add_argument("--label-column")
-    p.add_argument("--task-type", choices=("classification", "regression"))
+    p.add_argument("--task-type", choices=TASK_TYPES)
     p.add_argument("--max-train-examples", type=int)
     p.add_argument("--max-eval-examples", type=int)
     p.add_argument("--mode", choices=MODES)

@@ -1208,7 +1208,7 @@
       h('fieldset', {}, h('legend', { text: 'Model and method' }),
         h('div', { class: 'grid' },
           field('f-model', 'Model', textInput('f-model', 'model', 'minilm-l6'),
-            'minilm-l6, a model folder name the operator provides, or job-<id> of your succeeded job.'),
+            'minilm-l6, smollm2-135m (a decoder, for causal-lm), a model folder name the operator provides, or job-<id> of your succeeded job.'),
           field('f-mode', 'Mode', selectInput('f-mode', 'childtuning.mode', MODES, 'childtuning-d')),
           field('f-reserve-p', 'reserve_p', textInput('f-reserve-p', 'childtuning.reserve_p', '0.3', 'float'),
             'Fraction of elements kept, 0 < p ≤ 1 (not used by vanilla).'))),
