@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from service.core.contract.vocabulary import PRESET_METRICS
 from service.core.contract.vocabulary import higher_is_better as _higher_is_better
 
 __all__ = [
@@ -86,6 +87,8 @@ _ALIASES: Mapping[str, str] = {
 def resolve_metric(task_metric: str) -> str:
     """The metric family for a family name, a task name (``rte``) or a preset (``glue/rte``)."""
     name = task_metric.strip().lower()
+    if name in PRESET_METRICS:  # every preset of the contract, instruct/sst-2 included
+        return PRESET_METRICS[name]
     name = name.removeprefix("glue/")
     name = _ALIASES.get(name, name)
     if name in METRIC_KEYS:
