@@ -134,7 +134,7 @@ def test_overlong_rows_are_truncated_dropped_or_fail_naming_the_line() -> None:
 
 
 def addition_rows(chat: bool) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for a in range(10):
         for b in range(10):
             prompt, answer = f"{a}+{b}=", str(a + b)

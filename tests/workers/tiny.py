@@ -90,7 +90,7 @@ def write_tiny_decoder(folder: Path, *, family: str = "llama", seed: int = 0) ->
     torch.manual_seed(seed)
     model: torch.nn.Module
     if family == "llama":
-        config = LlamaConfig(
+        llama = LlamaConfig(
             vocab_size=vocab,
             hidden_size=16,
             intermediate_size=32,
@@ -103,9 +103,9 @@ def write_tiny_decoder(folder: Path, *, family: str = "llama", seed: int = 0) ->
             eos_token_id=CHAT_SPECIAL.index("<|im_end|>"),
             pad_token_id=CHAT_SPECIAL.index("<pad>"),
         )
-        model = LlamaForCausalLM(config)
+        model = LlamaForCausalLM(llama)
     elif family == "gpt2":
-        config = GPT2Config(
+        gpt2 = GPT2Config(
             vocab_size=vocab,
             n_embd=16,
             n_layer=2,
@@ -117,8 +117,8 @@ def write_tiny_decoder(folder: Path, *, family: str = "llama", seed: int = 0) ->
             bos_token_id=CHAT_SPECIAL.index("</s>"),
             eos_token_id=CHAT_SPECIAL.index("</s>"),
         )
-        model = GPT2LMHeadModel(config)
+        model = GPT2LMHeadModel(gpt2)
     else:
         raise ValueError(f"unknown family {family!r}")
-    model.save_pretrained(str(folder))  # type: ignore[operator]
+    model.save_pretrained(str(folder))
     return folder
