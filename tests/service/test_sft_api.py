@@ -108,7 +108,7 @@ def test_causal_lm_jobs_take_instruction_files_only_and_no_columns(api: Api) -> 
     before = (queued_messages(api), job_keys(api))
     cases = [
         ({**dataset, "eval_file": table}, "dataset.eval_file", "holds table rows"),
-        ({**dataset, "text_column": "messages"}, "dataset.text_column", "leave text_column out"),
+        ({**dataset, "text_column": "messages"}, "dataset.text_column", "text_column is a column"),
         ({**dataset, "metric": "accuracy"}, "dataset.metric", "perplexity or exact_match"),
         ({"preset": "glue/rte", "overlong": "drop"}, "dataset.overlong", "causal-lm"),
     ]

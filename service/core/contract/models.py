@@ -342,13 +342,9 @@ class DatasetSpec(BaseModel):
     def _one_source(self) -> DatasetSpec:
         given = [name for name in _FILE_FIELDS if getattr(self, name) is not None]
         if self.effective_task_type != "causal-lm":
-            for name in _SFT_ONLY_FIELDS:
-                if getattr(self, name) is not None:
-                    raise _spec_error(
-                        f"{name} is for causal-lm data (this dataset is {self.effective_task_type}); "
-                        f"leave it out",
-                        name,
-                    )
+            self._refuse_given(
+                _SFT_ONLY_FIELDS, f"is for causal-lm data (this dataset is {self.effective_task_type})"
+            )
         if self.preset is not None:
             if given:
                 raise _spec_error(
@@ -398,19 +394,20 @@ class DatasetSpec(BaseModel):
                 )
         return self
 
+    def _refuse_given(self, names: tuple[str, ...], why: str) -> None:
+        for name in names:
+            if getattr(self, name) is not None:
+                raise _spec_error(f"{name} {why}; leave it out (docs/llm.md)", name)
+
     def _causal_lm_files(self) -> DatasetSpec:
         missing = [name for name in _REQUIRED_SFT_FIELDS if getattr(self, name) is None]
         if missing:
             raise _spec_error(
                 "required when no preset is given (missing: " + ", ".join(missing) + ")", field=missing[0]
             )
-        for name in _COLUMN_FIELDS:
-            if getattr(self, name) is not None:
-                raise _spec_error(
-                    f"causal-lm rows are prompt/completion or chat objects, with no columns to name: "
-                    f"leave {name} out (docs/llm.md)",
-                    name,
-                )
+        self._refuse_given(
+            _COLUMN_FIELDS, "is a column: causal-lm rows are prompt/completion or chat objects"
+        )
         if self.metric is not None and self.metric not in CAUSAL_LM_METRICS:
             raise _spec_error(
                 f"causal-lm takes perplexity or exact_match (got {self.metric!r})", field="metric"
