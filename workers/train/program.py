@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from workers.train.sinks import Recorder
 
 # What other modules import from here; exit codes and status.json I/O come from service.core.jobdir.
-__all__ = ["JobError", "Plan", "Run", "main", "step_seed"]
+__all__ = ["JobError", "Plan", "Run", "main", "optimizer_groups", "step_seed"]
 
 log = logging.getLogger("childtune.train")
 
@@ -92,6 +92,28 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     """The seed of a step's dropout on a rank: a resumed run draws what the uninterrupted one drew."""
     digest = hashlib.blake2b(f"childtune/dropout/{seed}/{rank}/{step}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+# Biases and norms are not decayed (BERT's LayerNorm, Llama's RMSNorm, GPT-2's ln_1/ln_2/ln_f).
+NO_DECAY: tuple[str, ...] = (
+    "bias",
+    "LayerNorm.weight",
+    "layernorm.weight",
+    "norm.weight",
+    ".ln_1.weight",
+    ".ln_2.weight",
+    ".ln_f.weight",
+)
+
+
+def optimizer_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW's parameter groups: decay on weights, none on biases and norms (:data:`NO_DECAY`)."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in params if not n.endswith(NO_DECAY)], "weight_decay": weight_decay},
+        {"params": [p for n, p in params if n.endswith(NO_DECAY)], "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,22 +366,8 @@ class Run:
         hp, res, plan = self.spec.hyperparameters, self.spec.resources, self.plan
         assert plan is not None
         model = self.hf_model
-        # Biases and norms are not decayed (BERT's LayerNorm, Llama's RMSNorm, GPT-2's ln_1/ln_2/ln_f).
-        no_decay = (
-            "bias",
-            "LayerNorm.weight",
-            "layernorm.weight",
-            "norm.weight",
-            ".ln_1.weight",
-            ".ln_2.weight",
-            ".ln_f.weight",
-        )
-        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": hp.weight_decay},
-            {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
-        ]
-        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=hp.learning_rate)
+        groups = optimizer_groups(model, hp.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=hp.learning_rate)
 
         def schedule(step: int) -> float:  # linear warmup, then linear decay to 0
             if step < plan.warmup_steps:
