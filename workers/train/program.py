@@ -695,32 +695,21 @@ class Run:
         import numpy as np
         import torch
 
-        from workers.train.data import eval_shard
         from workers.train.glue_metrics import compute_metrics
 
         assert self.plan is not None and self.info is not None and self.eval_set is not None
         n = len(self.eval_set)
-        mine = eval_shard(n, self.rank, self.world_size)
-        size = max(32, self.plan.micro_per_rank * 2)
-        # Every rank runs the same number of forwards (ZeRO-3 gathers parameters in each).
-        rounds = math.ceil(math.ceil(n / self.world_size) / size)
         outputs: list[Any] = []
         loss_sum = 0.0
         with torch.no_grad():
-            for r in range(rounds):
-                idx = list(mine[r * size : (r + 1) * size])
+            for idx in self.eval_chunks(max(32, self.plan.micro_per_rank * 2)):
                 batch = self.to_device(self.eval_set.batch(idx or [0]))
                 out = self.engine(**batch)
                 if idx:
                     outputs.append(out.logits.float().cpu())
                     loss_sum += float(out.loss) * len(idx)
         logits = torch.cat(outputs) if outputs else torch.zeros(0, self.info.num_labels)
-        gathered: list[Any] = [None] * self.world_size
-        part = (logits.numpy(), loss_sum)
-        if self.distributed:
-            torch.distributed.all_gather_object(gathered, part)
-        else:
-            gathered = [part]
+        gathered = self.gather_objects((logits.numpy(), loss_sum))
         all_logits = np.concatenate([g[0] for g in gathered])
         labels = self.eval_set.labels.numpy()
         predictions = all_logits[:, 0] if self.info.is_regression else all_logits
@@ -735,20 +724,16 @@ class Run:
         exact_match, every row's greedy answer against its completion. Collective."""
         import torch
 
-        from workers.train.data import SftDataset, eval_shard
+        from workers.train.data import SftDataset
         from workers.train.glue_metrics import exact_match
         from workers.train.losses import token_sums
 
         assert self.plan is not None and self.info is not None and isinstance(self.eval_set, SftDataset)
         hp, data = self.spec.hyperparameters, self.eval_set
         n = len(data)
-        mine = eval_shard(n, self.rank, self.world_size)
-        size = max(4, self.plan.micro_per_rank * 2)
-        rounds = math.ceil(math.ceil(n / self.world_size) / size)
         sums = torch.zeros(3, dtype=torch.float64, device=self.reduce_device)  # loss, tokens, correct
         with torch.no_grad():
-            for r in range(rounds):  # the same number of forwards on every rank (ZeRO-3)
-                idx = list(mine[r * size : (r + 1) * size])
+            for idx in self.eval_chunks(max(4, self.plan.micro_per_rank * 2)):
                 batch = self.to_device(data.batch(idx or [0]))
                 out = self.engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
                 if idx:
@@ -781,22 +766,35 @@ class Run:
             )
         if self.info.metric != "exact_match":
             return record, None
-        per = 16
-        gen_rounds = math.ceil(math.ceil(n / self.world_size) / per)
         mine_answers: list[str] = []
         max_new = min(hp.max_new_tokens, self.answer_tokens + 4)
-        for r in range(gen_rounds):
-            idx = list(mine[r * per : (r + 1) * per])
-            out_text = self.generate(idx or [0], max_new)
-            mine_answers += out_text[: len(idx)]
-        gathered: list[Any] = [None] * self.world_size
-        if self.distributed:
-            torch.distributed.all_gather_object(gathered, mine_answers)
-        else:
-            gathered = [mine_answers]
-        answers = [a for part in gathered for a in part]
+        for idx in self.eval_chunks(16):
+            mine_answers += self.generate(idx or [0], max_new)[: len(idx)]
+        answers = [a for part in self.gather_objects(mine_answers) for a in part]
         record["eval_exact_match"] = exact_match(answers, data.references)
         return record, answers
+
+    def eval_chunks(self, size: int) -> Iterator[list[int]]:
+        """This rank's evaluation rows (``eval_shard``) in chunks of ``size``, as many chunks on
+        every rank (ZeRO-3 gathers parameters in each forward): a rank out of rows gets ``[]``
+        and runs a forward on row 0 whose output it drops."""
+        from workers.train.data import eval_shard
+
+        assert self.eval_set is not None
+        n = len(self.eval_set)
+        mine = eval_shard(n, self.rank, self.world_size)
+        for r in range(math.ceil(math.ceil(n / self.world_size) / size)):
+            yield list(mine[r * size : (r + 1) * size])
+
+    def gather_objects(self, part: Any) -> list[Any]:
+        """Every rank's ``part``, in rank order. Collective."""
+        if not self.distributed:
+            return [part]
+        import torch
+
+        gathered: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(gathered, part)
+        return gathered
 
     def generate(self, indices: list[int], max_new_tokens: int) -> list[str]:
         """Greedy answers to the prompts of evaluation rows ``indices`` (text after the prompt).

@@ -25,7 +25,7 @@ functions, never at import time.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -226,14 +226,6 @@ class SftDataset:
                 out["input_ids"][row, width - len(prompt) :] = prompt
                 out["attention_mask"][row, width - len(prompt) :] = 1
         return out
-
-    def target_tokens(self, indices: Iterable[int]) -> int:
-        """Trained tokens of rows ``indices`` (each label after the first position)."""
-        total = 0
-        for i in indices:
-            _, labels = self._ids(int(i))
-            total += int((labels[1:] != IGNORE_INDEX).sum())
-        return total
 
 
 def encode_sft(
