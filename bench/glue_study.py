@@ -22,6 +22,7 @@ import math
 import os
 import platform
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -63,9 +64,13 @@ def load_runs(results: Path) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------ run
 
 
-def _experiment(study: dict[str, Any], task: str, seeds: list[int], results: Path) -> dict[str, Any] | None:
+def _experiment(
+    study: dict[str, Any], task: str, seeds: list[int], results: Path, parallel: int | None = None
+) -> dict[str, Any] | None:
     """The task's experiment spec, excluding the runs already on disk (None when none is left)."""
     spec = json.loads(json.dumps(study["experiment"]))
+    if parallel is not None:
+        spec["max_parallel"] = parallel
     spec["name"] = f"GLUE study: {task}"
     spec["base"]["dataset"] = {"preset": task}
     spec["axes"] = {SEED_AXIS: seeds, **spec["axes"]}
@@ -153,26 +158,37 @@ def _save_run(
     return path
 
 
-def _follow(client: Client, exp_id: str, task: str, results: Path, state: Path) -> str:
+def _follow(client: Client, experiments: dict[str, str], results: Path) -> None:
+    """Save each finished job of the tasks' experiments until every experiment is finished."""
     saved: set[str] = set()
     last = ""
-    while True:
-        exp = client.get_experiment(exp_id)
-        for job in exp["jobs"]:
-            if job["status"] in FINAL and job["id"] not in saved:
-                saved.add(job["id"])
-                _save_run(client, exp, job, task, results)
-        running = [j for j in exp["jobs"] if j["status"] == "running"]
-        line = f"{task}: {exp['counts']}" + "".join(
-            f" | {variant_of(j['values'])} seed {j['values'][SEED_AXIS]} step {j['step']}/{j['total_steps']}"
-            for j in running
-        )
+    open_ = dict(experiments)
+    while open_:
+        lines = []
+        for task, exp_id in list(open_.items()):
+            exp = client.get_experiment(exp_id)
+            for job in exp["jobs"]:
+                if job["status"] in FINAL and job["id"] not in saved:
+                    saved.add(job["id"])
+                    _save_run(client, exp, job, task, results)
+            running = [j for j in exp["jobs"] if j["status"] == "running"]
+            lines.append(
+                f"{task}: {exp['counts']}"
+                + "".join(
+                    f" | {variant_of(j['values'])} seed {j['values'][SEED_AXIS]} "
+                    f"step {j['step']}/{j['total_steps']}"
+                    for j in running
+                )
+            )
+            if exp["status"] in FINAL:
+                print(f"{task}: experiment {exp_id} {exp['status']}", flush=True)
+                del open_[task]
+        line = "\n".join(lines)
         if line != last:
             print(line, flush=True)
             last = line
-        if exp["status"] in FINAL:
-            return str(exp["status"])
-        time.sleep(10)
+        if open_:
+            time.sleep(10)
 
 
 def run_main(args: argparse.Namespace) -> int:
@@ -181,29 +197,49 @@ def run_main(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in study["seeds"]][: args.seeds]
     results = Path(args.results)
     state = Path(args.state).expanduser().resolve()
+    parallel = int(args.parallel or study["experiment"].get("max_parallel") or 1)
+    if parallel < 1:
+        print(f"glue_study: --parallel must be >= 1 (got {parallel})", file=sys.stderr)
+        return 2
     stack = None
+
+    def on_term(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)  # through `finally`: the local stack stops in order
+
+    signal.signal(signal.SIGTERM, on_term)
     if args.url:
         client = Client.from_env(args.url)
     else:
         from service.cli.local_stack import Stack
         from service.core.procs import free_port
 
-        stack = Stack(state, port=args.port or free_port())
+        stack = Stack(state, port=args.port or free_port(), concurrency=parallel)
         stack.start()
         client = Client(stack.url, (state / "api-key").read_text().strip())
     open_file = state / "study-open.json"
     opened: dict[str, str] = json.loads(open_file.read_text()) if open_file.is_file() else {}
     try:
-        for task in tasks:
+        for task in tasks:  # submit (or resume) every task's experiment first
             exp_id = opened.get(task)
             if exp_id is not None:
                 try:
-                    if client.get_experiment(exp_id)["status"] in FINAL:
+                    found = client.get_experiment(exp_id)
+                    if found["status"] in FINAL:
+                        exp_id = None
+                    elif found.get("max_parallel") != parallel:
+                        # Its finished runs are on disk; the rest go into a new experiment.
+                        print(
+                            f"{task}: experiment {exp_id} runs {found.get('max_parallel')} at once, not "
+                            f"{parallel}: cancelling it and submitting its unfinished runs again",
+                            flush=True,
+                        )
+                        client.cancel_experiment(exp_id)
                         exp_id = None
                 except ClientError:
                     exp_id = None
             if exp_id is None:
-                spec = _experiment(study, task, seeds, results)
+                opened.pop(task, None)
+                spec = _experiment(study, task, seeds, results, parallel)
                 if spec is None:
                     print(f"{task}: every run is on disk already", flush=True)
                     continue
@@ -214,9 +250,11 @@ def run_main(args: argparse.Namespace) -> int:
                 print(f"{task}: experiment {exp_id} submitted", flush=True)
             else:
                 print(f"{task}: following experiment {exp_id} of an earlier run", flush=True)
-            _follow(client, exp_id, task, results, state)
+        # Every task's experiment at once: the worker's slots stay full to the last run.
+        _follow(client, {t: e for t, e in opened.items() if t in tasks}, results)
+        for task in tasks:
             opened.pop(task, None)
-            open_file.write_text(json.dumps(opened) + "\n")
+        open_file.write_text(json.dumps(opened) + "\n")
     finally:
         if stack is not None:
             stack.stop()
@@ -443,6 +481,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--state", default="~/.childtune-study", help="the local stack's state folder")
     run.add_argument("--port", type=int, default=0, help="the local API's port (0: any free one)")
     run.add_argument("--url", default=None, help="a running service instead of a local stack")
+    run.add_argument(
+        "--parallel",
+        type=int,
+        default=None,
+        help="jobs at once (the experiment's max_parallel and the local worker's concurrency; default: "
+        "the spec set's max_parallel). On 2 cores, 2 one-thread jobs make 1.25x the steps of one",
+    )
     run.add_argument("--results", default=str(RESULTS))
     report = sub.add_parser("report", help="write docs/results.md and its plots from the run files")
     report.add_argument("--results", default=str(RESULTS), help="the run files' folder; plots go here")

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from service.core import env as names
 from service.core.jobdir import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -93,6 +94,17 @@ def rank_env(device: str) -> dict[str, str]:
     return env
 
 
+def cpu_threads(env: dict[str, str], num_ranks: int) -> int:
+    """Threads for each rank of a CPU job: the job's budget split over its ``num_ranks`` ranks.
+
+    The budget is ``OMP_NUM_THREADS`` when it is a positive integer (a worker running N jobs at
+    once sets it to cores // N), else every core of the machine.
+    """
+    raw = env.get(names.CPU_THREADS, "").strip()
+    budget = int(raw) if raw.isdigit() and int(raw) > 0 else (os.cpu_count() or 1)
+    return max(1, budget // max(1, num_ranks))
+
+
 def _die_with_parent() -> None:
     """In a rank, before exec: SIGKILL when the launcher dies, however it dies."""
     die_with_parent(signal.SIGKILL)
@@ -122,8 +134,8 @@ class RankGroup:
                 "MASTER_ADDR": "127.0.0.1",
                 "MASTER_PORT": port,
             }
-            if num_ranks > 1 and env.get("DS_ACCELERATOR") == "cpu":
-                rank_env_.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // num_ranks)))
+            if env.get("DS_ACCELERATOR") == "cpu":
+                rank_env_[names.CPU_THREADS] = str(cpu_threads(env, num_ranks))
             self.procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "workers.train", "--job-dir", str(job_dir)],

@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
     if args.queues:
         os.environ[env.QUEUES] = args.queues
+    if args.concurrency > 1 and not os.environ.get(env.CPU_THREADS, "").strip():
+        # N jobs at once share the cores: each CPU job gets cores // N threads (split over its ranks).
+        os.environ[env.CPU_THREADS] = str(max(1, (os.cpu_count() or 1) // args.concurrency))
     try:
         settings = load_settings()
     except SettingsError as exc:

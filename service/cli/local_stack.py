@@ -171,9 +171,18 @@ class Stack:
     """Redis, the API and one worker under a state folder; :meth:`stop` stops them in order."""
 
     def __init__(
-        self, state: Path, *, host: str = "127.0.0.1", port: int = 8000, redis_port: int | None = None
+        self,
+        state: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        redis_port: int | None = None,
+        concurrency: int = 1,
     ):
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1 (got {concurrency})")
         self.state = state
+        self.concurrency = concurrency
         self.host, self.port = host, port
         self.redis = RedisServer(state / "redis", redis_port)
         self.api: subprocess.Popen[bytes] | None = None
@@ -238,7 +247,8 @@ class Stack:
             _wait_http(self.url + "/healthz", 60, self.api)
             worker_env = {**env, "REMAP_SIGTERM": "SIGQUIT"}
             hostname = f"childtune-up@{socket.gethostname()}"
-            self.worker = self._spawn([*cli, "worker", "--hostname", hostname], worker_env, "worker.log")
+            argv = [*cli, "worker", "--hostname", hostname, "--concurrency", str(self.concurrency)]
+            self.worker = self._spawn(argv, worker_env, "worker.log")
             _wait_http(self.url + "/readyz", ready_timeout, self.worker)
         except BaseException:
             self.stop()
@@ -277,6 +287,12 @@ def _up_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="API port (0: a free one)")
     p.add_argument("--redis-port", type=int, default=0, help="Redis port (0: a free one)")
     p.add_argument("--queues", default=None, help="queues of the worker (default: all cpu-xN and gpu-xN)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="jobs the worker runs at once (default 1); CPU jobs share the cores, cores // N each",
+    )
     return p
 
 
@@ -285,7 +301,16 @@ def up_main(argv: list[str] | None = None) -> int:
 
     args = _up_parser().parse_args(argv)
     state = (args.state or state_dir()).expanduser().resolve()
-    stack = Stack(state, host=args.host, port=args.port or free_port(), redis_port=args.redis_port or None)
+    if args.concurrency < 1:
+        print(f"childtune up: --concurrency must be >= 1 (got {args.concurrency})", file=sys.stderr)
+        return 2
+    stack = Stack(
+        state,
+        host=args.host,
+        port=args.port or free_port(),
+        redis_port=args.redis_port or None,
+        concurrency=args.concurrency,
+    )
     stopping = False
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -38,3 +38,9 @@ WORKER_INSTANCE = PREFIX + "WORKER_INSTANCE"
 SINKS = PREFIX + "SINKS"
 DATA = PREFIX + "DATA"
 FILES_DIR = PREFIX + "FILES_DIR"
+
+# Not ours, but set and read in more than one place: a CPU job's thread budget. A worker running
+# N jobs at once (`childtune worker --concurrency N`, `childtune up --concurrency N`) sets it to
+# cores // N unless the operator did; the launcher splits it over a job's ranks
+# (workers.launch.cpu_threads) and each rank's torch uses its share.
+CPU_THREADS = "OMP_NUM_THREADS"

@@ -141,8 +141,11 @@ def start_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], 
     return proc, url
 
 
-def start_worker(env: dict[str, str], log: Path, hostname: str, api_url: str) -> subprocess.Popen[bytes]:
-    proc = _spawn([sys.executable, "-m", "service.cli", "worker", "--hostname", hostname], env, log)
+def start_worker(
+    env: dict[str, str], log: Path, hostname: str, api_url: str, *, concurrency: int = 1
+) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "service.cli", "worker", "--hostname", hostname]
+    proc = _spawn([*argv, "--concurrency", str(concurrency)], env, log)
     try:
         wait_for(lambda: proc.poll() is not None or _answers(api_url + "/readyz"), 90, "a worker heartbeat")
     except AssertionError:

@@ -124,3 +124,11 @@ def test_nothing_outlives_a_killed_up(tmp_path: Path) -> None:
         up.wait()
     wait_for(lambda: processes_with_env(marker) == [], 60, "the API and the worker to exit")
     wait_for(lambda: redis_pids(port_of_redis) == [], 30, "redis-server to exit")
+
+
+def test_up_refuses_a_concurrency_below_one_before_starting_anything(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "service.cli", "up", "--state", str(tmp_path / "st"), "--concurrency", "0"]
+    proc = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--concurrency must be >= 1 (got 0)" in proc.stderr, proc.stderr
+    assert not (tmp_path / "st").exists()  # no state folder, no Redis

@@ -286,7 +286,11 @@ class Run:
         import torch
 
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
+        # The launcher gives each CPU rank its share of the job's thread budget (launch.cpu_threads);
+        # without it (another launcher), the machine's cores are split over this host's ranks.
+        raw = os.environ.get(env.CPU_THREADS, "").strip()
+        threads = int(raw) if raw.isdigit() and int(raw) > 0 else (os.cpu_count() or 1) // max(1, local_world)
+        torch.set_num_threads(max(1, threads))
         import deepspeed
 
         deepspeed.init_distributed(dist_backend="gloo" if self.device_kind == "cpu" else "nccl")
@@ -416,6 +420,8 @@ class Run:
 
     def _announce(self, checkpoint: str | None) -> None:
         """The ``started`` event, and ``resumed`` when :meth:`_resume` loaded ``checkpoint``."""
+        import torch
+
         res, plan = self.spec.resources, self.plan
         assert plan is not None and self.train_set is not None and self.eval_set is not None
         self.event(
@@ -424,6 +430,7 @@ class Run:
             zero_stage=res.zero_stage,
             precision=res.precision,
             device=self.device_kind,
+            cpu_threads=torch.get_num_threads(),
             total_steps=plan.total_steps,
             steps_per_epoch=plan.steps_per_epoch,
             num_train_examples=len(self.train_set),
