@@ -378,6 +378,41 @@ def _rms_section(data: dict[str, Any], plot: str) -> list[str]:
     return [*lines, "", finding, "", f"![Adam update RMS]({plot})", ""]
 
 
+def _verdict_line(task: str, summary: dict[str, Any]) -> str:
+    """One sentence a task, written from the numbers: which variants beat vanilla, and by how much."""
+    base = next(c for c in summary["cells"] if c["baseline"])
+    metric = summary["metric"]
+    said = []
+    by_verdict: dict[str, list[str]] = {}
+    for cell in summary["cells"]:
+        vs = cell["vs_baseline"]
+        if cell["baseline"] or vs is None:
+            continue
+        ci = vs["ci95"]
+        text = f"{cell['values']['variant']} {vs['mean_diff']:+.4f}" if vs["mean_diff"] is not None else ""
+        if ci:
+            text += f" [{ci[0]:+.4f}, {ci[1]:+.4f}]"
+        seeds = f" over {vs['n']} seed{'s' if vs['n'] != 1 else ''}"
+        by_verdict.setdefault(vs["verdict"], []).append(text + seeds if text else "")
+    for verdict, label in (
+        ("better", "better than vanilla"),
+        ("worse", "worse than vanilla"),
+        ("within noise", "within noise of vanilla"),
+        ("too few seeds", "not yet comparable (fewer than 2 shared seeds)"),
+    ):
+        if by_verdict.get(verdict):
+            said.append(f"{label}: " + "; ".join(t for t in by_verdict[verdict] if t))
+    n_base = base["n"]
+    head = (
+        f"**{task}** (vanilla {metric} {_fmt(base['mean'])} ± {_fmt(base['std'])} over {n_base} "
+        f"seed{'s' if n_base != 1 else ''}): "
+    )
+    comparable = [v for v in by_verdict if v != "too few seeds"]
+    if comparable and not by_verdict.get("better"):
+        head += "no variant beats vanilla. "
+    return head + ". ".join(s[0].upper() + s[1:] for s in said) + "."
+
+
 def report_main(args: argparse.Namespace) -> int:
     from service.core.plots import render
 
@@ -418,7 +453,13 @@ def report_main(args: argparse.Namespace) -> int:
         "A row with n < 2 has no interval and no verdict yet.",
         "",
     ]
-    for task in sorted({r["task"] for r in runs}):
+    tasks = sorted({r["task"] for r in runs})
+    lines += ["## Verdicts", "", "Written by the report from the tables below (paired difference in the "
+              "final-step dev score against vanilla, mean [95% CI]):", ""]  # fmt: skip
+    lines += [f"- {_verdict_line(task, _summary_for(task, [r for r in runs if r['task'] == task])[0])}"
+              for task in tasks]  # fmt: skip
+    lines += [""]
+    for task in tasks:
         task_runs = [r for r in runs if r["task"] == task]
         summary, curves = _summary_for(task, task_runs)
         lines += [f"## {task}: dev {summary['metric']} at the final step", ""]

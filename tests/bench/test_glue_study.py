@@ -86,3 +86,23 @@ def test_the_report_is_made_from_the_run_files(tmp_path: Path) -> None:
     assert "CPU, 200 steps, median 4.0 min/run" in rows["vanilla"]
     for name in ("cola-curves.png", "cola-seeds.png", "d-mask-layers.png"):
         assert (results / name).read_bytes().startswith(b"\x89PNG") and f"(results/{name})" in text
+    verdict = next(line for line in text.splitlines() if line.startswith("- **glue/cola**"))
+    assert "vanilla mcc 0.3200 ± 0.0200 over 3 seeds" in verdict
+    assert "Better than vanilla: childtuning-d +0.1100 [+0.0852, +0.1348] over 3 seeds" in verdict
+    assert "Within noise of vanilla: childtuning-f +0.0033" in verdict and "no variant beats" not in verdict
+
+
+def test_the_verdicts_say_when_no_variant_beats_vanilla(tmp_path: Path) -> None:
+    results, report = tmp_path / "results", tmp_path / "results.md"
+    for variant, values in {
+        "vanilla": [0.30, 0.32],
+        "childtuning-d": [0.20, 0.21],
+        "update-dropout": [0.3],
+    }.items():
+        for seed, value in zip((42, 52), values, strict=False):
+            write_run(results, "glue/sts-b", variant, seed, value)
+    assert report_main(argparse.Namespace(results=str(results), report=str(report))) == 0
+    verdict = next(line for line in report.read_text().splitlines() if line.startswith("- **glue/sts-b**"))
+    assert "no variant beats vanilla" in verdict
+    assert "Worse than vanilla: childtuning-d -0.1050 [" in verdict
+    assert "Not yet comparable (fewer than 2 shared seeds): update-dropout +0.0000 over 1 seed." in verdict
