@@ -349,17 +349,31 @@ def _rms_section(data: dict[str, Any], plot: str) -> list[str]:
         f"weight decay, the {setup['params']} weights, median over {setup['measured_over']} of the "
         "per-step ratio to vanilla's update RMS on the same batches and initial weights):",
         "",
-        "| mode | p | update RMS / vanilla's | interquartile range | sqrt(p) | 1/sqrt(p) |",
-        "|---|---|---|---|---|---|",
+        "The net displacement column is the mean step instead: the RMS of the sum of all "
+        f"{setup['steps']} updates, divided by vanilla's.",
+        "",
+        "| mode | p | update RMS / vanilla's | interquartile range | net displacement / vanilla's "
+        "| sqrt(p) | 1/sqrt(p) |",
+        "|---|---|---|---|---|---|---|",
     ]
+    has_net = all("net_ratio" in r for r in data["results"])
+    if not has_net:  # an older measurement without the net displacement
+        lines = [line for line in lines if "net displacement" not in line]
+        lines += ["| mode | p | update RMS / vanilla's | interquartile range | sqrt(p) | 1/sqrt(p) |"]
+        lines += ["|---|---|---|---|---|---|"]
     for r in data["results"]:
         if r["mode"] == "vanilla":
             continue
         iqr = f"{r['ratio_iqr'][0]:.3f} - {r['ratio_iqr'][1]:.3f}"
-        row = [r["mode"], f"{r['p']:.1f}", f"{r['ratio']:.3f}", iqr, f"{math.sqrt(r['p']):.3f}"]
-        lines.append("| " + " | ".join([*row, f"{1 / math.sqrt(r['p']):.3f}"]) + " |")
+        row = [r["mode"], f"{r['p']:.1f}", f"{r['ratio']:.3f}", iqr]
+        row += [f"{r['net_ratio']:.3f}"] if has_net else []
+        lines.append(
+            "| " + " | ".join([*row, f"{math.sqrt(r['p']):.3f}", f"{1 / math.sqrt(r['p']):.3f}"]) + " |"
+        )
     f_ratios = {r["p"]: r["ratio"] for r in data["results"] if r["mode"] == "childtuning-f"}
     u_ratios = {r["p"]: r["ratio"] for r in data["results"] if r["mode"] == "update-dropout"}
+    f_net = {r["p"]: r.get("net_ratio") for r in data["results"] if r["mode"] == "childtuning-f"}
+    nets = [float(v) for v in f_net.values() if v is not None] or [1.0]
     finding = (
         "Measured: ChildTuning-F's per-step update is "
         + ", ".join(f"{v:.2f}" for _, v in sorted(f_ratios.items()))
@@ -371,7 +385,20 @@ def _rms_section(data: dict[str, Any], plot: str) -> list[str]:
         "mostly noise, and Adam divides the dropout's extra variance out again: F's step has about "
         "vanilla's size, with a noisier direction. The sqrt(p) argument is about the long-run mean "
         "step where the gradient's mean dominates; the per-step RMS does not show it here. "
-        "Update-dropout follows 1/sqrt(p) to three digits ("
+        + (
+            "The mean step does shrink with p, but far less than sqrt(p): F's net displacement over "
+            f"{setup['steps']} steps is "
+            + ", ".join(f"{v:.2f}" for _, v in sorted(f_net.items()) if v is not None)
+            + " of vanilla's. So the seed note's claim holds in direction only: at this batch size "
+            "and lr, gradient dropout under AdamW lowers the effective learning rate by "
+            + " to ".join(f"{1 - v:.0%}" for v in (max(nets), min(nets)))
+            + ", not by the "
+            + " to ".join(f"{1 - math.sqrt(q):.0%}" for q in (max(f_net), min(f_net)))
+            + " that sqrt(p) predicts. "
+            if all(v is not None for v in f_net.values())
+            else ""
+        )
+        + "Update-dropout follows 1/sqrt(p) to three digits ("
         + ", ".join(f"{v:.3f}" for _, v in sorted(u_ratios.items()))
         + "): its kept elements move by u/p."
     )
