@@ -116,10 +116,10 @@ def _save_run(
     final = record["final_metrics"] or {}
     main = str(final.get("main_metric") or "")
     spec = record["spec"]
-    device = "cpu"
+    device, threads = "cpu", None
     for event in client.all_records(job["id"], "events"):
         if event.get("type") == "started" and event.get("device"):
-            device = str(event["device"])
+            device, threads = str(event["device"]), event.get("cpu_threads")
     mask = None
     if spec["childtuning"]["mode"] == "childtuning-d":
         try:
@@ -139,6 +139,7 @@ def _save_run(
         "steps": record["progress"]["total_steps"],
         "seconds": round((record["finished_at"] or 0) - (record["started_at"] or 0), 1),
         "device": device,
+        "cpu_threads": threads,
         "machine": f"{platform.node()} ({platform.processor() or platform.machine()})",
         "date": time.strftime("%Y-%m-%d", time.gmtime(record["finished_at"] or time.time())),
         "recipe": spec.get("recipe"),
@@ -467,7 +468,9 @@ def report_main(args: argparse.Namespace) -> int:
         "recipe (lr 4e-5, batch 16, 3 epochs, warmup 0.1, weight decay 0.01, max length 128, fp32, "
         "1 rank), p = 0.3, the full GLUE train split and the full dev split. R-Drop (alpha 1.0) uses "
         "the same recipe, not R-Drop's own 10-epoch one. The scale column says where and how long "
-        "(wall time of the job, which includes any time the machine spent on other work).",
+        "(wall time of the job, which includes any time the machine spent on other work) and, on "
+        "CPU, with how many threads when the run recorded it: a run with 1 thread on a 2-core "
+        "machine ran beside another (`run --parallel 2`).",
         "",
         "**Status:** "
         + "; ".join(
@@ -506,10 +509,11 @@ def report_main(args: argparse.Namespace) -> int:
                 verdict = vs["verdict"]
             devices = sorted({r["device"] for r in mine})
             secs = sorted(r["seconds"] for r in mine)
-            scale = (
-                f"{'/'.join(devices).upper()}, {mine[0]['steps']} steps, "
-                f"median {secs[len(secs) // 2] / 60:.1f} min/run"
-            )
+            threads = sorted({r.get("cpu_threads") or 0 for r in mine})
+            on = "/".join(devices).upper()
+            if devices == ["cpu"] and 0 not in threads:
+                on += f" ({'/'.join(map(str, threads))} thread{'s' if threads != [1] else ''})"
+            scale = f"{on}, {mine[0]['steps']} steps, median {secs[len(secs) // 2] / 60:.1f} min/run"
             mean_std = f"{_fmt(cell['mean'])} ± {_fmt(cell['std'])}"
             seeds = ",".join(str(s) for s in sorted(cell["scores"], key=int))
             row = [variant, str(cell["n"]), seeds, mean_std, _fmt(cell["max"]), diff, verdict, scale]
