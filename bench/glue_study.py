@@ -4,6 +4,9 @@ experiments through the service, resumable across days and machines.
     python -m bench.glue_study run --tasks glue/cola,glue/sts-b --seeds 3    # runs what is missing
     python -m bench.glue_study report                                        # docs/results.md + plots
 
+On 2 CPU cores, ``run --parallel 2`` runs two jobs at once with one thread each: 1.25x the
+training steps per second of one job with two threads (a measured ratio, docs/service.md).
+
 ``run`` starts the local stack (Redis, the API, one worker: ``childtune up``'s, under
 ``--state``) unless ``--url`` names a running service, and submits one experiment a task from
 ``docs/examples/glue-study.yaml`` with the seed axis first (so every variant gets its first
@@ -456,7 +459,7 @@ def report_main(args: argparse.Namespace) -> int:
     lines = [
         "# GLUE study: ChildTuning's modes against vanilla on MiniLM-L6",
         "",
-        "Made by `python -m bench.glue_study run` (one experiment a task through the service: "
+        "Made by `python -m bench.glue_study run [--parallel 2]` (one experiment a task through the service: "
         "`docs/examples/glue-study.yaml`) and `python -m bench.glue_study report` (this page and "
         "`docs/results/*.png`, from the run files under `docs/results/runs/` alone). The statistics are "
         "the API's own (`service/core/comparison.py`): the final-step dev score (what the ChildTuning "
