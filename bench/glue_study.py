@@ -4,8 +4,8 @@ experiments through the service, resumable across days and machines.
     python -m bench.glue_study run --tasks glue/cola,glue/sts-b --seeds 3    # runs what is missing
     python -m bench.glue_study report                                        # docs/results.md + plots
 
-On 2 CPU cores, ``run --parallel 2`` runs two jobs at once with one thread each: 1.25x the
-training steps per second of one job with two threads (a measured ratio, docs/service.md).
+On 2 CPU cores, ``run --parallel 2`` runs two jobs at once with one thread each: 1.48x the
+training steps per second of one job with two threads (``bench/cpu_sharing.py``, docs/service.md).
 
 ``run`` starts the local stack (Redis, the API, one worker: ``childtune up``'s, under
 ``--state``) unless ``--url`` names a running service, and submits one experiment a task from
@@ -561,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="jobs at once (the experiment's max_parallel and the local worker's concurrency; default: "
-        "the spec set's max_parallel). On 2 cores, 2 one-thread jobs make 1.25x the steps of one",
+        "the spec set's max_parallel). On 2 cores, 2 one-thread jobs make 1.48x the steps of one",
     )
     run.add_argument("--results", default=str(RESULTS))
     report = sub.add_parser("report", help="write docs/results.md and its plots from the run files")
