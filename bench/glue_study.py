@@ -440,7 +440,11 @@ def _verdict_line(task: str, summary: dict[str, Any]) -> str:
     )
     comparable = [v for v in by_verdict if v != "too few seeds"]
     if comparable and not by_verdict.get("better"):
-        head += "no variant beats vanilla. "
+        head += (
+            "no variant compared so far beats vanilla. "
+            if "too few seeds" in by_verdict
+            else ("no variant beats vanilla. ")
+        )
     return head + ". ".join(s[0].upper() + s[1:] for s in said) + "."
 
 
