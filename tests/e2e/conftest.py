@@ -7,33 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.stack import (
-    RedisServer,
-    Stack,
-    model_root,
-    service_env,
-    start_api,
-    start_worker,
-    stop,
-    write_tiny_model,
-)
+from tests.e2e.stack import Stack, running_stack
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    base = tmp_path_factory.mktemp("e2e")
-    server = RedisServer(base / "redis")
-    server.start()
-    env = service_env(server.url, base / "artifacts")
-    api, url = start_api(env, base / "api.log")
-    worker = None
-    try:
-        worker = start_worker(env, base / "worker.log", "e2e@test", url)
-        yield Stack(
-            url, server.url, base / "artifacts", write_tiny_model(model_root(env) / "tiny-bert"), env, base
-        )
-    finally:
-        if worker is not None:
-            stop(worker)
-        stop(api)
-        server.stop()
+    with running_stack(tmp_path_factory.mktemp("e2e"), "e2e@test", "tiny-bert") as running:
+        yield running

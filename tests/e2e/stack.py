@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ __all__ = [
     "model_root",
     "process_alive",
     "rank_pids",
+    "running_stack",
     "service_env",
     "start_api",
     "start_worker",
@@ -187,3 +189,27 @@ def rank_pids(job_dir: Path) -> list[int]:
         if str(job_dir) in cmd and process_alive(int(entry.name)):
             found.append(int(entry.name))
     return found
+
+
+@contextlib.contextmanager
+def running_stack(
+    base: Path, hostname: str, model_name: str, *, concurrency: int = 1, env_without: tuple[str, ...] = ()
+) -> Iterator[Stack]:
+    """Redis, the API and a worker of ``concurrency`` slots under ``base``, with the tiny model in
+    the operator's model root as ``model_name``; all stopped on exit."""
+    server = RedisServer(base / "redis")
+    server.start()
+    env = service_env(server.url, base / "artifacts")
+    for name in env_without:
+        env.pop(name, None)
+    api, url = start_api(env, base / "api.log")
+    worker = None
+    try:
+        worker = start_worker(env, base / "worker.log", hostname, url, concurrency=concurrency)
+        model = write_tiny_model(model_root(env) / model_name)
+        yield Stack(url, server.url, base / "artifacts", model, env, base)
+    finally:
+        if worker is not None:
+            stop(worker)
+        stop(api)
+        server.stop()

@@ -10,17 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.stack import (
-    RedisServer,
-    Stack,
-    model_root,
-    service_env,
-    start_api,
-    start_worker,
-    stop,
-    wait_for,
-    write_tiny_model,
-)
+from tests.e2e.stack import Stack, running_stack, wait_for
 from workers.launch import cpu_threads
 
 FINAL = ("succeeded", "failed", "cancelled")
@@ -28,23 +18,11 @@ FINAL = ("succeeded", "failed", "cancelled")
 
 @pytest.fixture(scope="module")
 def two_slot_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    # No OMP_NUM_THREADS from the test's environment: the worker sets the budget itself.
     base = tmp_path_factory.mktemp("two-slots")
-    server = RedisServer(base / "redis")
-    server.start()
-    env = service_env(server.url, base / "artifacts")
-    env.pop("OMP_NUM_THREADS", None)  # the worker sets the budget itself
-    api, url = start_api(env, base / "api.log")
-    worker = None
-    try:
-        worker = start_worker(env, base / "worker.log", "two-slots@test", url, concurrency=2)
-        yield Stack(
-            url, server.url, base / "artifacts", write_tiny_model(model_root(env) / "tiny"), env, base
-        )
-    finally:
-        if worker is not None:
-            stop(worker)
-        stop(api)
-        server.stop()
+    without = ("OMP_NUM_THREADS",)
+    with running_stack(base, "two-slots@test", "tiny", concurrency=2, env_without=without) as stack:
+        yield stack
 
 
 def spec(model: Path, ranks: int, seed: int) -> dict[str, Any]:
