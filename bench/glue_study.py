@@ -26,6 +26,7 @@ import os
 import platform
 import re
 import signal
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -107,6 +108,28 @@ def _layer_fractions(mask: dict[str, Any]) -> dict[str, float] | None:
     return {g: k / n for g, (k, n) in kept.items() if n}
 
 
+def run_time(events: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> tuple[float, int]:
+    """The seconds a job's processes ran, summed over its attempts, and how many attempts it took.
+
+    An attempt begins at its ``preparing`` phase event (its ``started`` event when it has none)
+    and ends at the attempt's last record, event or metric: a job stopped with the study and
+    resumed later counts the time each attempt ran, redone steps included, but not the hours
+    between them (which ``finished_at - started_at`` would).
+    """
+    starts = sorted(
+        float(e["time"]) for e in events if e.get("type") == "phase" and e.get("phase") == "preparing"
+    ) or sorted(float(e["time"]) for e in events if e.get("type") == "started")
+    times = sorted(float(r["time"]) for r in [*events, *metrics] if r.get("time") is not None)
+    if not starts or not times:
+        return 0.0, 0
+    total = 0.0
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else math.inf
+        last = max((t for t in times if start <= t < end), default=start)
+        total += last - start
+    return round(total, 1), len(starts)
+
+
 def _save_run(
     client: Client, exp: dict[str, Any], job: dict[str, Any], task: str, results: Path
 ) -> Path | None:
@@ -115,14 +138,17 @@ def _save_run(
         name = f"{variant_of(job['values'])} seed {job['values'][SEED_AXIS]}"
         print(f"  {job['id']} {name}: {record['status']} ({record.get('error')}); not saved", flush=True)
         return None
-    evals = [r for r in client.all_records(job["id"], "metrics") if r["kind"] == "eval"]
+    metrics = client.all_records(job["id"], "metrics")
+    events = client.all_records(job["id"], "events")
+    evals = [r for r in metrics if r["kind"] == "eval"]
     final = record["final_metrics"] or {}
     main = str(final.get("main_metric") or "")
     spec = record["spec"]
     device, threads = "cpu", None
-    for event in client.all_records(job["id"], "events"):
+    for event in events:
         if event.get("type") == "started" and event.get("device"):
             device, threads = str(event["device"]), event.get("cpu_threads")
+    seconds, attempts = run_time(events, metrics)
     mask = None
     if spec["childtuning"]["mode"] == "childtuning-d":
         try:
@@ -140,7 +166,8 @@ def _save_run(
         "best": (record["best_metrics"] or {}).get(main),
         "curve": [[r["step"], r[main]] for r in evals if main in r],
         "steps": record["progress"]["total_steps"],
-        "seconds": round((record["finished_at"] or 0) - (record["started_at"] or 0), 1),
+        "seconds": seconds,
+        "attempts": attempts,
         "device": device,
         "cpu_threads": threads,
         "machine": f"{platform.node()} ({platform.processor() or platform.machine()})",
@@ -474,10 +501,13 @@ def report_main(args: argparse.Namespace) -> int:
         "Every row: the pretrained `minilm-l6` preset (6 layers, hidden 384), the ChildTuning paper's "
         "recipe (lr 4e-5, batch 16, 3 epochs, warmup 0.1, weight decay 0.01, max length 128, fp32, "
         "1 rank), p = 0.3, the full GLUE train split and the full dev split. R-Drop (alpha 1.0) uses "
-        "the same recipe, not R-Drop's own 10-epoch one. The scale column says where and how long "
-        "(wall time of the job, which includes any time the machine spent on other work) and, on "
-        "CPU, with how many threads when the run recorded it: a run with 1 thread on a 2-core "
-        "machine ran beside another (`run --parallel 2`).",
+        "the same recipe, not R-Drop's own 10-epoch one. The scale column says where, with how many "
+        "CPU threads and how long: the median time a run's processes ran, summed over its attempts "
+        "(a run stopped with the study and resumed counts the steps it redid, not the hours "
+        "between), on a machine that was often busy with other work, so times vary with load. A "
+        "run with 1 thread on a 2-core machine ran beside another (`run --parallel 2`); `?` is a run "
+        "saved before the runner recorded threads, when a one-rank job used every core (2 for "
+        "the CPU runs here).",
         "",
         "**Status:** "
         + "; ".join(
@@ -516,11 +546,12 @@ def report_main(args: argparse.Namespace) -> int:
                 verdict = vs["verdict"]
             devices = sorted({r["device"] for r in mine})
             secs = sorted(r["seconds"] for r in mine)
-            threads = sorted({r.get("cpu_threads") or 0 for r in mine})
             on = "/".join(devices).upper()
-            if devices == ["cpu"] and 0 not in threads:
-                on += f" ({'/'.join(map(str, threads))} thread{'s' if threads != [1] else ''})"
-            scale = f"{on}, {mine[0]['steps']} steps, median {secs[len(secs) // 2] / 60:.1f} min/run"
+            if devices == ["cpu"]:
+                threads = sorted({r["cpu_threads"] for r in mine if r.get("cpu_threads")})
+                shown = [*map(str, threads), *(["?"] if any(not r.get("cpu_threads") for r in mine) else [])]
+                on += f" ({'/'.join(shown)} thread{'' if shown == ['1'] else 's'})"
+            scale = f"{on}, {mine[0]['steps']} steps, median {statistics.median(secs) / 60:.1f} min/run"
             mean_std = f"{_fmt(cell['mean'])} ± {_fmt(cell['std'])}"
             seeds = ",".join(str(s) for s in sorted(cell["scores"], key=int))
             row = [variant, str(cell["n"]), seeds, mean_std, _fmt(cell["max"]), diff, verdict, scale]

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from bench.glue_study import SPEC_SET, _experiment, report_main, run_path
+from bench.glue_study import SPEC_SET, _experiment, report_main, run_path, run_time
 from service.core.experiments import expand, load_experiment
 
 STUDY = yaml.safe_load(SPEC_SET.read_text())
@@ -74,7 +74,9 @@ def test_the_report_is_made_from_the_run_files(tmp_path: Path) -> None:
     layers = {"embeddings": 0.1, "layer 0": 0.2, "layer 5": 0.5, "head": 0.9}
     for variant, values in scores.items():
         for seed, value in zip((42, 52, 57), values, strict=True):
-            extra = {"layer_kept_fraction": layers} if variant == "childtuning-d" else {}
+            extra: dict[str, Any] = {"layer_kept_fraction": layers} if variant == "childtuning-d" else {}
+            if variant == "vanilla" and seed == 57:
+                extra["cpu_threads"] = 1  # the other two did not record it
             write_run(results, "glue/cola", variant, seed, value, **extra)
     assert report_main(argparse.Namespace(results=str(results), report=str(report))) == 0
     text = report.read_text()
@@ -83,7 +85,8 @@ def test_the_report_is_made_from_the_run_files(tmp_path: Path) -> None:
     assert "0.3200 ± 0.0200" in rows["vanilla"] and "baseline" in rows["vanilla"]
     assert "+0.1100 [+0.0852, +0.1348]" in rows["childtuning-d"] and "| better |" in rows["childtuning-d"]
     assert "| within noise |" in rows["childtuning-f"]
-    assert "CPU, 200 steps, median 4.0 min/run" in rows["vanilla"]
+    assert "| CPU (1/? threads), 200 steps, median 4.0 min/run |" in rows["vanilla"]
+    assert "| CPU (? threads), 200 steps, median 4.0 min/run |" in rows["childtuning-f"]
     for name in ("cola-curves.png", "cola-seeds.png", "d-mask-layers.png"):
         assert (results / name).read_bytes().startswith(b"\x89PNG") and f"(results/{name})" in text
     verdict = next(line for line in text.splitlines() if line.startswith("- **glue/cola**"))
@@ -100,7 +103,9 @@ def test_the_verdicts_say_when_no_variant_beats_vanilla(tmp_path: Path) -> None:
         "update-dropout": [0.3],
     }.items():
         for seed, value in zip((42, 52), values, strict=False):
-            extra = {"cpu_threads": 1} if variant == "update-dropout" else {}
+            extra: dict[str, Any] = {"cpu_threads": 1} if variant == "update-dropout" else {}
+            if variant == "vanilla" and seed == 52:
+                extra["seconds"] = 360.0  # with 240 s: the median of two is 5.0 min
             write_run(results, "glue/sts-b", variant, seed, value, **extra)
     assert report_main(argparse.Namespace(results=str(results), report=str(report))) == 0
     verdict = next(line for line in report.read_text().splitlines() if line.startswith("- **glue/sts-b**"))
@@ -110,8 +115,32 @@ def test_the_verdicts_say_when_no_variant_beats_vanilla(tmp_path: Path) -> None:
     text = report.read_text()
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     assert "| CPU (1 thread), 200 steps, median 4.0 min/run |" in rows["update-dropout"]
-    assert "| CPU, 200 steps, median 4.0 min/run |" in rows["vanilla"]  # a run that did not record it
+    assert "| CPU (? threads), 200 steps, median 5.0 min/run |" in rows["vanilla"]  # unrecorded
     write_run(results, "glue/sts-b", "update-dropout", 52, 0.31)  # now every variant has 2 seeds
     assert report_main(argparse.Namespace(results=str(results), report=str(report))) == 0
     verdict = next(line for line in report.read_text().splitlines() if line.startswith("- **glue/sts-b**"))
     assert "no variant beats vanilla. " in verdict and "Within noise of vanilla: update-dropout" in verdict
+
+
+def test_run_time_sums_the_attempts_not_the_gap_between_them() -> None:
+    """A job stopped with the study after its step-1068 checkpoint (its last step record at 1289)
+    and resumed hours later: the time counted is what each attempt ran, not the gap."""
+    t0, t1 = 1000.0, 9000.0
+    events = [
+        {"type": "phase", "phase": "preparing", "time": t0},
+        {"type": "started", "time": t0 + 9, "resumed_from": None},
+        {"type": "checkpoint", "step": 1068, "time": t0 + 900},
+        {"type": "phase", "phase": "preparing", "time": t1},
+        {"type": "started", "time": t1 + 70, "resumed_from": 1068},
+        {"type": "finished", "status": "succeeded", "time": t1 + 540},
+    ]
+    metrics = [
+        {"kind": "train", "step": 1, "time": t0 + 14},
+        {"kind": "train", "step": 1289, "time": t0 + 1100},  # after the checkpoint: redone later
+        {"kind": "train", "step": 1069, "time": t1 + 75},
+        {"kind": "eval", "step": 1602, "time": t1 + 530},
+    ]
+    assert run_time(events, metrics) == (1100.0 + 540.0, 2)
+    # A job of one attempt whose events have no preparing phase: from started to its last record.
+    assert run_time(events[1:3], metrics[:1]) == (891.0, 1)
+    assert run_time([], metrics) == (0.0, 0)
