@@ -108,8 +108,8 @@ def _layer_fractions(mask: dict[str, Any]) -> dict[str, float] | None:
     return {g: k / n for g, (k, n) in kept.items() if n}
 
 
-def run_time(events: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> tuple[float, int]:
-    """The seconds a job's processes ran, summed over its attempts, and how many attempts it took.
+def run_time(events: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> float:
+    """The seconds a job's processes ran, summed over its attempts.
 
     An attempt begins at its ``preparing`` phase event (its ``started`` event when it has none)
     and ends at the attempt's last record, event or metric: a job stopped with the study and
@@ -119,15 +119,15 @@ def run_time(events: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> tup
     starts = sorted(
         float(e["time"]) for e in events if e.get("type") == "phase" and e.get("phase") == "preparing"
     ) or sorted(float(e["time"]) for e in events if e.get("type") == "started")
-    times = sorted(float(r["time"]) for r in [*events, *metrics] if r.get("time") is not None)
+    times = [float(r["time"]) for r in [*events, *metrics] if r.get("time") is not None]
     if not starts or not times:
-        return 0.0, 0
+        return 0.0
     total = 0.0
     for i, start in enumerate(starts):
         end = starts[i + 1] if i + 1 < len(starts) else math.inf
         last = max((t for t in times if start <= t < end), default=start)
         total += last - start
-    return round(total, 1), len(starts)
+    return round(total, 1)
 
 
 def _save_run(
@@ -148,7 +148,6 @@ def _save_run(
     for event in events:
         if event.get("type") == "started" and event.get("device"):
             device, threads = str(event["device"]), event.get("cpu_threads")
-    seconds, attempts = run_time(events, metrics)
     mask = None
     if spec["childtuning"]["mode"] == "childtuning-d":
         try:
@@ -166,8 +165,8 @@ def _save_run(
         "best": (record["best_metrics"] or {}).get(main),
         "curve": [[r["step"], r[main]] for r in evals if main in r],
         "steps": record["progress"]["total_steps"],
-        "seconds": seconds,
-        "attempts": attempts,
+        "seconds": run_time(events, metrics),
+        "attempts": record["attempts"],  # the store's count: one per worker that took the job
         "device": device,
         "cpu_threads": threads,
         "machine": f"{platform.node()} ({platform.processor() or platform.machine()})",
@@ -545,7 +544,7 @@ def report_main(args: argparse.Namespace) -> int:
                 diff = f"{vs['mean_diff']:+.4f}" + (f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "")
                 verdict = vs["verdict"]
             devices = sorted({r["device"] for r in mine})
-            secs = sorted(r["seconds"] for r in mine)
+            secs = [r["seconds"] for r in mine]
             on = "/".join(devices).upper()
             if devices == ["cpu"]:
                 threads = sorted({r["cpu_threads"] for r in mine if r.get("cpu_threads")})

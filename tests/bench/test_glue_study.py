@@ -140,7 +140,7 @@ def test_run_time_sums_the_attempts_not_the_gap_between_them() -> None:
         {"kind": "train", "step": 1069, "time": t1 + 75},
         {"kind": "eval", "step": 1602, "time": t1 + 530},
     ]
-    assert run_time(events, metrics) == (1100.0 + 540.0, 2)
+    assert run_time(events, metrics) == 1100.0 + 540.0
     # A job of one attempt whose events have no preparing phase: from started to its last record.
-    assert run_time(events[1:3], metrics[:1]) == (891.0, 1)
-    assert run_time([], metrics) == (0.0, 0)
+    assert run_time(events[1:3], metrics[:1]) == 891.0
+    assert run_time([], metrics) == 0.0
