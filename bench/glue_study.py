@@ -29,6 +29,7 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ SPEC_SET = ROOT / "docs" / "examples" / "glue-study.yaml"
 RESULTS = ROOT / "docs" / "results"
 REPORT = ROOT / "docs" / "results.md"
 SEED_AXIS = "hyperparameters.seed"
+GPU_SUFFIX = "-gpu"
+DEVICES = ("cpu", "cuda")
 FINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -57,8 +60,21 @@ def task_slug(task: str) -> str:
     return task.split("/")[-1].lower()
 
 
-def run_path(results: Path, task: str, variant: str, seed: int) -> Path:
-    return results / "runs" / task_slug(task) / f"{variant}__seed{seed}.json"
+def run_path(results: Path, task: str, variant: str, seed: int, device: str = "cpu") -> Path:
+    """A run's file: ``runs/<task>/`` for CPU runs, ``runs/<task>-gpu/`` for GPU runs (their own rows)."""
+    folder = task_slug(task) + ("" if device == "cpu" else GPU_SUFFIX)
+    return results / "runs" / folder / f"{variant}__seed{seed}.json"
+
+
+def group_of(run: dict[str, Any]) -> str:
+    """The report's table a run belongs to: its task, and its scale when that is a GPU."""
+    return run["task"] if run.get("device", "cpu") == "cpu" else f"{run['task']} (GPU)"
+
+
+def group_slug(group: str) -> str:
+    """A table's file name stem for its plots: ``cola``, ``cola-gpu``."""
+    gpu = group.endswith(" (GPU)")
+    return task_slug(group.removesuffix(" (GPU)")) + (GPU_SUFFIX if gpu else "")
 
 
 def load_runs(results: Path) -> list[dict[str, Any]]:
@@ -69,27 +85,41 @@ def load_runs(results: Path) -> list[dict[str, Any]]:
 
 
 def _experiment(
-    study: dict[str, Any], task: str, seeds: list[int], results: Path, parallel: int | None = None
+    study: dict[str, Any],
+    task: str,
+    seeds: list[int],
+    results: Path,
+    parallel: int | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any] | None:
-    """The task's experiment spec, excluding the runs already on disk (None when none is left)."""
+    """The task's experiment spec on ``device``, excluding the runs already on disk for that
+    device (None when none is left)."""
     spec = json.loads(json.dumps(study["experiment"]))
     if parallel is not None:
         spec["max_parallel"] = parallel
+    spec["base"].setdefault("resources", {})["device"] = device
     spec["name"] = f"GLUE study: {task}"
     spec["base"]["dataset"] = {"preset": task}
     spec["axes"] = {SEED_AXIS: seeds, **spec["axes"]}
     exclude = list(spec.get("exclude", []))
     todo = 0
+    baseline = spec.get("baseline") or {}
+    baseline_left = not baseline
     paths = list(spec["axes"])
     for combo in itertools.product(*(spec["axes"][p] for p in paths)):
         values = dict(zip(paths, combo, strict=True))
         if any(all(values.get(k) == v for k, v in entry.items()) for entry in exclude):
             continue
-        if run_path(results, task, variant_of(values), int(values[SEED_AXIS])).is_file():
+        if run_path(results, task, variant_of(values), int(values[SEED_AXIS]), device).is_file():
             exclude.append(values)
         else:
             todo += 1
+            baseline_left = baseline_left or all(values.get(k) == v for k, v in baseline.items())
     spec["exclude"] = exclude
+    if not baseline_left:
+        # Every baseline run is on disk: the experiment compares nothing itself (the report
+        # compares the run files), and the API refuses a baseline that names no cell.
+        spec.pop("baseline", None)
     return spec if todo else None
 
 
@@ -144,10 +174,11 @@ def _save_run(
     final = record["final_metrics"] or {}
     main = str(final.get("main_metric") or "")
     spec = record["spec"]
-    device, threads = "cpu", None
+    device, threads, gpu = "cpu", None, None
     for event in events:
         if event.get("type") == "started" and event.get("device"):
-            device, threads = str(event["device"]), event.get("cpu_threads")
+            device, threads, gpu = str(event["device"]), event.get("cpu_threads"), event.get("gpu")
+    peaks = [float(r["gpu_peak_memory_mib"]) for r in metrics if r.get("gpu_peak_memory_mib") is not None]
     mask = None
     if spec["childtuning"]["mode"] == "childtuning-d":
         try:
@@ -169,6 +200,9 @@ def _save_run(
         "attempts": record["attempts"],  # the store's count: one per worker that took the job
         "device": device,
         "cpu_threads": threads,
+        "gpu": gpu,
+        "gpu_peak_memory_mib": round(max(peaks), 1) if peaks else None,
+        "jobs_at_once": exp.get("max_parallel"),
         "machine": f"{platform.node()} ({platform.processor() or platform.machine()})",
         "date": time.strftime("%Y-%m-%d", time.gmtime(record["finished_at"] or time.time())),
         "recipe": spec.get("recipe"),
@@ -178,7 +212,7 @@ def _save_run(
         "job_id": job["id"],
         "experiment_id": exp["id"],
     }
-    path = run_path(results, task, run["variant"], run["seed"])
+    path = run_path(results, task, run["variant"], run["seed"], device)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(run, indent=1) + "\n")
@@ -188,15 +222,29 @@ def _save_run(
     return path
 
 
-def _follow(client: Client, experiments: dict[str, str], results: Path) -> None:
-    """Save each finished job of the tasks' experiments until every experiment is finished."""
+def _follow(
+    client: Client,
+    experiments: dict[str, str],
+    results: Path,
+    submit_next: Callable[[], tuple[str, str] | None] | None = None,
+    deadline: float | None = None,
+    poll_s: float = 10.0,
+) -> bool:
+    """Save each finished job of the tasks' experiments until every experiment is finished.
+
+    ``submit_next`` (``run --sequential``) submits the next task's experiment, called whenever no
+    open experiment has a job left waiting or queued: the worker's slots stay full, and tasks
+    finish in order. Returns False when ``deadline`` (``time.monotonic()``) passed first.
+    """
     saved: set[str] = set()
     last = ""
     open_ = dict(experiments)
-    while open_:
+    while True:
         lines = []
+        idle = True  # no open experiment has a job waiting for a slot
         for task, exp_id in list(open_.items()):
             exp = client.get_experiment(exp_id)
+            idle = idle and not any(j["status"] in ("waiting", "queued") for j in exp["jobs"])
             for job in exp["jobs"]:
                 if job["status"] in FINAL and job["id"] not in saved:
                     saved.add(job["id"])
@@ -217,8 +265,17 @@ def _follow(client: Client, experiments: dict[str, str], results: Path) -> None:
         if line != last:
             print(line, flush=True)
             last = line
-        if open_:
-            time.sleep(10)
+        if idle and submit_next is not None:
+            added = submit_next()
+            if added is not None:
+                open_[added[0]] = added[1]
+                continue
+        if not open_:
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            print(f"glue_study: --stop-after reached; {len(saved)} runs saved this time", flush=True)
+            return False
+        time.sleep(poll_s)
 
 
 def run_main(args: argparse.Namespace) -> int:
@@ -228,9 +285,14 @@ def run_main(args: argparse.Namespace) -> int:
     results = Path(args.results)
     state = Path(args.state).expanduser().resolve()
     parallel = int(args.parallel or study["experiment"].get("max_parallel") or 1)
+    device = str(args.device)
     if parallel < 1:
         print(f"glue_study: --parallel must be >= 1 (got {parallel})", file=sys.stderr)
         return 2
+    if device not in DEVICES:
+        print(f"glue_study: --device must be one of {', '.join(DEVICES)} (got {device!r})", file=sys.stderr)
+        return 2
+    deadline = None if args.stop_after is None else time.monotonic() + float(args.stop_after)
     stack = None
 
     def on_term(signum: int, _frame: Any) -> None:
@@ -246,11 +308,35 @@ def run_main(args: argparse.Namespace) -> int:
         stack = Stack(state, port=args.port or free_port(), concurrency=parallel)
         stack.start()
         client = Client(stack.url, (state / "api-key").read_text().strip())
+    # The experiments this runner opened (and has not seen finish), by task and device: a run
+    # stopped and started again follows them instead of submitting their jobs twice.
     open_file = state / "study-open.json"
     opened: dict[str, str] = json.loads(open_file.read_text()) if open_file.is_file() else {}
+
+    def key(task: str) -> str:
+        return task if device == "cpu" else f"{task}@{device}"
+
+    def save_opened() -> None:
+        state.mkdir(parents=True, exist_ok=True)
+        open_file.write_text(json.dumps(opened) + "\n")
+
+    def submit(task: str) -> str | None:
+        opened.pop(key(task), None)
+        spec = _experiment(study, task, seeds, results, parallel, device)
+        if spec is None:
+            print(f"{task}: every run is on disk already", flush=True)
+            return None
+        exp_id = str(client.submit_experiment(spec)["id"])
+        opened[key(task)] = exp_id
+        save_opened()
+        print(f"{task}: experiment {exp_id} submitted", flush=True)
+        return exp_id
+
+    following: dict[str, str] = {}
+    to_submit: list[str] = []
     try:
-        for task in tasks:  # submit (or resume) every task's experiment first
-            exp_id = opened.get(task)
+        for task in tasks:  # resume the experiments of an earlier run first
+            exp_id = opened.get(key(task))
             if exp_id is not None:
                 try:
                     found = client.get_experiment(exp_id)
@@ -268,23 +354,27 @@ def run_main(args: argparse.Namespace) -> int:
                 except ClientError:
                     exp_id = None
             if exp_id is None:
-                opened.pop(task, None)
-                spec = _experiment(study, task, seeds, results, parallel)
-                if spec is None:
-                    print(f"{task}: every run is on disk already", flush=True)
-                    continue
-                exp_id = client.submit_experiment(spec)["id"]
-                opened[task] = exp_id
-                state.mkdir(parents=True, exist_ok=True)
-                open_file.write_text(json.dumps(opened) + "\n")
-                print(f"{task}: experiment {exp_id} submitted", flush=True)
+                to_submit.append(task)
             else:
+                following[task] = exp_id
                 print(f"{task}: following experiment {exp_id} of an earlier run", flush=True)
-        # Every task's experiment at once: the worker's slots stay full to the last run.
-        _follow(client, {t: e for t, e in opened.items() if t in tasks}, results)
-        for task in tasks:
-            opened.pop(task, None)
-        open_file.write_text(json.dumps(opened) + "\n")
+
+        def submit_next() -> tuple[str, str] | None:
+            while to_submit:
+                task = to_submit.pop(0)
+                exp_id = submit(task)
+                if exp_id is not None:
+                    return task, exp_id
+            return None
+
+        if not args.sequential:  # every task's experiment at once: the slots stay full to the last run
+            while (added := submit_next()) is not None:
+                following[added[0]] = added[1]
+        finished = _follow(client, following, results, submit_next if args.sequential else None, deadline)
+        if finished:
+            for task in tasks:
+                opened.pop(key(task), None)
+            save_opened()
     finally:
         if stack is not None:
             stack.stop()
@@ -340,7 +430,7 @@ def _layer_plot(runs: list[dict[str, Any]], path: Path) -> bool:
     by_task: dict[str, list[dict[str, float]]] = {}
     for r in runs:
         if r.get("layer_kept_fraction"):
-            by_task.setdefault(r["task"], []).append(r["layer_kept_fraction"])
+            by_task.setdefault(group_of(r), []).append(r["layer_kept_fraction"])
     if not by_task:
         return False
     fig = Figure(figsize=(8, 5), dpi=100)
@@ -474,6 +564,16 @@ def _verdict_line(task: str, summary: dict[str, Any]) -> str:
     return head + ". ".join(s[0].upper() + s[1:] for s in said) + "."
 
 
+def _gpu_scale(runs: list[dict[str, Any]]) -> str:
+    """``GPU (NVIDIA H100 80GB HBM3, 12 jobs at once, peak 1.2 GiB)``: the card, how many jobs
+    shared it and the largest job's peak memory."""
+    cards = "/".join(sorted({str(r.get("gpu") or "?") for r in runs}))
+    at_once = "/".join(str(n) for n in sorted({int(r.get("jobs_at_once") or 1) for r in runs}))
+    peaks = [float(r["gpu_peak_memory_mib"]) for r in runs if r.get("gpu_peak_memory_mib")]
+    peak = f", peak {max(peaks) / 1024:.1f} GiB" if peaks else ""
+    return f"GPU ({cards}, {at_once} job{'' if at_once == '1' else 's'} at once{peak})"
+
+
 def report_main(args: argparse.Namespace) -> int:
     from service.core.plots import render
 
@@ -506,27 +606,31 @@ def report_main(args: argparse.Namespace) -> int:
         "between), on a machine that was often busy with other work, so times vary with load. A "
         "run with 1 thread on a 2-core machine ran beside another (`run --parallel 2`); `?` is a run "
         "saved before the runner recorded threads, when a one-rank job used every core (2 for "
-        "the CPU runs here).",
+        "the CPU runs here). A task's GPU runs (`run --device cuda`; `bench/gpu_study.sh` on a "
+        "GPU machine) are a table of their own, marked (GPU), compared only with each other: "
+        "several jobs shared the one GPU at once, so a run's time is that job's, not the GPU's; "
+        "they started from the preset's weights rounded to fp16 and back to fp32 (the GPU machine "
+        "takes at most 64 MiB along), a relative change below 5e-4.",
         "",
         "**Status:** "
         + "; ".join(
-            f"{task}: {sum(r['task'] == task for r in runs)} runs on disk "
-            f"({len({r['variant'] for r in runs if r['task'] == task})} of {len(VARIANTS)} variants)"
-            for task in sorted({r["task"] for r in runs})
+            f"{task}: {sum(group_of(r) == task for r in runs)} runs on disk "
+            f"({len({r['variant'] for r in runs if group_of(r) == task})} of {len(VARIANTS)} variants)"
+            for task in sorted({group_of(r) for r in runs})
         )
         + ". The study grows by running `python -m bench.glue_study run` again (on any machine; "
         "copy the run files in): each task's goal is the 5 variants at 3 seeds on CPU, 5+ on a GPU. "
         "A row with n < 2 has no interval and no verdict yet.",
         "",
     ]
-    tasks = sorted({r["task"] for r in runs})
+    tasks = sorted({group_of(r) for r in runs})  # a task's CPU runs and its GPU runs: two tables
     lines += ["## Verdicts", "", "Written by the report from the tables below (paired difference in the "
               "final-step dev score against vanilla, mean [95% CI]):", ""]  # fmt: skip
-    lines += [f"- {_verdict_line(task, _summary_for(task, [r for r in runs if r['task'] == task])[0])}"
+    lines += [f"- {_verdict_line(task, _summary_for(task, [r for r in runs if group_of(r) == task])[0])}"
               for task in tasks]  # fmt: skip
     lines += [""]
     for task in tasks:
-        task_runs = [r for r in runs if r["task"] == task]
+        task_runs = [r for r in runs if group_of(r) == task]
         summary, curves = _summary_for(task, task_runs)
         lines += [f"## {task}: dev {summary['metric']} at the final step", ""]
         lines += [
@@ -550,12 +654,14 @@ def report_main(args: argparse.Namespace) -> int:
                 threads = sorted({r["cpu_threads"] for r in mine if r.get("cpu_threads")})
                 shown = [*map(str, threads), *(["?"] if any(not r.get("cpu_threads") for r in mine) else [])]
                 on += f" ({'/'.join(shown)} thread{'' if shown == ['1'] else 's'})"
+            else:
+                on = _gpu_scale(mine)
             scale = f"{on}, {mine[0]['steps']} steps, median {statistics.median(secs) / 60:.1f} min/run"
             mean_std = f"{_fmt(cell['mean'])} ± {_fmt(cell['std'])}"
             seeds = ",".join(str(s) for s in sorted(cell["scores"], key=int))
             row = [variant, str(cell["n"]), seeds, mean_std, _fmt(cell["max"]), diff, verdict, scale]
             lines.append("| " + " | ".join(row) + " |")
-        slug = task_slug(task)
+        slug = group_slug(task)
         links = []
         for name in ("curves.png", "seeds.png"):
             plot = render(name, summary, curves, results / f"{slug}-{name}")
@@ -598,6 +704,26 @@ def main(argv: list[str] | None = None) -> int:
         "the spec set's max_parallel). On 2 cores, 2 one-thread jobs make 1.48x the steps of one",
     )
     run.add_argument("--results", default=str(RESULTS))
+    run.add_argument(
+        "--device",
+        default="cpu",
+        choices=DEVICES,
+        help="where the jobs run (default cpu); cuda runs are their own rows, under runs/<task>-gpu/",
+    )
+    run.add_argument(
+        "--sequential",
+        action="store_true",
+        help="one task at a time, in --tasks order: the next task's experiment is submitted when no "
+        "job of the open ones waits for a slot, so a run cut short leaves whole tasks",
+    )
+    run.add_argument(
+        "--stop-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop (the local stack in order) after this long; finished runs are saved, the "
+        "experiments stay open and a later run follows them",
+    )
     report = sub.add_parser("report", help="write docs/results.md and its plots from the run files")
     report.add_argument("--results", default=str(RESULTS), help="the run files' folder; plots go here")
     report.add_argument("--report", default=str(REPORT), help="the Markdown file written")

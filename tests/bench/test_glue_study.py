@@ -144,3 +144,108 @@ def test_run_time_sums_the_attempts_not_the_gap_between_them() -> None:
     # A job of one attempt whose events have no preparing phase: from started to its last record.
     assert run_time(events[1:3], metrics[:1]) == 891.0
     assert run_time([], metrics) == 0.0
+
+
+def test_gpu_runs_are_their_own_cells_and_rows(tmp_path: Path) -> None:
+    gpu_file = run_path(tmp_path, "glue/cola", "vanilla", 42, "cuda")
+    assert gpu_file == tmp_path / "runs/cola-gpu/vanilla__seed42.json"
+    assert run_path(tmp_path, "glue/cola", "vanilla", 42) == tmp_path / "runs/cola/vanilla__seed42.json"
+    results = tmp_path / "results"
+    for seed in (42, 52):
+        write_run(results, "glue/cola", "vanilla", seed, 0.30)  # CPU runs do not count for the GPU
+    spec = _experiment(STUDY, "glue/cola", [42, 52], results, parallel=12, device="cuda")
+    assert spec is not None and spec["base"]["resources"]["device"] == "cuda" and spec["max_parallel"] == 12
+    assert len(expand(load_experiment(spec))) == 10
+    cpu = _experiment(STUDY, "glue/cola", [42, 52], results)
+    assert cpu is not None and cpu["base"]["resources"]["device"] == "cpu"
+    assert len(expand(load_experiment(cpu))) == 8
+    gpu = {"device": "cuda", "gpu": "NVIDIA H100 80GB HBM3", "jobs_at_once": 12, "cpu_threads": 1}
+    for variant, values in {"vanilla": [0.40, 0.42, 0.44], "childtuning-f": [0.38, 0.39, 0.40]}.items():
+        for seed, value in zip((42, 52, 57), values, strict=True):
+            path = run_path(results, "glue/cola", variant, seed, "cuda")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            peak = {"gpu_peak_memory_mib": 1000.0 + seed}
+            run = {
+                "task": "glue/cola", "variant": variant, "seed": seed, "metric": "eval_mcc", "final": value,
+                "curve": [[100, value]], "steps": 1602, "seconds": 90.0, "job_id": f"job-g-{variant}-{seed}",
+                "values": {"hyperparameters.seed": seed, "childtuning.mode": variant},
+                **gpu, **peak,
+            }  # fmt: skip
+            path.write_text(json.dumps(run))
+    left = _experiment(STUDY, "glue/cola", [42, 52], results, device="cuda")
+    assert left is not None and len(expand(load_experiment(left))) == 6
+    assert "baseline" not in left  # every GPU vanilla run is on disk: the API would refuse it
+    more = _experiment(STUDY, "glue/cola", [42, 63], results, device="cuda")  # vanilla 63 is left
+    assert more is not None and more["baseline"]
+    report = tmp_path / "results.md"
+    assert report_main(argparse.Namespace(results=str(results), report=str(report))) == 0
+    text = report.read_text()
+    assert "## glue/cola: dev mcc at the final step" in text
+    assert "## glue/cola (GPU): dev mcc at the final step" in text
+    gpu_part = text.split("## glue/cola (GPU)")[1]
+    rows = {line.split(" | ")[0].strip("| "): line for line in gpu_part.splitlines() if line.startswith("| ")}
+    # GPU vanilla 0.42 ± 0.02, compared with the GPU F runs only (not the CPU vanilla at 0.30)
+    assert "0.4200 ± 0.0200" in rows["vanilla"] and "| 3 | 42,52,57 |" in rows["vanilla"]
+    assert "-0.0300 [" in rows["childtuning-f"]
+    scale = "| GPU (NVIDIA H100 80GB HBM3, 12 jobs at once, peak 1.0 GiB), 1602 steps, median 1.5 min/run |"
+    assert scale in rows["vanilla"]
+    assert (results / "cola-gpu-curves.png").read_bytes().startswith(b"\x89PNG")
+    assert "- **glue/cola (GPU)**" in text and "- **glue/cola**" in text
+    cpu_part = text.split("## glue/cola (GPU)")[0].split("## glue/cola:")[1]
+    assert "| vanilla | 2 | 42,52 | 0.3000 ± 0.0000 |" in cpu_part and "GPU" not in cpu_part
+
+
+class ScriptedApi:
+    """The API's answers to the runner, one scripted experiment view per poll (the last repeats).
+
+    The runner's polling is the thing under test here; the service's own experiments are tested
+    on real Redis, API and worker in tests/service/test_experiments*.py.
+    """
+
+    def __init__(self, views: dict[str, list[list[str]]]) -> None:
+        self.views = views
+        self.polls: dict[str, int] = {}
+
+    def get_experiment(self, exp_id: str) -> dict[str, Any]:
+        n = self.polls[exp_id] = self.polls.get(exp_id, 0) + 1
+        statuses = self.views[exp_id][min(n, len(self.views[exp_id])) - 1]
+        jobs = [
+            {"id": f"{exp_id}-{i}", "status": st, "step": 0, "total_steps": 10,
+             "values": {"childtuning.mode": "vanilla", "hyperparameters.seed": 42 + i}}
+            for i, st in enumerate(statuses)
+        ]  # fmt: skip
+        done = all(st in ("succeeded", "failed", "cancelled") for st in statuses)
+        return {"id": exp_id, "jobs": jobs, "counts": {}, "status": "cancelled" if done else "running"}
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return {"id": job_id, "status": "cancelled", "error": "cancelled by the test"}
+
+
+def test_sequential_submits_the_next_task_when_nothing_waits(tmp_path: Path) -> None:
+    from bench.glue_study import _follow
+
+    api = ScriptedApi(
+        {
+            "exp-a": [
+                ["running", "waiting"],
+                ["running", "queued"],
+                ["running", "running"],
+                ["cancelled"] * 2,
+            ],
+            "exp-b": [["running", "waiting"], ["cancelled"] * 2],
+        }
+    )
+    submitted: list[tuple[str, int]] = []
+
+    def submit_next() -> tuple[str, str] | None:
+        if submitted:
+            return None
+        submitted.append(("glue/rte", api.polls["exp-a"]))
+        return "glue/rte", "exp-b"
+
+    assert _follow(api, {"glue/mrpc": "exp-a"}, tmp_path, submit_next, poll_s=0) is True  # type: ignore[arg-type]
+    assert submitted == [("glue/rte", 3)]  # not while a job of exp-a waited or was queued
+    assert api.polls["exp-b"] >= 2
+    late = ScriptedApi({"exp-c": [["running", "waiting"]]})  # never finishes
+    assert _follow(late, {"glue/cola": "exp-c"}, tmp_path, None, deadline=0.0, poll_s=0) is False  # type: ignore[arg-type]
+    assert late.polls["exp-c"] == 1

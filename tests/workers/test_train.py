@@ -424,6 +424,8 @@ def test_minilm_preset_fine_tunes_offline(tmp_path: Path) -> None:
     assert summary["num_elements"] > 10_000_000  # the encoder layers of MiniLM
     train = [r for r in records(job_dir / "metrics.jsonl") if r["kind"] == "train"]
     assert [r["step"] for r in train] == [1, 2, 3]
+    started = next(e for e in records(job_dir / "events.jsonl") if e["type"] == "started")
+    assert started["device"] == "cpu" and started["gpu"] is None and started["cpu_threads"] >= 1
 
 
 @pytest.mark.gpu
@@ -436,6 +438,7 @@ def test_bf16_on_one_gpu(tmp_path: Path, models: dict[str, Path]) -> None:
     assert proc.returncode == 0, describe(proc, job_dir)
     started = next(e for e in records(job_dir / "events.jsonl") if e["type"] == "started")
     assert started["device"] == "cuda" and started["precision"] == "bf16"
+    assert "NVIDIA" in started["gpu"] or "AMD" in started["gpu"]  # the card's name, for the record
     train = [r for r in records(job_dir / "metrics.jsonl") if r["kind"] == "train"]
     assert all(r["gpu_peak_memory_mib"] > 0 for r in train)
     again = predictions_of(job_dir / "model", spec)

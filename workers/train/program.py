@@ -431,6 +431,7 @@ class Run:
             precision=res.precision,
             device=self.device_kind,
             cpu_threads=torch.get_num_threads(),
+            gpu=torch.cuda.get_device_name(self.torch_device) if self.device_kind == "cuda" else None,
             total_steps=plan.total_steps,
             steps_per_epoch=plan.steps_per_epoch,
             num_train_examples=len(self.train_set),
