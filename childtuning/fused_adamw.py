@@ -220,21 +220,28 @@ def supports(optimizer: torch.optim.Optimizer) -> str | None:
     return None
 
 
-def scalars(group: dict[str, Any], step: float, device: torch.device) -> AdamScalars:
-    """The AdamW scalars of ``group`` at ``step`` (1-based), as 0-d float32 tensors."""
+def scalars(
+    group: dict[str, Any], step: float, device: torch.device, out: AdamScalars | None = None
+) -> AdamScalars:
+    """The AdamW scalars of ``group`` at ``step`` (1-based), as 0-d float32 tensors.
+
+    With ``out`` (the scalars of an earlier step, on ``device``) they are written into its
+    tensors with ``fill_``, a kernel launch, and ``out`` is returned: making new CUDA tensors from
+    Python numbers copies from pageable host memory, which blocks the host until the GPU has
+    finished everything queued before it, seven times a parameter a step otherwise.
+    """
     beta1, beta2 = group["betas"]
-    bc1 = 1 - beta1**step
-    bc2_sqrt = math.sqrt(1 - beta2**step)
-
-    def t(v: float) -> torch.Tensor:
-        return torch.tensor(float(v), dtype=torch.float32, device=device)
-
-    return AdamScalars(
-        lr=t(group["lr"]),
-        beta1=t(beta1),
-        beta2=t(beta2),
-        eps=t(group["eps"]),
-        weight_decay=t(group.get("weight_decay", 0.0)),
-        bias_correction1=t(bc1),
-        bias_correction2_sqrt=t(bc2_sqrt),
+    values = (
+        group["lr"],
+        beta1,
+        beta2,
+        group["eps"],
+        group.get("weight_decay", 0.0),
+        1 - beta1**step,
+        math.sqrt(1 - beta2**step),
     )
+    if out is not None and out.lr.device == device:
+        for tensor, value in zip(out, values, strict=True):
+            tensor.fill_(float(value))
+        return out
+    return AdamScalars(*(torch.tensor(float(v), dtype=torch.float32, device=device) for v in values))

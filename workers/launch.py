@@ -36,7 +36,7 @@ from service.core.jobdir import (
     read_status,
     write_status,
 )
-from service.core.procs import die_with_parent, free_port
+from service.core.procs import die_with_parent, rendezvous_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GRACE_SECONDS = 20.0
@@ -121,7 +121,7 @@ class RankGroup:
 
     def __init__(self, job_dir: Path, num_ranks: int, env: dict[str, str], log: Any = None) -> None:
         self.lock_fd = lock_job_dir(job_dir)
-        port = str(free_port())
+        port = str(rendezvous_port())
         self.procs: list[subprocess.Popen[bytes]] = []
         self._stop_at: float | None = None
         for rank in range(num_ranks):

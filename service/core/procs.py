@@ -1,11 +1,13 @@
 """Processes and ports for every launcher in the project: children that do not outlive their
-parent (Linux), stopping a child's whole process group, and a free loopback port."""
+parent (Linux), stopping a child's whole process group, a free loopback port, and a job's
+rendezvous port."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -26,6 +28,45 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for ports it hands out itself (bind to 0, outgoing connections)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+RENDEZVOUS_LOW = 10000  # below: the well-known and registered ports services tend to sit on
+
+
+def rendezvous_port() -> int:
+    """A free TCP port for a job's rendezvous (``MASTER_PORT``, bound later by rank 0's store).
+
+    Not :func:`free_port`: a port the kernel handed out (bind to 0) lies in its ephemeral range,
+    where any outgoing connection of another process (a Redis client, NCCL, another job's ranks)
+    may be given it before rank 0 binds it, and jobs launched at the same moment may be handed the
+    same just-freed port. Seen on one GPU with 12 jobs at once: a job failed with EADDRINUSE. So
+    the port is drawn at random (from the OS's entropy, not a forked worker's shared random state)
+    outside the ephemeral range and checked free, on every address as rank 0 binds it.
+    """
+    low, high = ephemeral_ports()
+    spans = [(a, b) for a, b in ((RENDEZVOUS_LOW, low - 1), (high + 1, 65535)) if b >= a]
+    total = sum(b - a + 1 for a, b in spans)
+    for _ in range(64 if total else 0):
+        pick = secrets.randbelow(total)
+        for a, b in spans:
+            if pick <= b - a:
+                port = a + pick
+                break
+            pick -= b - a + 1
+        with socket.socket() as s, contextlib.suppress(OSError):
+            s.bind(("", port))
+            return port
+    return free_port()  # no span outside the ephemeral range (an odd sysctl), or all taken
 
 
 def group_alive(pgid: int) -> bool:

@@ -260,3 +260,40 @@ def test_an_overflowed_batch_is_skipped_and_counted():
     with pytest.raises(ValueError, match="overflowed in all 3 Fisher batches"):
         ChildTuning(model, ChildTuningConfig(mode="childtuning-d", reserve_p=0.3)).compute_fisher(data)
     always.remove()
+
+
+@pytest.mark.parametrize("mode", ["childtuning-d", "childtuning-f", "update-dropout"])
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_step_makes_no_tensor_from_a_python_number(mode, fused, monkeypatch):
+    """Each step's masks (and the fused AdamW's scalars) reuse tensors made at the first step:
+    on a GPU, ``torch.tensor(number, device=...)`` blocks the host until the GPU catches up
+    (tests/childtuning/test_gpu.py checks that no step synchronises at all)."""
+    model, data = tiny_bert(), batches(5)
+    ct = ChildTuning(model, ChildTuningConfig(mode=mode, reserve_p=0.3, fused=fused))
+    if mode == "childtuning-d":
+        ct.compute_fisher(data[:2])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
+    handle = ct.attach(opt)
+    _train(model, opt, data, 1)
+    made = {slot: id(t) for slot, t in ct._scalars.items()}
+    assert made
+    calls = []
+    real = torch.tensor
+
+    def counted(*args, **kwargs):
+        calls.append(args[:1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "tensor", counted)
+    for step, b in enumerate(data[1:], start=1):
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        _train(model, opt, [b], 1)
+        for f in ct.fragments:  # the refilled draw keys give each step its own mask
+            p = ct.layout.param(f)
+            keep = ct.keep(f, step).view_as(p)
+            if mode == "update-dropout":  # D and F mask the gradient; momentum and decay move the rest
+                assert torch.equal(p[~keep], before[f.name][~keep]), (step, f.name)
+    monkeypatch.undo()
+    assert calls == []
+    assert {slot: id(t) for slot, t in ct._scalars.items()} == made
+    handle.remove()

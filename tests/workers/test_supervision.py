@@ -321,3 +321,17 @@ def test_the_store_keeps_a_step_0_record_once(server: RedisServer) -> None:
     assert [(r["kind"], r["step"]) for r in stored(store, job.id, "metrics")] == [("eval", 0), ("train", 1)]
     record = store.get_job(job.id)
     assert record is not None and record.latest_eval == before and record.best_eval is None
+
+
+def test_rendezvous_ports_avoid_the_ephemeral_range_and_each_other() -> None:
+    import socket
+
+    from service.core.procs import RENDEZVOUS_LOW, ephemeral_ports, free_port, rendezvous_port
+
+    low, high = ephemeral_ports()
+    assert free_port() >= low  # what bind(0) hands out: the range a rendezvous port must avoid
+    ports = [rendezvous_port() for _ in range(200)]
+    assert all(RENDEZVOUS_LOW <= p < low or high < p <= 65535 for p in ports)
+    assert len(set(ports)) > 150  # 12 jobs launched at once rarely meet (drawn, not handed out)
+    with socket.socket() as s:  # free on every address, as rank 0's store binds it
+        s.bind(("", ports[0]))

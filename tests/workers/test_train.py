@@ -62,8 +62,16 @@ def make_spec(model: Path, **over: Any) -> dict[str, Any]:
     return spec
 
 
-def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "DS_ACCELERATOR": "cpu", "CI": "true"}
+def env(device: str = "cpu") -> dict[str, str]:
+    """The job's environment: the repo first on PYTHONPATH, then the caller's (a GPU machine's
+    carried packages); DeepSpeed on the CPU accelerator unless the job is a GPU one."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    out = {**os.environ, "PYTHONPATH": path, "CI": "true"}
+    if device == "cpu":
+        out["DS_ACCELERATOR"] = "cpu"
+    else:
+        out.pop("DS_ACCELERATOR", None)
+    return out
 
 
 def train_argv(job_dir: Path, spec: dict[str, Any] | None) -> list[str]:
@@ -76,10 +84,10 @@ def train_argv(job_dir: Path, spec: dict[str, Any] | None) -> list[str]:
 
 
 def run_job(
-    job_dir: Path, spec: dict[str, Any] | None, timeout: float = 400
+    job_dir: Path, spec: dict[str, Any] | None, timeout: float = 400, device: str = "cpu"
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        train_argv(job_dir, spec), env=env(), capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        train_argv(job_dir, spec), env=env(device), capture_output=True, text=True, timeout=timeout, cwd=ROOT
     )
 
 
@@ -434,7 +442,7 @@ def test_bf16_on_one_gpu(tmp_path: Path, models: dict[str, Path]) -> None:
         models["plain"], resources={"num_ranks": 1, "zero_stage": 2, "precision": "bf16", "device": "cuda"}
     )
     job_dir = tmp_path / "job"
-    proc = run_job(job_dir, spec)
+    proc = run_job(job_dir, spec, device="cuda")
     assert proc.returncode == 0, describe(proc, job_dir)
     started = next(e for e in records(job_dir / "events.jsonl") if e["type"] == "started")
     assert started["device"] == "cuda" and started["precision"] == "bf16"

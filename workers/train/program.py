@@ -48,7 +48,7 @@ from service.core.jobdir import (
     read_status,
     write_status,
 )
-from service.core.procs import free_port
+from service.core.procs import rendezvous_port
 
 if TYPE_CHECKING:
     import torch
@@ -989,7 +989,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("LOCAL_RANK", "0")
         os.environ.setdefault("WORLD_SIZE", "1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(free_port()))
+        os.environ.setdefault("MASTER_PORT", str(rendezvous_port()))
     if not (job_dir / JOB_FILE).is_file():
         print(f"error: {job_dir / JOB_FILE} not found", file=sys.stderr)
         return EXIT_USAGE
