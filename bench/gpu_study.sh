@@ -8,6 +8,7 @@
 # tests beside the study (bounded), then `python -m bench.glue_study run --device cuda
 # --sequential` (RTE, MRPC, STS-B, CoLA: the shortest tasks first, so a budget cut leaves whole
 # tasks) with GPU_STUDY_PARALLEL jobs sharing the GPU, stopped in order before the budget ends.
+# The GPU runs already under docs/results/runs/<task>-gpu/ are not run again.
 # $OUT gets runs.tgz (the run files; refreshed every 20 s, so a kill keeps what finished),
 # run.log, worker.log, gpu-tests.log and gpu.txt. Here, merge the runs with
 #   tar xzf runs.tgz -C docs/results && python -m bench.glue_study report
@@ -24,6 +25,8 @@ SITE=${SITE:-/tmp/site}
 STATE=/tmp/gpu-study-state
 RESULTS=/tmp/gpu-study-results
 mkdir -p "$OUT" "$SITE" "$RESULTS/runs"
+# The GPU runs already in the repo are skipped: each GPU session continues the last one's grid.
+for done in docs/results/runs/*-gpu; do [ -d "$done" ] && cp -r "$done" "$RESULTS/runs/"; done
 log() { echo "[gpu_study +$(($(date +%s) - start))s] $*" | tee -a "$OUT/run.log"; }
 
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
