@@ -615,7 +615,10 @@ def report_main(args: argparse.Namespace) -> int:
         "GPU machine) are a table of their own, marked (GPU), compared only with each other: "
         "several jobs shared the one GPU at once, so a run's time is that job's, not the GPU's; "
         "they started from the preset's weights rounded to fp16 and back to fp32 (the GPU machine "
-        "takes at most 64 MiB along), a relative change below 5e-4.",
+        "takes at most 64 MiB along), a relative change below 5e-4. The RTE GPU runs of "
+        "2026-11-27 ran before commit 80304fa: their D, F and update-dropout times include a "
+        "host-device stall per masked fragment and step (docs/benchmarks.md), so only their "
+        "scores, not their times, stand for the current code.",
         "",
         "**Status:** "
         + "; ".join(
