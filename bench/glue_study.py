@@ -37,6 +37,7 @@ import yaml
 
 from service.cli.client import Client, ClientError
 from service.core.comparison import JobScore, compare_cells, curve_points
+from service.core.experiments import matches
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC_SET = ROOT / "docs" / "examples" / "glue-study.yaml"
@@ -60,21 +61,19 @@ def task_slug(task: str) -> str:
     return task.split("/")[-1].lower()
 
 
+def folder_of(task: str, device: str = "cpu") -> str:
+    """A task's runs folder and its plots' name stem: ``cola`` on CPU, ``cola-gpu`` on a GPU."""
+    return task_slug(task) + ("" if device == "cpu" else GPU_SUFFIX)
+
+
 def run_path(results: Path, task: str, variant: str, seed: int, device: str = "cpu") -> Path:
     """A run's file: ``runs/<task>/`` for CPU runs, ``runs/<task>-gpu/`` for GPU runs (their own rows)."""
-    folder = task_slug(task) + ("" if device == "cpu" else GPU_SUFFIX)
-    return results / "runs" / folder / f"{variant}__seed{seed}.json"
+    return results / "runs" / folder_of(task, device) / f"{variant}__seed{seed}.json"
 
 
 def group_of(run: dict[str, Any]) -> str:
     """The report's table a run belongs to: its task, and its scale when that is a GPU."""
     return run["task"] if run.get("device", "cpu") == "cpu" else f"{run['task']} (GPU)"
-
-
-def group_slug(group: str) -> str:
-    """A table's file name stem for its plots: ``cola``, ``cola-gpu``."""
-    gpu = group.endswith(" (GPU)")
-    return task_slug(group.removesuffix(" (GPU)")) + (GPU_SUFFIX if gpu else "")
 
 
 def load_runs(results: Path) -> list[dict[str, Any]]:
@@ -108,13 +107,13 @@ def _experiment(
     paths = list(spec["axes"])
     for combo in itertools.product(*(spec["axes"][p] for p in paths)):
         values = dict(zip(paths, combo, strict=True))
-        if any(all(values.get(k) == v for k, v in entry.items()) for entry in exclude):
+        if any(matches(values, entry) for entry in exclude):
             continue
         if run_path(results, task, variant_of(values), int(values[SEED_AXIS]), device).is_file():
             exclude.append(values)
         else:
             todo += 1
-            baseline_left = baseline_left or all(values.get(k) == v for k, v in baseline.items())
+            baseline_left = baseline_left or matches(values, baseline)
     spec["exclude"] = exclude
     if not baseline_left:
         # Every baseline run is on disk: the experiment compares nothing itself (the report
@@ -233,18 +232,19 @@ def _follow(
     """Save each finished job of the tasks' experiments until every experiment is finished.
 
     ``submit_next`` (``run --sequential``) submits the next task's experiment, called whenever no
-    open experiment has a job left waiting or queued: the worker's slots stay full, and tasks
-    finish in order. Returns False when ``deadline`` (``time.monotonic()``) passed first.
+    open experiment has a job left queued (held back by ``max_parallel`` or waiting for a worker):
+    the worker's slots stay full, and tasks finish in order. Returns False when ``deadline``
+    (``time.monotonic()``) passed first.
     """
     saved: set[str] = set()
     last = ""
     open_ = dict(experiments)
     while True:
         lines = []
-        idle = True  # no open experiment has a job waiting for a slot
+        idle = True  # no open experiment has a queued job
         for task, exp_id in list(open_.items()):
             exp = client.get_experiment(exp_id)
-            idle = idle and not any(j["status"] in ("waiting", "queued") for j in exp["jobs"])
+            idle = idle and not any(j["status"] == "queued" for j in exp["jobs"])
             for job in exp["jobs"]:
                 if job["status"] in FINAL and job["id"] not in saved:
                     try:
@@ -669,7 +669,7 @@ def report_main(args: argparse.Namespace) -> int:
             seeds = ",".join(str(s) for s in sorted(cell["scores"], key=int))
             row = [variant, str(cell["n"]), seeds, mean_std, _fmt(cell["max"]), diff, verdict, scale]
             lines.append("| " + " | ".join(row) + " |")
-        slug = group_slug(task)
+        slug = folder_of(task_runs[0]["task"], task_runs[0].get("device", "cpu"))
         links = []
         for name in ("curves.png", "seeds.png"):
             plot = render(name, summary, curves, results / f"{slug}-{name}")

@@ -230,8 +230,10 @@ class ChildTuning:
         scale = self._constant(self.config.scale, torch.float32, device)
         return BitsMask(bits, bit_offset=self._constant(0, torch.int64, device), scale=scale)
 
-    def _scalar(self, name: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """A 0-d tensor of its own on ``device`` for ``name``, made once.
+    def _scalar(
+        self, name: Any, dtype: torch.dtype, device: torch.device, value: int | float = 0
+    ) -> torch.Tensor:
+        """A 0-d tensor of its own on ``device`` for ``name``, made once (holding ``value``).
 
         Each step's masks are built from such tensors, never from new ones: a CUDA tensor made
         from a Python number is copied from pageable host memory, which blocks the host until the
@@ -242,16 +244,12 @@ class ChildTuning:
         slot = (name, dtype, device)
         tensor = self._scalars.get(slot)
         if tensor is None:
-            tensor = self._scalars[slot] = torch.zeros((), dtype=dtype, device=device)
+            tensor = self._scalars[slot] = torch.tensor(value, dtype=dtype, device=device)
         return tensor
 
     def _constant(self, value: int | float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """A shared 0-d tensor holding ``value`` on ``device`` (never written after it is made)."""
-        slot = (("constant", value), dtype, device)
-        tensor = self._scalars.get(slot)
-        if tensor is None:
-            tensor = self._scalars[slot] = torch.tensor(value, dtype=dtype, device=device)
-        return tensor
+        return self._scalar(("constant", value), dtype, device, value)
 
     # -- attach ---------------------------------------------------------------------------
     def attach(self, optimizer_or_engine: Any) -> ChildTuningHandle:

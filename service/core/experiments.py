@@ -42,6 +42,7 @@ __all__ = [
     "experiment_status",
     "load_experiment",
     "main_metric_of",
+    "matches",
     "summarize",
 ]
 
@@ -134,7 +135,9 @@ def _set(data: dict[str, Any], path: str, value: Any) -> None:
     node[leaf] = copy.deepcopy(value)
 
 
-def _matches(values: dict[str, Any], subset: dict[str, Any]) -> bool:
+def matches(values: dict[str, Any], subset: dict[str, Any]) -> bool:
+    """Whether a cell's axis ``values`` hold every path = value of ``subset`` (an exclude entry,
+    the baseline)."""
     return all(values.get(path) == value for path, value in subset.items())
 
 
@@ -184,7 +187,7 @@ def expand(spec: ExperimentSpec) -> list[Cell]:
     invalid = 0
     for combo in itertools.product(*(spec.axes[p] for p in paths)):
         values = dict(zip(paths, combo, strict=True))
-        if any(_matches(values, entry) for entry in spec.exclude if entry):
+        if any(matches(values, entry) for entry in spec.exclude if entry):
             continue
         data = copy.deepcopy(spec.base)
         for path, value in values.items():
@@ -203,7 +206,7 @@ def expand(spec: ExperimentSpec) -> list[Cell]:
     if not cells and not invalid and not errors:
         errors.append(("exclude", "leaves no cell of the grid"))
     baseline = spec.baseline or {}
-    if baseline and not errors and not any(_matches(c.values, baseline) for c in cells):
+    if baseline and not errors and not any(matches(c.values, baseline) for c in cells):
         errors.append(("baseline", "every cell it names is excluded"))
     if errors:
         raise ExperimentError(errors)

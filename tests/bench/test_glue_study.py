@@ -227,12 +227,12 @@ def test_sequential_submits_the_next_task_when_nothing_waits(tmp_path: Path) -> 
     api = ScriptedApi(
         {
             "exp-a": [
-                ["running", "waiting"],
+                ["running", "queued"],
                 ["running", "queued"],
                 ["running", "running"],
                 ["cancelled"] * 2,
             ],
-            "exp-b": [["running", "waiting"], ["cancelled"] * 2],
+            "exp-b": [["running", "queued"], ["cancelled"] * 2],
         }
     )
     submitted: list[tuple[str, int]] = []
@@ -244,8 +244,8 @@ def test_sequential_submits_the_next_task_when_nothing_waits(tmp_path: Path) -> 
         return "glue/rte", "exp-b"
 
     assert _follow(api, {"glue/mrpc": "exp-a"}, tmp_path, submit_next, poll_s=0) is True  # type: ignore[arg-type]
-    assert submitted == [("glue/rte", 3)]  # not while a job of exp-a waited or was queued
+    assert submitted == [("glue/rte", 3)]  # not while a job of exp-a was queued
     assert api.polls["exp-b"] >= 2
-    late = ScriptedApi({"exp-c": [["running", "waiting"]]})  # never finishes
+    late = ScriptedApi({"exp-c": [["running", "queued"]]})  # never finishes
     assert _follow(late, {"glue/cola": "exp-c"}, tmp_path, None, deadline=0.0, poll_s=0) is False  # type: ignore[arg-type]
     assert late.polls["exp-c"] == 1

@@ -5,7 +5,6 @@ Marked ``gpu``: skipped where no GPU is visible."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from service.core.procs import free_port
+from tests.workers.test_train import env as job_env
 
 pytestmark = pytest.mark.gpu
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,8 +42,7 @@ print(json.dumps(out))
 
 def test_fp16_fisher_mask_agrees_with_fp32(tmp_path: Path) -> None:
     env = {
-        **{k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"},
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+        **job_env("cuda"),
         "RANK": "0",
         "LOCAL_RANK": "0",
         "WORLD_SIZE": "1",
