@@ -29,8 +29,8 @@ from service.core.comparison import (
 )
 from service.core.contract import STATUSES, JobSpec, SpecError, load_spec
 from service.core.store import DISPATCHING, FINAL_STATUSES, WAITING, ExperimentRecord, JobRecord
-from service.core.webhooks import MAX_URL as MAX_WEBHOOK_URL
-from service.core.webhooks import url_problem
+from service.core.contract.urls import url_problem
+from service.core.contract.vocabulary import MAX_WEBHOOK_URL
 
 __all__ = [
     "MAX_CELLS",

@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from service.core import env
+from service.core.contract.urls import SIGNATURE_HEADER, url_problem
+from service.core.contract.vocabulary import MAX_WEBHOOK_URL as MAX_URL
 
 if TYPE_CHECKING:
     import httpx
@@ -69,11 +71,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "Childtune-Signature"
 DELIVERY_HEADER = "Childtune-Delivery"
 EVENT_HEADER = "Childtune-Event"
 USER_AGENT = "childtune-webhooks/1"
-MAX_URL = 2000
 RETRY_CAP_S = 600.0  # the longest wait between two attempts
 KEEP_S = 7 * 24 * 3600  # how long a settled delivery stays listed
 RESOLVE_TIMEOUT_S = 5.0
@@ -89,30 +89,6 @@ _HINT = (
 )
 
 # ------------------------------------------------------------------------------ the URL
-
-
-def url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be a webhook URL by its shape alone, else None."""
-    if len(url) > MAX_URL:
-        return f"at most {MAX_URL} characters (got {len(url)})"
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
-        return "must not contain spaces or control characters"
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018  (raises ValueError on a bad port)
-    except ValueError as exc:
-        return f"is not a valid URL ({exc})"
-    if parts.scheme not in ("http", "https"):
-        got = f"{parts.scheme}:" if parts.scheme else "no scheme"
-        return f"only http and https URLs are allowed (got {got})"
-    if "@" in parts.netloc:
-        return (
-            "must not carry credentials (user:password@host); a receiver authenticates the "
-            f"request by its {SIGNATURE_HEADER} header"
-        )
-    if not parts.hostname:
-        return "has no host"
-    return None
 
 
 _OWN: tuple[float, frozenset[Address]] = (0.0, frozenset())

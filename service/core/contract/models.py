@@ -40,6 +40,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from service.core.contract.urls import url_problem
 from service.core.contract.vocabulary import (
     CAUSAL_LM_METRICS,
     MAX_EXAMPLES,
@@ -47,6 +48,7 @@ from service.core.contract.vocabulary import (
     MAX_NEW_TOKENS,
     MAX_SAMPLES,
     MAX_STEPS,
+    MAX_WEBHOOK_URL,
     METADATA_MAX_ENTRIES,
     METADATA_MAX_KEY,
     METADATA_MAX_VALUE,
@@ -68,8 +70,6 @@ from service.core.contract.vocabulary import (
     Recipe,
     TaskType,
 )
-from service.core.webhooks import MAX_URL as MAX_WEBHOOK_URL
-from service.core.webhooks import url_problem
 
 # ---------------------------------------------------------------------------------------------
 # Numbers: pydantic's lax mode takes True for 1; here a boolean is never a number.

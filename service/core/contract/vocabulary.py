@@ -89,6 +89,9 @@ ALLOW_HUB_ENV = env.ALLOW_HUB
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 STATUSES: tuple[str, ...] = get_args(Status)
+# The statuses a job never leaves (an experiment's too, once every job of it has one).
+FinalStatus = Literal["succeeded", "failed", "cancelled"]
+FINAL_STATUSES: tuple[str, ...] = get_args(FinalStatus)
 
 Phase = Literal["preparing", "fisher", "training", "evaluating", "saving"]
 PHASES: tuple[str, ...] = get_args(Phase)
@@ -133,6 +136,9 @@ MAX_LABELS = 10_000
 MAX_EXAMPLES = 100_000_000
 MAX_NEW_TOKENS = 1024
 MAX_SAMPLES = 16
+
+# A webhook URL's longest form (``service.core.contract.urls``).
+MAX_WEBHOOK_URL = 2000
 
 METADATA_MAX_ENTRIES = 32
 METADATA_MAX_KEY = 64
