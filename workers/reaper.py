@@ -24,8 +24,9 @@ import logging
 import time
 from collections.abc import Callable
 
+from service.core.records import JobRecord
 from service.core.settings import Settings
-from service.core.store import JobRecord, Store
+from service.core.store import Store
 from workers.tasks import LEASE_CONFIRM_S
 
 __all__ = ["Reaper"]

@@ -45,9 +45,10 @@ from service.core.jobdir import (
 )
 from service.core.procs import die_with_parent, stop_group
 from service.core.queue import RUN_JOB
+from service.core.records import JobRecord
 from service.core.resolve import resolved_problem
 from service.core.settings import Settings, load_settings
-from service.core.store import JobRecord, Store
+from service.core.store import Store
 
 __all__ = ["INSTANCE_ENV", "JobRunner", "run_job"]
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from service.core.store import FileRecord, JobRecord
+from service.core.contract import higher_is_better
+from service.core.records import FileRecord, JobRecord
 
 __all__ = [
     "CheckpointList",
@@ -109,10 +110,16 @@ class JobPublic(BaseModel):
     attempts: int
     spec: dict[str, Any]
     experiment_id: str | None = Field(default=None, description="The experiment this job is a cell of.")
+    higher_is_better: bool | None = Field(
+        default=None,
+        description="Whether a larger value of the job's main metric (an eval record's main_metric) "
+        "is better; null before its first evaluation.",
+    )
 
     @classmethod
     def of(cls, record: JobRecord) -> JobPublic:
         total = record.total_steps
+        main = (record.latest_eval or record.best_eval or {}).get("main_metric")
         return cls(
             id=record.id,
             status=record.status,
@@ -133,6 +140,7 @@ class JobPublic(BaseModel):
             attempts=record.attempts,
             spec=record.spec,
             experiment_id=record.experiment_id,
+            higher_is_better=higher_is_better(main) if isinstance(main, str) else None,
         )
 
 

@@ -21,8 +21,10 @@ from typing import Any
 
 from celery import Celery
 
+from service.core.contract.vocabulary import FINAL_STATUSES
 from service.core.queue import EnqueueError, enqueue
-from service.core.store import DISPATCHING, FINAL_STATUSES, Store
+from service.core.records import DISPATCHING
+from service.core.store import Store
 
 __all__ = ["DISPATCH_GRACE_S", "advance", "sweep"]
 

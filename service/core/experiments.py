@@ -28,9 +28,9 @@ from service.core.comparison import (
     metric_key,
 )
 from service.core.contract import STATUSES, JobSpec, SpecError, load_spec
-from service.core.store import DISPATCHING, FINAL_STATUSES, WAITING, ExperimentRecord, JobRecord
 from service.core.contract.urls import url_problem
-from service.core.contract.vocabulary import MAX_WEBHOOK_URL
+from service.core.contract.vocabulary import FINAL_STATUSES, MAX_WEBHOOK_URL
+from service.core.records import DISPATCHING, WAITING, ExperimentRecord, JobRecord
 
 __all__ = [
     "MAX_CELLS",

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from service.cli.client import Client
-from service.core.store import FINAL_STATUSES, JobRecord
+from service.core.contract.vocabulary import FINAL_STATUSES
+from service.core.records import JobRecord
 from tests.e2e.stack import KEYS, ROOT, rank_pids, start_api, stop, wait_for
 from tests.e2e.test_faults import FaultStack, fault_stack, spec
 

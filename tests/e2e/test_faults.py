@@ -21,7 +21,8 @@ import pytest
 
 from service.cli.client import Client, ClientError
 from service.core.jobdir import read_jsonl, read_status
-from service.core.store import JobRecord, Store
+from service.core.records import JobRecord
+from service.core.store import Store
 from tests.e2e.stack import (
     KEYS,
     RedisServer,

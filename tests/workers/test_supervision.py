@@ -14,8 +14,9 @@ import pytest
 
 from service.cli.local_stack import RedisServer
 from service.core.jobdir import EVENTS_FILE, METRICS_FILE, number_events, read_jsonl
+from service.core.records import JobRecord, new_job_id
 from service.core.settings import Settings
-from service.core.store import JobRecord, Store, new_job_id
+from service.core.store import Store
 from tests.e2e.stack import wait_for
 from workers.reaper import Reaper
 from workers.redis_sink import RedisSink, replay

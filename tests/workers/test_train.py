@@ -554,7 +554,8 @@ def test_eval_at_start_reaches_the_store_at_step_0_and_is_not_repeated_on_resume
     trained steps, and the resumed run goes straight back to training."""
     from service.cli.local_stack import RedisServer
     from service.core import env as names
-    from service.core.store import JobRecord, Store, new_job_id
+    from service.core.records import JobRecord, new_job_id
+    from service.core.store import Store
 
     server = RedisServer(tmp_path / "redis")
     server.start()

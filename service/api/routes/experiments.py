@@ -13,6 +13,7 @@ from service.api.errors import ApiError, error_responses
 from service.api.routes.jobs import not_unicode
 from service.api.schemas import ExperimentCurves, ExperimentList, ExperimentPublic, PlotList
 from service.core.contract import SpecError
+from service.core.contract.vocabulary import FINAL_STATUSES
 from service.core.dispatch import advance
 from service.core.experiments import (
     ExperimentError,
@@ -23,17 +24,16 @@ from service.core.experiments import (
     load_experiment,
     summarize,
 )
-from service.core.resolve import resolve_spec
-from service.core.settings import queue_for
-from service.core.store import (
-    FINAL_STATUSES,
+from service.core.records import (
     ExperimentRecord,
     JobRecord,
-    Store,
     new_experiment_id,
     new_job_id,
     valid_experiment_id,
 )
+from service.core.resolve import resolve_spec
+from service.core.settings import queue_for
+from service.core.store import Store
 from service.core.webhooks import check_url
 
 __all__ = ["router"]

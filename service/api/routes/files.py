@@ -13,7 +13,8 @@ from service.api.deps import SettingsDep, StoreDep, TenantDep
 from service.api.errors import ApiError, error_responses, is_unicode
 from service.api.schemas import FileList, FilePublic
 from service.core.datasets import DatasetFileError, inspect_file
-from service.core.store import FileRecord, Store, new_file_id, valid_file_id
+from service.core.records import FileRecord, new_file_id, valid_file_id
+from service.core.store import Store
 
 __all__ = ["router"]
 

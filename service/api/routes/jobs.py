@@ -10,19 +10,13 @@ from service.api.deps import CeleryDep, ReadsDep, SettingsDep, StoreDep, TenantD
 from service.api.errors import RETRY_AFTER_S, ApiError, error_responses, is_unicode
 from service.api.schemas import JobList, JobPublic, RecordPage
 from service.core.contract import JobSpec, SpecError, load_spec
+from service.core.contract.vocabulary import FINAL_STATUSES
 from service.core.dispatch import advance
 from service.core.queue import EnqueueError, enqueue
+from service.core.records import JobRecord, new_job_id, valid_cursor, valid_job_id
 from service.core.resolve import resolve_spec
 from service.core.settings import queue_for
-from service.core.store import (
-    FINAL_STATUSES,
-    JobRecord,
-    LoopReads,
-    Store,
-    new_job_id,
-    valid_cursor,
-    valid_job_id,
-)
+from service.core.store import LoopReads, Store
 
 __all__ = ["router"]
 
