@@ -1,6 +1,7 @@
 """A job's directory, defined once: the names of its files and folders, the exit codes, and the
 reads and writes that every process around a job shares (the API, the worker's task and reaper,
-the launcher, the training program, the CLI).
+the launcher, the training program, the CLI); and the artifacts folder that holds the jobs'
+directories (:class:`ArtifactsLayout`).
 
 ``docs/job-directory.md`` documents the layout and the records; this module is their one
 definition in code. Standard library only: the API stands on it without torch.
@@ -14,10 +15,14 @@ import os
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "ARTIFACTS_EXPERIMENTS_DIR",
+    "ARTIFACTS_FILES_DIR",
+    "ARTIFACTS_JOBS_DIR",
     "BEST_DIR",
     "CHECKPOINTS_DIR",
     "CHECKPOINT_MARKER",
@@ -35,6 +40,7 @@ __all__ = [
     "MODEL_DIR",
     "PREDICTIONS_FILE",
     "STATUS_FILE",
+    "ArtifactsLayout",
     "JsonlTail",
     "atomic_write_text",
     "checkpoint_step",
@@ -60,6 +66,37 @@ MASKS_DIR = "masks"  # ChildTuning masks (childtuning.masks_io writes inside it)
 CHECKPOINTS_DIR = "checkpoints"  # DeepSpeed checkpoints, one folder per save
 CHECKPOINT_MARKER = "COMPLETE"  # written last in a checkpoint folder: only then does it count
 _CHECKPOINT_TAG = re.compile(r"^step-(\d{8})$")
+
+# The artifacts folder (``Settings.artifacts``, ``$CHILDTUNE_ARTIFACTS``) holds these folders; a
+# job's directory is ``<artifacts>/jobs/<job id>``.
+ARTIFACTS_JOBS_DIR = "jobs"  # one directory per job (the layout above)
+ARTIFACTS_FILES_DIR = "files"  # uploaded dataset files, by file id
+ARTIFACTS_EXPERIMENTS_DIR = "experiments"  # one folder per experiment (its plots)
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactsLayout:
+    """The folders under an artifacts root, derived from the root or from a job's directory."""
+
+    root: Path
+
+    @classmethod
+    def of_job(cls, job_dir: Path) -> ArtifactsLayout:
+        """The artifacts folder that holds ``job_dir`` (``<artifacts>/jobs/<job id>``)."""
+        return cls(job_dir.parent.parent)
+
+    @property
+    def jobs(self) -> Path:
+        return self.root / ARTIFACTS_JOBS_DIR
+
+    @property
+    def files(self) -> Path:
+        return self.root / ARTIFACTS_FILES_DIR
+
+    @property
+    def experiments(self) -> Path:
+        return self.root / ARTIFACTS_EXPERIMENTS_DIR
+
 
 # The training program's exit codes (and so the launcher's, and `childtune train`'s).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 75

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.core import env
+from service.core.jobdir import ArtifactsLayout
 
 __all__ = [
     "ALL_QUEUES",
@@ -165,15 +166,15 @@ class Settings(BaseSettings):
 
     @property
     def jobs_dir(self) -> Path:
-        return self.artifacts / "jobs"
+        return ArtifactsLayout(self.artifacts).jobs
 
     @property
     def files_dir(self) -> Path:
-        return self.artifacts / "files"
+        return ArtifactsLayout(self.artifacts).files
 
     @property
     def experiments_dir(self) -> Path:
-        return self.artifacts / "experiments"
+        return ArtifactsLayout(self.artifacts).experiments
 
     @property
     def model_root_list(self) -> list[Path]:
