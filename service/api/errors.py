@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.schemas import ErrorResponse
 from service.core.contract import SpecError
+from service.core.usecases.errors import Conflict, Invalid, NotFound, Refused, Unavailable
 
 __all__ = [
     "RETRY_AFTER_S",
@@ -25,21 +26,10 @@ __all__ = [
     "error_body",
     "error_responses",
     "install_error_handlers",
-    "is_unicode",
 ]
 
 log = logging.getLogger("childtune.api")
 RETRY_AFTER_S = 5
-
-
-def is_unicode(text: str) -> bool:
-    """Whether ``text`` can go into an answer: JSON's ``\\ud800`` escapes decode to lone
-    surrogates, which UTF-8 cannot encode (the answer would fail as a 500)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, dict[str, str | None]]:
@@ -98,6 +88,14 @@ class ApiError(Exception):
     def from_spec_error(cls, exc: SpecError) -> ApiError:
         return cls(422, "invalid_spec", str(exc), exc.field or None)
 
+    @classmethod
+    def from_refusal(cls, exc: Refused) -> ApiError:
+        """A use case's refusal (``service.core.usecases.errors``) as its HTTP answer."""
+        if isinstance(exc, Unavailable):
+            return cls(503, exc.code, exc.message, exc.field, {"Retry-After": str(RETRY_AFTER_S)})
+        status = {NotFound: 404, Conflict: 409, Invalid: 422}.get(type(exc), 400)
+        return cls(status, exc.code, exc.message, exc.field)
+
 
 def _json(exc: ApiError) -> JSONResponse:
     return JSONResponse(
@@ -120,6 +118,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return _json(exc)
+
+    @app.exception_handler(Refused)
+    async def _refused(_: Request, exc: Refused) -> JSONResponse:
+        return _json(ApiError.from_refusal(exc))
 
     @app.exception_handler(SpecError)
     async def _spec_error(_: Request, exc: SpecError) -> JSONResponse:

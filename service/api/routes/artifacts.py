@@ -7,9 +7,9 @@ from fastapi.responses import StreamingResponse
 
 from service.api.deps import SettingsDep, StoreDep, TenantDep
 from service.api.errors import ApiError, error_responses
-from service.api.routes.jobs import owned_job
 from service.api.schemas import CheckpointList, CheckpointPublic
 from service.core.artifacts import find_checkpoint, list_checkpoints, mask_summary, tar_stream
+from service.core.usecases.jobs import owned_job
 
 __all__ = ["router"]
 

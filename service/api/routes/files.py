@@ -10,11 +10,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
 from service.api.deps import SettingsDep, StoreDep, TenantDep
-from service.api.errors import ApiError, error_responses, is_unicode
+from service.api.errors import ApiError, error_responses
 from service.api.schemas import FileList, FilePublic
 from service.core.datasets import DatasetFileError, inspect_file
 from service.core.records import FileRecord, new_file_id, valid_file_id
 from service.core.store import Store
+from service.core.usecases.text import is_unicode
 
 __all__ = ["router"]
 

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 
 from service.api.deps import CeleryDep, ReadsDep, SettingsDep, StoreDep, TenantDep
-from service.api.errors import RETRY_AFTER_S, ApiError, error_responses, is_unicode
+from service.api.errors import ApiError, error_responses
 from service.api.schemas import JobList, JobPublic, RecordPage
-from service.core.contract import JobSpec, SpecError, load_spec
-from service.core.contract.vocabulary import FINAL_STATUSES
-from service.core.dispatch import advance
-from service.core.queue import EnqueueError, enqueue
-from service.core.records import JobRecord, new_job_id, valid_cursor, valid_job_id
-from service.core.resolve import resolve_spec
-from service.core.settings import queue_for
-from service.core.store import LoopReads, Store
+from service.core.contract import JobSpec
+from service.core.contract.vocabulary import Status
+from service.core.records import valid_cursor, valid_job_id
+from service.core.store import LoopReads
+from service.core.usecases.jobs import cancel_job as cancel_job_case
+from service.core.usecases.jobs import submit_job
 
 __all__ = ["router"]
 
@@ -33,40 +31,6 @@ _SPEC_EXAMPLES = {
         )
     )
 }
-
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-
-
-def not_unicode(body: Any) -> str | None:
-    """Where a JSON body holds a string that is not Unicode text, else None: JSON's ``\\ud800``
-    escapes decode to lone surrogates, which no answer, log or ``job.json`` could encode.
-
-    The answer is the dotted path of the value, or of the object whose key it is (the key itself
-    cannot be shown). Iterative: a body may nest as deep as the JSON decoder allows.
-    """
-    stack: list[tuple[str, Any]] = [("", body)]
-    while stack:
-        path, value = stack.pop()
-        if isinstance(value, str):
-            if not is_unicode(value):
-                return path
-        elif isinstance(value, dict):
-            if not all(is_unicode(str(key)) for key in value):
-                return path
-            items = [(f"{path}.{key}" if path else str(key), item) for key, item in value.items()]
-            stack.extend(reversed(items))  # in document order
-        elif isinstance(value, list):
-            items = [(f"{path}.{i}" if path else str(i), item) for i, item in enumerate(value)]
-            stack.extend(reversed(items))
-    return None
-
-
-def owned_job(store: Store, job_id: str, tenant: str) -> JobRecord:
-    """The caller's job, else 404 (another tenant's id looks exactly like a missing one)."""
-    record = store.get_job(job_id, tenant) if valid_job_id(job_id) else None
-    if record is None:
-        raise ApiError.not_found("job", job_id)
-    return record
 
 
 @router.post(
@@ -95,31 +59,7 @@ def create_job(
     celery: CeleryDep,
 ) -> JobPublic:
     """Validate the spec (the job contract), resolve its model and files, store it and enqueue it."""
-    where = not_unicode(body)
-    if where is not None:
-        message = "not valid Unicode text (a lone surrogate such as \\ud800)"
-        raise ApiError(422, "invalid_spec", f"{where}: {message}" if where else message, where or None)
-    spec = load_spec(body, strict=True)
-    try:
-        resolved = resolve_spec(spec, tenant, store, settings)
-    except SpecError as exc:
-        raise ApiError.from_spec_error(exc) from exc
-    record = JobRecord(
-        id=new_job_id(),
-        tenant=tenant,
-        spec=spec.model_dump(mode="json"),
-        resolved_spec=resolved.model_dump(mode="json"),
-        queue=queue_for(spec.resources.device, spec.resources.num_ranks),
-    )
-    record = store.create_job(record)
-    try:
-        enqueue(celery, record.id, record.queue)
-    except EnqueueError as exc:
-        store.delete_job(record.id)
-        raise ApiError(
-            503, "broker_unavailable", str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}
-        ) from exc
-    return JobPublic.of(record)
+    return JobPublic.of(submit_job(body, tenant, store, settings, celery))
 
 
 @router.get("", response_model=JobList, summary="List jobs, newest first")
@@ -159,13 +99,7 @@ async def get_job(job_id: str, tenant: TenantDep, reads: ReadsDep) -> JobPublic:
 )
 def cancel_job(job_id: str, tenant: TenantDep, store: StoreDep, celery: CeleryDep) -> JobPublic:
     """A queued job is cancelled at once; a running one within seconds (its ranks are stopped)."""
-    record = owned_job(store, job_id, tenant)
-    outcome = store.request_cancel(job_id)
-    if not outcome.ok and outcome.previous in FINAL_STATUSES:
-        raise ApiError(409, "job_finished", f"job {job_id} already {outcome.previous}; nothing to cancel")
-    if record.experiment_id is not None:  # a queued job of an experiment frees its slot now
-        advance(store, celery, record.experiment_id)
-    return JobPublic.of(owned_job(store, job_id, tenant))
+    return JobPublic.of(cancel_job_case(store, celery, job_id, tenant))
 
 
 async def _records(
