@@ -145,7 +145,3 @@ class ChildTuningConfig:
     @property
     def masks_gradient(self) -> bool:
         return self.mode in ("childtuning-d", "childtuning-f")
-
-    @property
-    def draws_per_step(self) -> bool:
-        return self.mode in ("childtuning-f", "update-dropout")

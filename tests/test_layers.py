@@ -8,6 +8,9 @@ source: a module-level import against the arrows fails here, naming the module a
 - ``service.cli`` stands on the base; the commands that train on this machine import
   ``workers``/``childtuning`` inside the function that runs them, never at module level.
 - ``workers`` stands on the base and the method, never on the API or the CLI.
+
+And no circle: the graph of our modules, counting every import (inside functions and under
+``TYPE_CHECKING`` too, relative ones resolved), has no cycle.
 """
 
 from __future__ import annotations
@@ -50,6 +53,88 @@ def _imports(path: Path) -> list[tuple[str, int, bool]]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             out.append((node.module, node.lineno, id(node) in top))
     return out
+
+
+def module_name(path: Path, root: Path = ROOT) -> str:
+    """``service/core/store/__init__.py`` -> ``service.core.store``."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(root: Path = ROOT, packages: tuple[str, ...] = OURS) -> dict[str, set[str]]:
+    """Module -> the modules of ours it imports, every import counted (at any depth: inside a
+    function, under ``TYPE_CHECKING``), relative ones resolved. ``from a import b`` is an edge to
+    ``a.b`` when ``b`` is a module, else to ``a``."""
+    paths = {module_name(p, root): p for pkg in packages for p in sorted((root / pkg).rglob("*.py"))}
+
+    def owner(name: str) -> str | None:
+        while name and name not in paths:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                edges |= {o for alias in node.names if (o := owner(alias.name))}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join(up + ([node.module] if node.module else []))
+                for alias in node.names:
+                    full = f"{base}.{alias.name}"
+                    target = full if full in paths else owner(base)
+                    if target:
+                        edges.add(target)
+        edges.discard(name)
+        graph[name] = edges
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (each a circle of imports),
+    found by Tarjan's algorithm, iteratively."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, edges = work[-1]
+            nxt = next(edges, None)
+            if nxt is not None:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, iter(sorted(graph.get(nxt, ())))))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
 
 
 def _modules(package: str) -> list[Path]:
@@ -118,3 +203,25 @@ def test_the_check_itself_catches_a_wrong_arrow(tmp_path: Path, package: str) ->
     bad = tmp_path / "bad.py"
     bad.write_text("import os\nfrom workers.tasks import run_job\n")
     assert [(n, line) for n, line, _ in _imports(bad) if _root(n) in OURS] == [("workers.tasks", 2)]
+
+
+def test_no_import_cycle_among_our_modules() -> None:
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_check_finds_a_circle_hidden_in_a_function(tmp_path: Path) -> None:
+    """A circle closed only by an import inside a function, through a package's relative import,
+    is found (the check above can fail); a one-way chain is not a circle."""
+    pkg = tmp_path / "service" / "core"
+    pkg.mkdir(parents=True)
+    (tmp_path / "service" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "contract.py").write_text("from service.core.hooks import url_problem\n")
+    (pkg / "hooks.py").write_text("def url_problem():\n    from .store import Store\n")
+    (pkg / "store.py").write_text("from service.core import contract\n")
+    (pkg / "leaf.py").write_text("from service.core.store import Store\n")
+    graph = import_graph(tmp_path, ("service",))
+    assert graph["service.core.hooks"] == {"service.core.store"}
+    assert cycles(graph) == [["service.core.contract", "service.core.hooks", "service.core.store"]]
+    (pkg / "hooks.py").write_text("def url_problem():\n    pass\n")
+    assert cycles(import_graph(tmp_path, ("service",))) == []

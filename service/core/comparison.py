@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.core.contract.vocabulary import higher_is_better as _higher_is_better
+from service.core.contract.vocabulary import higher_is_better
 
 __all__ = [
     "SEED_AXIS",
@@ -28,7 +28,6 @@ __all__ = [
     "cell_label",
     "compare_cells",
     "curve_points",
-    "higher_is_better",
     "job_score",
     "metric_key",
     "paired_difference",
@@ -38,16 +37,11 @@ __all__ = [
 
 SEED_AXIS = "hyperparameters.seed"
 CONFIDENCE = 0.95
-VERDICTS = ("better", "worse", "within noise", "too few seeds")
 
 
 def metric_key(metric: str) -> str:
     """The eval record's key of a metric named either way: ``mcc`` or ``eval_mcc``."""
     return metric if metric.startswith("eval_") else f"eval_{metric}"
-
-
-# Every GLUE score is better higher; a loss or a perplexity lower (defined in the contract).
-higher_is_better = _higher_is_better
 
 
 def _t_two_sided(t: float, df: int) -> float:

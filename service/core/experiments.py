@@ -23,13 +23,12 @@ from service.core.comparison import (
     cell_label,
     compare_cells,
     curve_points,
-    higher_is_better,
     job_score,
     metric_key,
 )
 from service.core.contract import STATUSES, JobSpec, SpecError, load_spec
 from service.core.contract.urls import url_problem
-from service.core.contract.vocabulary import FINAL_STATUSES, MAX_WEBHOOK_URL
+from service.core.contract.vocabulary import FINAL_STATUSES, MAX_WEBHOOK_URL, higher_is_better
 from service.core.records import DISPATCHING, WAITING, ExperimentRecord, JobRecord
 
 __all__ = [

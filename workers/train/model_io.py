@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from service.core.contract import ALLOW_HUB_ENV, MODEL_PRESETS, JobSpec, env_flag, model_problem
+from service.core import env
+from service.core.contract import MODEL_PRESETS, JobSpec, env_flag, model_problem
 from workers.train.data import DatasetInfo
 
 
@@ -49,7 +50,7 @@ def _preset_path(name: str) -> Path:
 
 def resolve_model(model: str) -> str:
     """A local folder for ``model`` (a preset or a folder), or the hub name when the hub is allowed."""
-    allow_hub = env_flag(os.environ, ALLOW_HUB_ENV) and not env_flag(os.environ, "HF_HUB_OFFLINE")
+    allow_hub = env_flag(os.environ, env.ALLOW_HUB) and not env_flag(os.environ, "HF_HUB_OFFLINE")
     problem = model_problem(model, allow_hub=allow_hub)
     if problem is not None:
         raise ModelError(f"model: {problem}")

@@ -28,7 +28,6 @@ from service.core.contract.models import (
     Resources,
 )
 from service.core.contract.vocabulary import (
-    ALLOW_HUB_ENV,
     DEVICES,
     METRICS,
     MODEL_PRESETS,
@@ -46,7 +45,6 @@ from service.core.contract.vocabulary import (
 )
 
 __all__ = [
-    "ALLOW_HUB_ENV",
     "DEVICES",
     "METRICS",
     "MODEL_PRESETS",

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from service.core.contract.vocabulary import ALLOW_HUB_ENV, MODEL_PRESETS
+from service.core import env
+from service.core.contract.vocabulary import MODEL_PRESETS
 
 # The words pydantic-settings reads as true, so the API and the workers agree on a flag's value.
 TRUE_WORDS = frozenset({"1", "true", "t", "yes", "y", "on"})
@@ -38,5 +39,5 @@ def model_problem(model: str, *, allow_hub: bool) -> str | None:
     presets = ", ".join(repr(m) for m in MODEL_PRESETS)
     return (
         f"{model!r}: no Hugging Face hub access here; use {presets} or a local model folder with "
-        f"config.json (or set {ALLOW_HUB_ENV}=1 on the API and the workers where the hub can be reached)"
+        f"config.json (or set {env.ALLOW_HUB}=1 on the API and the workers where the hub can be reached)"
     )

@@ -2,16 +2,13 @@
 
 The enumerations, each a ``Literal`` type for the models and (but for file formats) a tuple of
 its values: modes, dataset presets and their metric families, task types, metrics, precisions,
-devices, file formats, job statuses and phases; the model presets and the hub switch's variable
-name; the numeric limits the models enforce. Imports only the standard library and
-``service.core.env``.
+devices, file formats, job statuses (and the final ones) and phases; the model presets; the
+numeric limits the models enforce. Imports only the standard library.
 """
 
 from __future__ import annotations
 
 from typing import Literal, get_args
-
-from service.core import env
 
 Mode = Literal["vanilla", "childtuning-d", "childtuning-f", "update-dropout"]
 MODES: tuple[str, ...] = get_args(Mode)
@@ -85,7 +82,6 @@ FileFormat = Literal["csv", "tsv", "jsonl"]
 
 # Models the workers know by a short name (resolved to a local folder by the worker).
 MODEL_PRESETS: tuple[str, ...] = ("minilm-l6", "smollm2-135m")
-ALLOW_HUB_ENV = env.ALLOW_HUB
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 STATUSES: tuple[str, ...] = get_args(Status)
