@@ -67,7 +67,7 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         from service.core.dispatch import sweep
         from service.core.queue import enqueue, make_celery
-        from service.core.webhooks import DeliveryLoop
+        from service.core.webhooks.delivery import DeliveryLoop
         from workers.reaper import Reaper
 
         # Webhook deliveries in a thread of their own: a slow receiver never delays a heartbeat.

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from service.core.contract import MODEL_PRESETS, JobSpec, SpecError
+from service.core.records import FileRecord, valid_file_id, valid_job_id
 from service.core.settings import ALL_QUEUES, MAX_RANKS_PER_QUEUE, Settings, queue_for
-from service.core.store import FileRecord, Store, valid_file_id, valid_job_id
-from service.core.webhooks import check_url
+from service.core.store import Store
+from service.core.webhooks.guard import check_url
 
 __all__ = ["model_choices", "resolve_model", "resolve_spec", "resolved_problem"]
 

@@ -1,4 +1,4 @@
-"""``/v1/webhooks``: the tenant's signing secret and its recent deliveries (service/core/webhooks.py)."""
+"""``/v1/webhooks``: the tenant's signing secret and its recent deliveries (service/core/webhooks/)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field
 
 from service.api.deps import StoreDep, TenantDep
 from service.api.errors import error_responses
-from service.core.store import WebhookDelivery
-from service.core.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER
+from service.core.records import WebhookDelivery
+from service.core.webhooks.signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER
 
 __all__ = ["router"]
 
