@@ -38,6 +38,7 @@ from service.core.datasets import (
     sft_rows,
     table_records,
 )
+from service.core.records import valid_file_id
 from workers.train.data.base import DatasetError, DatasetInfo, Example, Splits
 from workers.train.data.presets import (
     DATA_ENV,
@@ -65,17 +66,23 @@ _SPLIT_NAMES: Mapping[str, Split] = {
 # ---------------------------------------------------------------------------------------------
 
 
+def shown(path: Path) -> str:
+    """How an error names a dataset file: an upload by its id (``file-...``), never by the
+    server's folder that holds it; a path the caller gave, as given."""
+    return path.name if valid_file_id(path.name) else str(path)
+
+
 def _read_text(path: Path, encoding: str = "utf-8-sig") -> str:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found") from None
+        raise DatasetError(f"{shown(path)}: file not found") from None
     except OSError as exc:
-        raise DatasetError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+        raise DatasetError(f"{shown(path)}: cannot read the file ({exc.strerror or exc})") from None
     try:
         return decode(data, encoding)
     except DatasetFileError as exc:
-        raise DatasetError(f"{path}: {exc}") from None
+        raise DatasetError(f"{shown(path)}: {exc}") from None
 
 
 def _file_records(
@@ -88,13 +95,13 @@ def _file_records(
         else:
             header, header_line, rows = table_records(text, fmt, columns)
     except DatasetFileError as exc:
-        raise DatasetError(f"{path}: {exc}") from None
+        raise DatasetError(f"{shown(path)}: {exc}") from None
 
     def checked() -> Iterator[Record]:
         try:
             yield from rows
         except DatasetFileError as exc:
-            raise DatasetError(f"{path}: {exc}") from None
+            raise DatasetError(f"{shown(path)}: {exc}") from None
 
     return header, header_line, checked()
 
@@ -109,7 +116,9 @@ _INT_RE = re.compile(r"[+-]?\d+")
 def _need_column(path: Path, line: int, record: Mapping[str, Any], column: str) -> Any:
     if column not in record:
         available = ", ".join(str(k) for k in record) or "none"
-        raise DatasetError(f"{path}: line {line}: missing column {column!r}; available columns: {available}")
+        raise DatasetError(
+            f"{shown(path)}: line {line}: missing column {column!r}; available columns: {available}"
+        )
     return record[column]
 
 
@@ -117,27 +126,28 @@ def _text(path: Path, line: int, record: Mapping[str, Any], column: str) -> str:
     value = _need_column(path, line, record, column)
     if not isinstance(value, str):
         got = "null" if value is None else type(value).__name__
-        raise DatasetError(f"{path}: line {line}: column {column!r} must be text (got {got})")
+        raise DatasetError(f"{shown(path)}: line {line}: column {column!r} must be text (got {got})")
     if not value.strip():
-        raise DatasetError(f"{path}: line {line}: empty text in column {column!r}")
+        raise DatasetError(f"{shown(path)}: line {line}: empty text in column {column!r}")
     return value
 
 
 def _regression_label(path: Path, line: int, value: Any, column: str) -> float:
     if isinstance(value, bool) or value is None:
         raise DatasetError(
-            f"{path}: line {line}: label in column {column!r} must be a number for regression (got {value!r})"
+            f"{shown(path)}: line {line}: label in column {column!r} must be a number for regression "
+            f"(got {value!r})"
         )
     try:
         number = float(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError):
         raise DatasetError(
-            f"{path}: line {line}: label {value!r} in column {column!r} is not a number "
+            f"{shown(path)}: line {line}: label {value!r} in column {column!r} is not a number "
             "(regression labels must be numbers)"
         ) from None
     if not math.isfinite(number):
         raise DatasetError(
-            f"{path}: line {line}: label {value!r} in column {column!r} is not a finite number"
+            f"{shown(path)}: line {line}: label {value!r} in column {column!r} is not a finite number"
         )
     return number
 
@@ -146,7 +156,8 @@ def _class_key(path: Path, line: int, value: Any, column: str) -> str:
     """The text form of a classification label (integers normalised: ``"01"`` and ``1`` give ``"1"``)."""
     if isinstance(value, bool) or value is None:
         raise DatasetError(
-            f"{path}: line {line}: label in column {column!r} must be an integer or a string (got {value!r})"
+            f"{shown(path)}: line {line}: label in column {column!r} must be an integer or a string "
+            f"(got {value!r})"
         )
     if isinstance(value, int):
         return str(value)
@@ -154,20 +165,20 @@ def _class_key(path: Path, line: int, value: Any, column: str) -> str:
         if math.isfinite(value) and value.is_integer():
             return str(int(value))
         raise DatasetError(
-            f"{path}: line {line}: label {value!r} in column {column!r} is not a class "
+            f"{shown(path)}: line {line}: label {value!r} in column {column!r} is not a class "
             "(classification labels are integers or strings; use task_type regression for numbers)"
         )
     if isinstance(value, str):
         key = value.strip()
         if not key:
-            raise DatasetError(f"{path}: line {line}: empty label in column {column!r}")
+            raise DatasetError(f"{shown(path)}: line {line}: empty label in column {column!r}")
         if _INT_RE.fullmatch(key):
             return str(int(key))
         if key.lower() in ("nan", "+nan", "-nan"):
-            raise DatasetError(f"{path}: line {line}: label {value!r} in column {column!r} is NaN")
+            raise DatasetError(f"{shown(path)}: line {line}: label {value!r} in column {column!r} is NaN")
         return key
     raise DatasetError(
-        f"{path}: line {line}: label in column {column!r} must be an integer or a string "
+        f"{shown(path)}: line {line}: label in column {column!r} must be an integer or a string "
         f"(got {type(value).__name__})"
     )
 
@@ -201,7 +212,8 @@ def _preset_split(preset: _Preset, root: Path, split: Split) -> list[Example]:
     path = root / "glue" / preset.directory / ("train.tsv" if split == "train" else "dev.tsv")
     if not path.is_file():
         raise DatasetError(
-            f"{path}: file not found (preset {preset.name}; set {DATA_ENV} to the folder holding glue/)"
+            f"{shown(path)}: file not found (preset {preset.name}; set {DATA_ENV} to the folder holding "
+            "glue/)"
         )
     text = _read_text(path, preset.encoding)
     _, _, records = _file_records(path, text, "tsv", preset.columns)
@@ -218,19 +230,21 @@ def _preset_split(preset: _Preset, root: Path, split: Split) -> list[Example]:
                 low, high = preset.label_range
                 if not low <= label <= high:
                     raise DatasetError(
-                        f"{path}: line {line}: label {raw!r} is outside {low:g}..{high:g} for {preset.name}"
+                        f"{shown(path)}: line {line}: label {raw!r} is outside {low:g}..{high:g} "
+                        f"for {preset.name}"
                     )
         else:
             key = raw.strip()
             if key not in label_ids:
                 raise DatasetError(
-                    f"{path}: line {line}: label {raw!r} in column {preset.label_column!r} is not one of "
+                    f"{shown(path)}: line {line}: label {raw!r} in column {preset.label_column!r} "
+                    "is not one of "
                     f"{', '.join(preset.label_values)}"
                 )
             label = label_ids[key]
         out.append(Example(first, second, label, line))
     if not out:
-        raise DatasetError(f"{path}: no data rows")
+        raise DatasetError(f"{shown(path)}: no data rows")
     return out
 
 
@@ -242,17 +256,17 @@ def _user_rows(path: Path, spec: DatasetSpec) -> list[_Row]:
     assert spec.text_column is not None and spec.label_column is not None
     text = _read_text(path)
     if not text.strip():
-        raise DatasetError(f"{path}: the file is empty")
+        raise DatasetError(f"{shown(path)}: the file is empty")
     try:
         fmt = detect_format(path.name, text, spec.file_format)
     except DatasetFileError as exc:
-        raise DatasetError(f"{path}: {exc}") from None
+        raise DatasetError(f"{shown(path)}: {exc}") from None
     header, header_line, records = _file_records(path, text, fmt)
     if header is not None:
         for column in (spec.text_column, spec.text_pair_column, spec.label_column):
             if column is not None and column not in header:
                 raise DatasetError(
-                    f"{path}: line {header_line}: missing column {column!r}; "
+                    f"{shown(path)}: line {header_line}: missing column {column!r}; "
                     f"available columns: {', '.join(header)}"
                 )
     regression = spec.task_type == "regression"
@@ -268,7 +282,7 @@ def _user_rows(path: Path, spec: DatasetSpec) -> list[_Row]:
         )
         rows.append((line, first, second, label))
     if not rows:
-        raise DatasetError(f"{path}: no data rows")
+        raise DatasetError(f"{shown(path)}: no data rows")
     return rows
 
 
@@ -280,7 +294,7 @@ def _label_map(path: Path, spec: DatasetSpec, rows: Sequence[_Row]) -> tuple[dic
         for line, _, _, key in rows:
             if not 0 <= int(str(key)) < spec.num_labels:
                 raise DatasetError(
-                    f"{path}: line {line}: label {key} is outside 0..{spec.num_labels - 1} "
+                    f"{shown(path)}: line {line}: label {key} is outside 0..{spec.num_labels - 1} "
                     f"(num_labels is {spec.num_labels})"
                 )
         names = tuple(str(i) for i in range(spec.num_labels))
@@ -288,12 +302,12 @@ def _label_map(path: Path, spec: DatasetSpec, rows: Sequence[_Row]) -> tuple[dic
     ordered = sorted(keys, key=int) if integers else sorted(keys)
     if spec.num_labels is not None and len(ordered) > spec.num_labels:
         raise DatasetError(
-            f"{path}: {len(ordered)} distinct labels but num_labels is {spec.num_labels} "
+            f"{shown(path)}: {len(ordered)} distinct labels but num_labels is {spec.num_labels} "
             f"(labels: {', '.join(ordered[:20])}{', ...' if len(ordered) > 20 else ''})"
         )
     if spec.num_labels is None and len(ordered) < 2:
         raise DatasetError(
-            f"{path}: classification needs at least 2 distinct labels in the training file "
+            f"{shown(path)}: classification needs at least 2 distinct labels in the training file "
             f"(found only {', '.join(repr(k) for k in ordered)})"
         )
     names = tuple(ordered)
@@ -353,7 +367,7 @@ def _sft_file(path: Path, spec: DatasetSpec) -> list[SftRow]:
     """Every row of a causal-lm jsonl file, checked (``service.core.datasets.sft_row``)."""
     text = _read_text(path)
     if not text.strip():
-        raise DatasetError(f"{path}: the file is empty")
+        raise DatasetError(f"{shown(path)}: the file is empty")
     try:
         fmt = detect_format(path.name, text, spec.file_format)
         if fmt != "jsonl":
@@ -363,7 +377,7 @@ def _sft_file(path: Path, spec: DatasetSpec) -> list[SftRow]:
         _, rows = sft_rows(text)
         return list(rows)
     except DatasetFileError as exc:
-        raise DatasetError(f"{path}: {exc}") from None
+        raise DatasetError(f"{shown(path)}: {exc}") from None
 
 
 def _sft_user_splits(spec: DatasetSpec, files_dir: str | Path | None, want_eval: bool) -> Splits:
