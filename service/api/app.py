@@ -1,4 +1,5 @@
-"""The FastAPI application: routers, error handlers, upload limit, metrics, OpenAPI."""
+"""The FastAPI application: routers, error handlers, upload limit, metrics, security headers,
+the dashboard's files, OpenAPI."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import RedirectResponse
-from fastapi.staticfiles import StaticFiles
+from pydantic import TypeAdapter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.errors import error_body, install_error_handlers
+from service.api.headers import DashboardFiles, SecurityHeaders
 from service.api.observability import install_metrics
 from service.api.routes import artifacts, experiments, files, health, jobs, webhooks
 from service.api.schemas import ErrorResponse
 from service.core.contract import JobSpec
+from service.core.contract.vocabulary import FinalStatus
 from service.core.queue import make_celery
 from service.core.settings import Settings, load_settings
 from service.core.store import LoopReads, Store
@@ -91,9 +94,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, files, jobs, experiments, artifacts, webhooks):
         app.include_router(module.router)
     # The dashboard (docs/dashboard.md): static files reading the API above; not in the schema.
-    app.mount("/ui", StaticFiles(packages=[("service.api", "ui")], html=True), name="ui")
+    app.mount("/ui", DashboardFiles(packages=[("service.api", "ui")], html=True), name="ui")
     app.add_api_route("/", lambda: RedirectResponse("/ui/"), include_in_schema=False)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
+    # Outside Starlette's own error middleware too, so that every answer carries the headers.
+    docs = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    build_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: SecurityHeaders(build_stack(), docs_paths=docs)  # type: ignore[method-assign]
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -104,6 +111,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(spec_schema.pop("$defs", {}))
             components["JobSpec"] = spec_schema
+            # The statuses a job never leaves: no field has this type, but the dashboard reads
+            # it (with the other enumerations) from this document rather than keeping a copy.
+            components["FinalStatus"] = {
+                "title": "FinalStatus",
+                "description": "The statuses a job (an experiment, once all its jobs have one) never leaves.",
+                **TypeAdapter(FinalStatus).json_schema(),
+            }
             _document_errors(schema)
             app.openapi_schema = schema
         return app.openapi_schema
