@@ -17,8 +17,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from service.cli.client import Client, ClientError
+from service.cli.client import Client
+from service.cli.common import command_parser, run_command
+from service.cli.format import data_text, fmt_number, fmt_time, samples_lines
 from service.core.contract import MODES, PRECISIONS, PRESETS, STATUSES, TASK_TYPES, SpecError, load_spec
+from service.core.contract.vocabulary import FINAL_STATUSES
 
 __all__ = [
     "cancel_main",
@@ -33,39 +36,6 @@ __all__ = [
     "watch_job",
     "watch_main",
 ]
-
-FINAL = ("succeeded", "failed", "cancelled")
-
-
-def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"childtune {prog}", description=description)
-    p.add_argument("--url", default=None, help="API URL (default $CHILDTUNE_API_URL, else `childtune up`'s)")
-    p.add_argument("--key", default=None, help="API key (default $CHILDTUNE_API_KEY, else `childtune up`'s)")
-    return p
-
-
-def _run(args: argparse.Namespace, body: Callable[[Client], int]) -> int:
-    client = Client.from_env(args.url, args.key)
-    try:
-        return body(client)
-    except ClientError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        client.close()
-
-
-def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "-" if value is None else str(value)
-
 
 # ------------------------------------------------------------------------------------ submit
 
@@ -120,7 +90,7 @@ def _spec_from_args(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def submit_main(argv: list[str]) -> int:
-    p = _parser("submit", "Submit a fine-tune job from a spec file (JSON/YAML) and/or flags.")
+    p = command_parser("submit", "Submit a fine-tune job from a spec file (JSON/YAML) and/or flags.")
     p.add_argument("spec", nargs="?", help="job spec file; flags override its fields")
     p.add_argument(
         "--model",
@@ -174,14 +144,14 @@ def submit_main(argv: list[str]) -> int:
         print_job_summary(final)
         return 0 if final["status"] == "succeeded" else 1
 
-    return _run(a, body)
+    return run_command(a, body)
 
 
 # ------------------------------------------------------------------------------ jobs, status
 
 
 def jobs_main(argv: list[str]) -> int:
-    p = _parser("jobs", "List your jobs, newest first.")
+    p = command_parser("jobs", "List your jobs, newest first.")
     p.add_argument("--status", choices=STATUSES)
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--all", action="store_true", help="every page")
@@ -200,11 +170,11 @@ def jobs_main(argv: list[str]) -> int:
             mode = job["spec"].get("childtuning", {}).get("mode", "-")
             print(
                 f"{job['id']:<22} {job['status']:<10} {job['phase'] or '-':<11} {step:>11} {mode:<15} "
-                f"{str(job['spec'].get('model'))[:14]:<14} {_when(job['created_at'])}"
+                f"{str(job['spec'].get('model'))[:14]:<14} {fmt_time(job['created_at'])}"
             )
         return 0
 
-    return _run(a, body)
+    return run_command(a, body)
 
 
 def print_job_summary(job: dict[str, Any], file: Any = None) -> None:
@@ -217,18 +187,23 @@ def print_job_summary(job: dict[str, Any], file: Any = None) -> None:
     print(f"  progress: step {progress['step']}/{progress['total_steps'] or '?'}", file=out)
     train = (job.get("latest_metrics") or {}).get("train")
     if train:
-        print(f"  latest train: step {train.get('step')} loss {_fmt(train.get('loss'))}", file=out)
+        loss = fmt_number(train.get("loss"), significant=True)
+        print(f"  latest train: step {train.get('step')} loss {loss}", file=out)
     for label, record in (
         ("latest eval", (job.get("latest_metrics") or {}).get("eval")),
         ("best eval", job.get("best_metrics")),
         ("final eval", job.get("final_metrics")),
     ):
         if record:
-            metrics = ", ".join(f"{k[5:]} {_fmt(v)}" for k, v in record.items() if k.startswith("eval_"))
+            metrics = ", ".join(
+                f"{k[5:]} {fmt_number(v, significant=True)}"
+                for k, v in record.items()
+                if k.startswith("eval_")
+            )
             print(f"  {label} (step {record.get('step')}): {metrics}", file=out)
     if job.get("error"):
         print(f"  error: {job['error']}", file=out)
-    print(f"  created {_when(job['created_at'])}, finished {_when(job.get('finished_at'))}", file=out)
+    print(f"  created {fmt_time(job['created_at'])}, finished {fmt_time(job.get('finished_at'))}", file=out)
 
 
 def _show_main(
@@ -239,7 +214,7 @@ def _show_main(
     show: Callable[[dict[str, Any]], None],
 ) -> int:
     """A command that prints one thing of a job: as text, or as the API's JSON with --json."""
-    p = _parser(prog, description)
+    p = command_parser(prog, description)
     p.add_argument("job_id")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
@@ -252,7 +227,7 @@ def _show_main(
             show(found)
         return 0
 
-    return _run(a, body)
+    return run_command(a, body)
 
 
 def status_main(argv: list[str]) -> int:
@@ -266,10 +241,10 @@ def print_mask(summary: dict[str, Any], file: Any = None) -> None:
     """The child network: kept fraction per parameter and, once the job finished, the audit of
     the exported weights (changed fraction, elements that moved outside the child)."""
     out = file or sys.stdout
-    kept = summary.get("kept_fraction")
+    kept = fmt_number(summary.get("kept_fraction"), significant=True)
     print(
         f"mask: {summary.get('mode')}, reserve_p {summary.get('reserve_p')}, filter "
-        f"{summary.get('param_filter')!r}, kept {_fmt(kept)} of {summary.get('num_elements')} elements",
+        f"{summary.get('param_filter')!r}, kept {kept} of {summary.get('num_elements')} elements",
         file=out,
     )
     audit = summary.get("audit") or {}
@@ -278,15 +253,16 @@ def print_mask(summary: dict[str, Any], file: Any = None) -> None:
     print(f"  {'parameter':<{width}}  {'kept':>7}  {'changed':>7}  {'outside':>8}", file=out)
     for name, info in (summary.get("params") or {}).items():
         row = rows.get(name) or {}
-        changed = _fmt(row.get("changed_fraction")) if row else "-"
+        kept = fmt_number(info.get("kept_fraction"), significant=True)
+        changed = fmt_number(row.get("changed_fraction"), significant=True) if row else "-"
         outside = str(row.get("changed_outside", "-")) if row else "-"
-        print(
-            f"  {name:<{width}}  {_fmt(info.get('kept_fraction')):>7}  {changed:>7}  {outside:>8}", file=out
-        )
+        print(f"  {name:<{width}}  {kept:>7}  {changed:>7}  {outside:>8}", file=out)
     if audit:
         verdict = "only the child moved" if audit.get("child_only") else "elements outside the child moved"
+        changed = fmt_number(audit.get("changed_fraction"), significant=True)
+        kept = fmt_number(audit.get("kept_fraction"), significant=True)
         print(
-            f"audit: changed {_fmt(audit.get('changed_fraction'))}, kept {_fmt(audit.get('kept_fraction'))}, "
+            f"audit: changed {changed}, kept {kept}, "
             f"{audit.get('changed_outside')} outside the child: {verdict}",
             file=out,
         )
@@ -330,7 +306,7 @@ def watch_job(client: Client, job_id: str, interval: float = 1.0, file: Any = No
         while True:
             job = client.get_job(job_id)
             drain()
-            if job["status"] in FINAL:
+            if job["status"] in FINAL_STATUSES:
                 drain()
                 return job
             time.sleep(interval)
@@ -339,7 +315,7 @@ def watch_job(client: Client, job_id: str, interval: float = 1.0, file: Any = No
 
 
 def watch_main(argv: list[str]) -> int:
-    p = _parser("watch", "Follow a job with live progress bars until it ends.")
+    p = command_parser("watch", "Follow a job with live progress bars until it ends.")
     p.add_argument("job_id")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
     a = p.parse_args(argv)
@@ -349,7 +325,7 @@ def watch_main(argv: list[str]) -> int:
         print_job_summary(job)
         return 0 if job["status"] == "succeeded" else 1
 
-    return _run(a, body)
+    return run_command(a, body)
 
 
 # ---------------------------------------------------------------------------- metrics, events
@@ -358,7 +334,7 @@ _TRAIN_COLUMNS = ["step", "epoch", "loss", "lr", "grad_norm", "samples_per_secon
 
 
 def metrics_main(argv: list[str]) -> int:
-    p = _parser("metrics", "Print a job's metric records as a table or CSV.")
+    p = command_parser("metrics", "Print a job's metric records as a table or CSV.")
     p.add_argument("job_id")
     p.add_argument("--kind", choices=("train", "eval"), default=None, help="only train or eval records")
     p.add_argument("--csv", action="store_true", help="CSV with every field")
@@ -394,23 +370,21 @@ def metrics_main(argv: list[str]) -> int:
             print(f"{kind}:")
             print("  " + "  ".join(f"{c:>12}" for c in cols))
             for row in rows:
-                print("  " + "  ".join(f"{_fmt(row.get(c)):>12}" for c in cols))
+                print("  " + "  ".join(f"{fmt_number(row.get(c), significant=True):>12}" for c in cols))
         if not records:
             print("no metrics yet")
         return 0
 
-    return _run(a, body)
+    return run_command(a, body)
 
 
 def events_main(argv: list[str]) -> int:
-    p = _parser("events", "Print a job's events.")
+    p = command_parser("events", "Print a job's events.")
     p.add_argument("job_id")
     p.add_argument("--json", action="store_true", help="one JSON record per line")
     a = p.parse_args(argv)
 
     def body(client: Client) -> int:
-        from service.cli.progress import data_text, samples_lines
-
         for record in client.all_records(a.job_id, "events"):
             record.pop("cursor", None)
             if a.json:
@@ -431,31 +405,31 @@ def events_main(argv: list[str]) -> int:
             print(f"{when}  {kind:<10} {json.dumps(rest)}")
         return 0
 
-    return _run(a, body)
+    return run_command(a, body)
 
 
 # ----------------------------------------------------------------------- cancel, download, files
 
 
 def cancel_main(argv: list[str]) -> int:
-    p = _parser("cancel", "Cancel a queued or running job.")
+    p = command_parser("cancel", "Cancel a queued or running job.")
     p.add_argument("job_id")
     p.add_argument("--wait", action="store_true", help="wait until the job has stopped")
     a = p.parse_args(argv)
 
     def body(client: Client) -> int:
         job = client.cancel(a.job_id)
-        while a.wait and job["status"] not in FINAL:
+        while a.wait and job["status"] not in FINAL_STATUSES:
             time.sleep(0.5)
             job = client.get_job(a.job_id)
         print(f"{job['id']}: {job['status']}" + (" (cancel requested)" if job["status"] == "running" else ""))
         return 0
 
-    return _run(a, body)
+    return run_command(a, body)
 
 
 def download_main(argv: list[str]) -> int:
-    p = _parser("download", "Download a job's model (or another checkpoint) into a folder.")
+    p = command_parser("download", "Download a job's model (or another checkpoint) into a folder.")
     p.add_argument("job_id")
     p.add_argument(
         "--name",
@@ -470,11 +444,11 @@ def download_main(argv: list[str]) -> int:
         print(dest)
         return 0
 
-    return _run(a, body)
+    return run_command(a, body)
 
 
 def files_main(argv: list[str]) -> int:
-    p = _parser("files", "Upload, list, show or delete dataset files (csv, tsv, jsonl).")
+    p = command_parser("files", "Upload, list, show or delete dataset files (csv, tsv, jsonl).")
     sub = p.add_subparsers(dest="action", required=True)
     up = sub.add_parser("upload", help="upload a file")
     up.add_argument("path", type=Path)
@@ -500,4 +474,4 @@ def files_main(argv: list[str]) -> int:
             print(f"deleted {a.file_id}")
         return 0
 
-    return _run(a, body)
+    return run_command(a, body)

@@ -6,85 +6,20 @@ draws bars on a terminal: the Fisher pass, then training (step/total, loss, the 
 metric, ETA). Where the output is not a terminal (CI, a log file) it prints a line per
 phase change, per evaluation and every ``log_every`` seconds instead. A causal-lm job's
 ``data`` event (rows kept, truncated, dropped) prints as one line and its ``samples`` events
-(the model's greedy answers at each evaluation) as a short block, above the bars.
+(the model's greedy answers at each evaluation) as a short block, above the bars. Their numbers
+and the text of those events are :mod:`service.cli.format`'s.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-import unicodedata
 from collections.abc import Mapping
 from typing import Any, TextIO
 
 from tqdm import tqdm
 
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def one_line(text: Any, limit: int = 100, *, tail: bool = False) -> str:
-    """``text`` on one line: newlines shown as ``\\n``, tabs as spaces, other control characters
-    (a terminal escape in a model's answer) escaped; cut to about ``limit`` characters (its end
-    kept where ``tail``, as for a prompt, whose question is at its end)."""
-    raw = "" if text is None else str(text)
-    raw = raw.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ")
-    out = "".join(
-        "\\n" if c == "\n" else c if unicodedata.category(c) != "Cc" else f"\\x{ord(c):02x}" for c in raw
-    )
-    if len(out) > limit:
-        out = "..." + out[-(limit - 3) :] if tail else out[: limit - 3] + "..."
-    return out if out else '""'
-
-
-def _split_counts(name: str, counts: Any) -> str:
-    """One split of a ``data`` event: ``train 80 rows (2 truncated, 1 dropped: too long)``."""
-    if not isinstance(counts, Mapping):
-        return f"{name} -"
-    rows, kept = counts.get("rows"), counts.get("kept")
-    text = f"{name} {kept} rows" if kept == rows or rows is None else f"{name} {kept} of {rows} rows"
-    notes = []
-    if counts.get("truncated"):
-        notes.append(f"{counts['truncated']} truncated")
-    if counts.get("dropped_overlong"):
-        notes.append(f"{counts['dropped_overlong']} dropped: too long")
-    if counts.get("dropped_no_target"):
-        notes.append(f"{counts['dropped_no_target']} dropped: no completion token left")
-    lines = counts.get("first_dropped_lines") or []
-    if lines:
-        notes.append("first dropped at line " + ", ".join(str(n) for n in lines[:5]))
-    return text + (f" ({'; '.join(notes)})" if notes else "")
-
-
-def data_text(record: Mapping[str, Any]) -> str:
-    """A causal-lm job's ``data`` event as one line (without the ``data:`` prefix)."""
-    parts = [_split_counts("train", record.get("train")), _split_counts("eval", record.get("eval"))]
-    train = record.get("train")
-    tokens = train.get("target_tokens") if isinstance(train, Mapping) else None
-    if tokens is not None:
-        parts.append(f"{tokens} target tokens")
-    if record.get("max_seq_length") is not None:
-        parts.append(f"max {record['max_seq_length']} tokens (overlong: {record.get('overlong', '?')})")
-    if "chat_template" in record:
-        parts.append(f"chat template {'on' if record.get('chat_template') else 'off'}")
-    return ", ".join(parts)
-
-
-def samples_lines(record: Mapping[str, Any], limit: int = 100) -> list[str]:
-    """A ``samples`` event: a heading and, per sample, its prompt and the answer beside the reference."""
-    step = record.get("step")
-    when = "before training (step 0)" if step == 0 else f"at step {step}"
-    lines = [f"samples {when}:"]
-    for sample in record.get("samples") or []:
-        lines.append(f"  prompt: {one_line(sample.get('prompt'), limit, tail=True)}")
-        lines.append(
-            f"  answer: {one_line(sample.get('answer'), limit)}  "
-            f"(reference: {one_line(sample.get('reference'), limit)})"
-        )
-    return lines
+from service.cli.format import data_text, fmt_number, samples_lines
 
 
 class ProgressView:
@@ -140,7 +75,7 @@ class ProgressView:
     def _postfix(self) -> dict[str, str]:
         out: dict[str, str] = {}
         if self.loss is not None:
-            out["loss"] = f"{self.loss:.4f}"
+            out["loss"] = fmt_number(self.loss)
         if self.eval_text:
             out["eval"] = self.eval_text
         return out
@@ -160,19 +95,20 @@ class ProgressView:
                     self.bar.set_postfix(self._postfix(), refresh=False)
             elif time.monotonic() - self._logged_at >= self.log_every or step == self.total_steps:
                 self._logged_at = time.monotonic()
-                loss = f"{self.loss:.4f}" if isinstance(self.loss, float) else "-"
+                loss = fmt_number(self.loss if isinstance(self.loss, float) else None)
                 self._print(f"step {step}/{self.total_steps or '?'}  loss {loss}")
             self.step = step
         elif kind == "eval":
             key = record.get("main_metric")
             value = record.get("main_value")
             if key:
-                self.eval_text = f"{str(key).removeprefix('eval_')}={_fmt(value)}"
+                shown = fmt_number(value, significant=True, none="None")
+                self.eval_text = f"{str(key).removeprefix('eval_')}={shown}"
             self.last_eval = record
             if record.get("is_best"):
                 self.best = record
             parts = [
-                f"{k.removeprefix('eval_')} {_fmt(v)}"
+                f"{k.removeprefix('eval_')} {fmt_number(v, significant=True)}"
                 for k, v in record.items()
                 if k.startswith("eval_") and isinstance(v, int | float)
             ]
@@ -211,9 +147,10 @@ class ProgressView:
                 self._print(f"{record.get('phase')}: {done}/{total} batches")
         elif kind == "fisher":
             self._close_bar()
+            kept = fmt_number(record.get("kept_fraction"), significant=True, none="None")
+            threshold = fmt_number(record.get("threshold"), significant=True, none="None")
             self._print(
-                f"Fisher mask: kept {_fmt(record.get('kept_fraction'))} of {record.get('num_elements')} "
-                f"elements (threshold {_fmt(record.get('threshold'))})"
+                f"Fisher mask: kept {kept} of {record.get('num_elements')} elements (threshold {threshold})"
             )
         elif kind == "data":
             self._print(f"data: {data_text(record)}")

@@ -7,7 +7,8 @@ import csv
 import io
 from typing import Any
 
-from service.cli.experiments import (
+from service.cli.experiments import print_compare, print_experiment_status
+from service.cli.tables import (
     COMPARE_CSV_HEADER,
     COMPARE_HEADER,
     bar_postfix,
@@ -19,8 +20,6 @@ from service.cli.experiments import (
     job_changes,
     job_rows,
     list_rows,
-    print_compare,
-    print_experiment_status,
     running_text,
 )
 

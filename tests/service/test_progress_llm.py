@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from service.cli import commands
-from service.cli.progress import ProgressView, one_line
+from service.cli.format import one_line
+from service.cli.progress import ProgressView
 
 DATA: dict[str, Any] = {
     "type": "data",
