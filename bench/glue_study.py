@@ -37,6 +37,7 @@ import yaml
 
 from service.cli.client import Client, ClientError
 from service.core.comparison import JobScore, compare_cells, curve_points
+from service.core.contract.vocabulary import FINAL_STATUSES
 from service.core.experiments import matches
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +47,6 @@ REPORT = ROOT / "docs" / "results.md"
 SEED_AXIS = "hyperparameters.seed"
 GPU_SUFFIX = "-gpu"
 DEVICES = ("cpu", "cuda")
-FINAL = ("succeeded", "failed", "cancelled")
 
 
 def variant_of(values: dict[str, Any]) -> str:
@@ -246,7 +246,7 @@ def _follow(
             exp = client.get_experiment(exp_id)
             idle = idle and not any(j["status"] == "queued" for j in exp["jobs"])
             for job in exp["jobs"]:
-                if job["status"] in FINAL and job["id"] not in saved:
+                if job["status"] in FINAL_STATUSES and job["id"] not in saved:
                     try:
                         _save_run(client, exp, job, task, results)
                     except (ClientError, OSError, LookupError, TypeError, ValueError) as exc:
@@ -263,7 +263,7 @@ def _follow(
                     for j in running
                 )
             )
-            if exp["status"] in FINAL:
+            if exp["status"] in FINAL_STATUSES:
                 print(f"{task}: experiment {exp_id} {exp['status']}", flush=True)
                 del open_[task]
         line = "\n".join(lines)
@@ -345,7 +345,7 @@ def run_main(args: argparse.Namespace) -> int:
             if exp_id is not None:
                 try:
                     found = client.get_experiment(exp_id)
-                    if found["status"] in FINAL:
+                    if found["status"] in FINAL_STATUSES:
                         exp_id = None
                     elif found.get("max_parallel") != parallel:
                         # Its finished runs are on disk; the rest go into a new experiment.
