@@ -21,7 +21,7 @@ import pytest
 
 from service.core import env
 from workers.train import presets_llm
-from workers.train.model_io import resolve_model
+from workers.train.model_io import model_location
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     cache = tmp_path_factory.mktemp("model-cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(env.MODEL_CACHE, str(cache))
-        folder = Path(resolve_model("smollm2-135m"))  # the worker's way in
+        folder = Path(model_location("smollm2-135m"))  # the worker's way in
         assert folder == cache / presets_llm.SMOLLM2_FOLDER
         yield folder
 

