@@ -14,8 +14,10 @@ from service.core.contract import load_spec
 from service.core.jobdir import EVENTS_FILE, METRICS_FILE, read_jsonl
 from workers.launch import settle
 from workers.train import checkpoints
+from workers.train.errors import JobError
 from workers.train.losses import rdrop_loss
-from workers.train.program import JobError, Plan, Run, step_seed
+from workers.train.plan import Plan, step_seed
+from workers.train.program import Run
 from workers.train.sinks import Recorder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,7 +133,7 @@ def test_step_seeds_differ_by_rank_and_step_and_repeat() -> None:
 def _after_steps(tmp_path: Path, **hp: object) -> tuple[list[int], list[int]]:
     """The steps of a 12-step job (5 steps an epoch) followed by an evaluation, and by a checkpoint."""
     s = spec(max_steps=12, **hp)
-    run = Run(tmp_path, s, 0, 2)  # no model: the decisions need only the spec and the plan
+    run = Run(tmp_path, s, rank=0)  # no model: the decisions need only the spec and the plan
     run.plan = Plan.make(s, 40, 2)
     assert (run.plan.steps_per_epoch, run.plan.total_steps) == (5, 12)
     steps = range(1, 13)
@@ -280,22 +282,22 @@ def test_childtune_train_rejects_a_bad_spec_naming_the_field(tmp_path: Path) -> 
 
 
 def test_the_worker_refuses_models_it_cannot_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from workers.train.model_io import ModelError, resolve_model
+    from workers.train.model_io import ModelError, model_location
 
     monkeypatch.delenv("CHILDTUNE_ALLOW_HUB", raising=False)
-    assert Path(resolve_model("minilm-l6"), "config.json").is_file()
+    assert Path(model_location("minilm-l6"), "config.json").is_file()
     with pytest.raises(ModelError, match=r"^model: 'bert-base-uncased': no Hugging Face hub access"):
-        resolve_model("bert-base-uncased")
+        model_location("bert-base-uncased")
     with pytest.raises(ModelError, match=r"^model: no model folder /no/such/folder"):
-        resolve_model("/no/such/folder")
+        model_location("/no/such/folder")
     with pytest.raises(ModelError, match=r"^model: the folder .* has no config.json"):
-        resolve_model(str(tmp_path))
+        model_location(str(tmp_path))
     monkeypatch.setenv("CHILDTUNE_ALLOW_HUB", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # allowed, but this process cannot reach the hub
     with pytest.raises(ModelError, match="no Hugging Face hub access"):
-        resolve_model("bert-base-uncased")
+        model_location("bert-base-uncased")
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    assert resolve_model("bert-base-uncased") == "bert-base-uncased"
+    assert model_location("bert-base-uncased") == "bert-base-uncased"
 
 
 def test_recorder_writes_a_step_0_evaluation_once_across_restarts(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""``python -m workers.train --job-dir DIR``: one rank of a job (see ``workers.train.program``)."""
+"""``python -m workers.train --job-dir DIR``: one rank of a job (see ``workers.train.main``)."""
 
-from workers.train.program import main
+from workers.train.main import main
 
 raise SystemExit(main())

@@ -8,14 +8,20 @@ run as one forward over the batch stacked twice: dropout draws differ row by row
 
 Causal-lm (:func:`causal_lm_loss`, :func:`token_sums`): next-token cross-entropy on the tokens
 whose label is not -100 (completion and assistant tokens, ``workers.train.data.sft``).
+
+:func:`train_loss` picks the job's: what a training step (and the Fisher pass) backpropagates.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from workers.train.collectives import Collectives
+    from workers.train.data import DatasetInfo
 
 
 def model_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,3 +74,26 @@ def causal_lm_loss(model: Any, batch: dict[str, torch.Tensor], tokens_per_rank: 
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     ce, _, _ = token_sums(out.logits, batch["labels"])
     return ce / tokens_per_rank
+
+
+def global_causal_lm_loss(model: Any, batch: dict[str, torch.Tensor], comm: Collectives) -> torch.Tensor:
+    """The causal-lm loss of a micro-batch: the mean over the GLOBAL micro-batch's completion
+    tokens (their count is summed over the ranks), so the gradient is the same at any number of
+    ranks. Collective."""
+    from workers.train.data import IGNORE_INDEX
+
+    count = (batch["labels"][:, 1:] != IGNORE_INDEX).sum().to(torch.float64).reshape(1)
+    comm.sum_(count)
+    return causal_lm_loss(model, batch, max(1.0, count.item()) / comm.world_size)
+
+
+def train_loss(
+    model: Any, batch: dict[str, torch.Tensor], info: DatasetInfo, *, rdrop_alpha: float, comm: Collectives
+) -> torch.Tensor:
+    """A micro-batch's training loss: a causal LM's (:func:`global_causal_lm_loss`), R-Drop's
+    (``rdrop_alpha > 0``) or the model's own."""
+    if info.is_causal_lm:
+        return global_causal_lm_loss(model, batch, comm)
+    if rdrop_alpha > 0:
+        return rdrop_loss(model, batch, rdrop_alpha, regression=info.is_regression)[0]
+    return model_loss(model, batch)[0]
