@@ -1,12 +1,15 @@
 """Launching a job's ranks on this machine.
 
 - :func:`launch_command` is the argv a worker runs for a job: ``python -m workers.launch
-  --job-dir DIR --ranks N``, a small supervisor that starts N ranks of ``python -m
-  workers.train`` (a :class:`RankGroup`: the torchrun environment, but every rank stays in
-  the supervisor's process group), waits, and exits with the job's code (0 succeeded, 1
-  failed, 2 usage, 75 interrupted; see ``docs/job-directory.md``). Start it with
-  ``start_new_session=True`` and stop it by signalling its process group: TERM lets every
-  rank stop at its next step boundary, KILL ends them all at once.
+  --job-dir DIR``, a small supervisor that starts N ranks of ``python -m workers.train`` (a
+  :class:`RankGroup`: the torchrun environment, but every rank stays in the supervisor's
+  process group), waits, and exits with the job's code (0 succeeded, 1 failed, 2 usage, 75
+  interrupted; see ``docs/job-directory.md``). Start it with ``start_new_session=True`` and
+  stop it by signalling its process group: TERM lets every rank stop at its next step
+  boundary, KILL ends them all at once.
+- The number of ranks and the device come from the job file (``job.json``'s ``resources``,
+  :func:`job_resources`), as they do for the ranks themselves; each rank is told only who it
+  is (``RANK``, ``WORLD_SIZE``, ...).
 - ``childtune train`` (``service/cli/train.py``) runs a :class:`RankGroup` in the foreground
   with live progress, and :func:`settle` to finish its ``status.json``.
 
@@ -26,11 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from service.core import env as names
+from service.core.contract import Resources, SpecError, load_spec
 from service.core.jobdir import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    JOB_FILE,
     LAUNCHER_LOG,
     LOCK_FILE,
     read_status,
@@ -73,19 +78,26 @@ def lock_job_dir(job_dir: Path, wait_s: float = LOCK_WAIT_S) -> int:
             time.sleep(0.2)
 
 
-def launch_command(
-    job_dir: str | Path, num_ranks: int, *, device: str = "auto", hostfile: str | Path | None = None
-) -> list[str]:
+def job_resources(job_dir: Path) -> Resources:
+    """The job's ``resources`` (number of ranks, device, ...) from its ``job.json``: the one place
+    the launcher and the ranks read them. Raises :class:`SpecError` when the file is missing or
+    invalid."""
+    return load_spec(job_dir / JOB_FILE).resources
+
+
+def launch_command(job_dir: str | Path, *, hostfile: str | Path | None = None) -> list[str]:
     """The argv that runs a job's ranks under a supervisor (see the module docstring)."""
-    argv = [sys.executable, "-m", "workers.launch", "--job-dir", str(job_dir), "--ranks", str(num_ranks)]
-    argv += ["--device", device]
+    argv = [sys.executable, "-m", "workers.launch", "--job-dir", str(job_dir)]
     if hostfile is not None:
         argv += ["--hostfile", str(hostfile)]
     return argv
 
 
-def rank_env(device: str) -> dict[str, str]:
-    env = dict(os.environ)
+def rank_env(device: str, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The ranks' environment for a job on ``device`` (``resources.device``), from ``base``
+    (default: this process's): the repository on the path; on CPU, DeepSpeed's CPU accelerator
+    and no visible GPU."""
+    env = dict(os.environ if base is None else base)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
     if device == "cpu":
@@ -113,13 +125,19 @@ def _die_with_parent() -> None:
 class RankGroup:
     """N local ranks of ``python -m workers.train``, children of this process, in its process group.
 
+    N and the device are the job file's (:func:`job_resources`); ``env`` (default: this
+    process's) is the environment the ranks start from.
+
     Unlike torchrun, which starts every rank in a session of its own, the ranks stay in the
     launcher's process group: a TERM or KILL sent to the group reaches each of them, and a rank
     whose launcher dies is killed with it. When a rank fails, the others (stuck, most likely,
     in a collective with it) get TERM, then KILL after the grace period.
     """
 
-    def __init__(self, job_dir: Path, num_ranks: int, env: dict[str, str], log: Any = None) -> None:
+    def __init__(self, job_dir: Path, *, env: dict[str, str] | None = None, log: Any = None) -> None:
+        resources = job_resources(job_dir)
+        num_ranks = resources.num_ranks
+        env = rank_env(resources.device, env)
         self.lock_fd = lock_job_dir(job_dir)
         port = str(rendezvous_port())
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -239,12 +257,16 @@ def settle(job_dir: Path, returncode: int, *, interrupted: bool, started: float)
 
 def supervise_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m workers.launch", description="Run a job's ranks.")
-    ap.add_argument("--job-dir", required=True, type=Path)
-    ap.add_argument("--ranks", required=True, type=int)
-    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--job-dir", required=True, type=Path, help="the job's directory (holds job.json)")
     ap.add_argument("--hostfile", type=Path, default=None)
     a = ap.parse_args(argv)
     job_dir = a.job_dir.resolve()
+    try:
+        resources = job_resources(job_dir)
+    except SpecError as exc:  # what rank 0 would have recorded, had the ranks started
+        write_status(job_dir, status="failed", phase="preparing", step=0, error=str(exc))
+        print(f"childtune launcher: {job_dir / JOB_FILE}: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
     interrupted = False
     group: RankGroup | None = None
     proc: subprocess.Popen[bytes] | None = None
@@ -264,11 +286,11 @@ def supervise_main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     started = time.time()
     if a.hostfile is not None:
-        proc = subprocess.Popen(deepspeed_command(job_dir, a.hostfile), env=rank_env(a.device))
+        proc = subprocess.Popen(deepspeed_command(job_dir, a.hostfile), env=rank_env(resources.device))
         code = proc.wait()
     else:
         try:
-            group = RankGroup(job_dir, a.ranks, rank_env(a.device))
+            group = RankGroup(job_dir)
         except JobDirBusy as exc:  # (status.json is the other run's: leave it alone)
             print(f"childtune launcher: {exc}", file=sys.stderr, flush=True)
             return EXIT_FAILED

@@ -268,10 +268,7 @@ class JobRunner:
         spec = load_spec(resolved_spec)
         self.job_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.job_dir / JOB_FILE, json.dumps(spec.model_dump(mode="json"), indent=2) + "\n")
-        argv = [
-            str(a)
-            for a in launch_command(self.job_dir, spec.resources.num_ranks, device=spec.resources.device)
-        ]
+        argv = [str(a) for a in launch_command(self.job_dir)]  # ranks and device: from job.json
         env = dict(os.environ)
         sinks = [s for s in env.get(SINKS_ENV, "").split(",") if s.strip()]
         if "workers.redis_sink:factory" not in sinks:

@@ -37,7 +37,8 @@ __all__ = ["main"]
 
 
 def _prepare_job_dir(a: argparse.Namespace) -> tuple[Path, JobSpec]:
-    """The job directory and its spec: a new job from SPEC, or the job already in --job-dir."""
+    """The job directory and its spec (written to its job.json): a new job from SPEC, or the job
+    already in --job-dir."""
     existing: JobSpec | None = None
     if a.job_dir is not None and (a.job_dir / JOB_FILE).is_file():
         existing = load_spec(a.job_dir / JOB_FILE)
@@ -49,12 +50,15 @@ def _prepare_job_dir(a: argparse.Namespace) -> tuple[Path, JobSpec]:
         spec = existing
     else:
         spec = load_spec(a.spec)
-    if a.ranks is not None or a.zero_stage is not None:
+    # The overrides go into job.json: the launcher and the ranks read the resources from it alone.
+    if a.ranks is not None or a.zero_stage is not None or a.device is not None:
         data = spec.model_dump(mode="json")
         if a.ranks is not None:
             data["resources"]["num_ranks"] = a.ranks
         if a.zero_stage is not None:
             data["resources"]["zero_stage"] = a.zero_stage
+        if a.device is not None:
+            data["resources"]["device"] = a.device
         spec = load_spec(data)
     if existing is not None and existing != spec:
         raise SpecError(
@@ -115,11 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true", help="no progress, only the final summary")
     a = ap.parse_args(argv)
     try:
-        job_dir, spec = _prepare_job_dir(a)
+        job_dir, _spec = _prepare_job_dir(a)
     except SpecError as exc:
         print(f"childtune train: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    device = a.device or spec.resources.device
     view = ProgressView(sys.stderr)
     follower = JsonlTail(job_dir)
     follower.skip_existing()
@@ -131,11 +134,11 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     interrupted = False
-    from workers.launch import JobDirBusy, RankGroup, rank_env, settle
+    from workers.launch import JobDirBusy, RankGroup, settle
 
     with (job_dir / LAUNCHER_LOG).open("ab") as log:
         try:
-            group = RankGroup(job_dir, spec.resources.num_ranks, rank_env(device), log)
+            group = RankGroup(job_dir, log=log)
         except JobDirBusy as exc:
             print(f"childtune train: {exc}", file=sys.stderr)
             return EXIT_FAILED

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         return _refuse(
             job_dir,
             rank,
-            f"resources.num_ranks: {job_file} asks for {spec.resources.num_ranks} ranks but this process "
+            f"resources.num_ranks: {JOB_FILE} asks for {spec.resources.num_ranks} ranks but this process "
             f"was started as one of WORLD_SIZE={world}; start as many ranks as the job file says",
         )
     previous = read_status(job_dir)
