@@ -2,7 +2,7 @@
 greedy generation (:func:`generate`), and :func:`evaluate`, what the recipe does with a score
 (the ``eval`` record, best and final, early stopping, ``predictions.json``, the ``best/`` export).
 
-Every function takes the rank's :class:`workers.train.program.Run` and is collective: each rank
+Every function takes the rank's :class:`workers.train.state.RunState` and is collective: each rank
 scores its share of the dev set (``eval_shard``) in as many forwards as every other rank
 (ZeRO-3 gathers parameters in each forward), and the shares are gathered in order.
 """
@@ -18,12 +18,12 @@ from service.core.jobdir import BEST_DIR, PREDICTIONS_FILE, atomic_write_text
 from workers.train.export import export
 
 if TYPE_CHECKING:
-    from workers.train.program import Run
+    from workers.train.state import RunState
 
 __all__ = ["causal_lm_scores", "classifier_scores", "eval_chunks", "evaluate", "generate"]
 
 
-def evaluate(run: Run, step: int, *, last: bool, at_start: bool = False) -> bool:
+def evaluate(run: RunState, step: int, *, last: bool, at_start: bool = False) -> bool:
     """Evaluate on the dev set (collective); True when early stopping ends training here,
     which makes this evaluation the final one.
 
@@ -91,7 +91,7 @@ def evaluate(run: Run, step: int, *, last: bool, at_start: bool = False) -> bool
     return stopping
 
 
-def classifier_scores(run: Run) -> tuple[dict[str, Any], list[Any]]:
+def classifier_scores(run: RunState) -> tuple[dict[str, Any], list[Any]]:
     """The dev metrics of a classifier or regressor, and its predictions. Collective."""
     import numpy as np
     import torch
@@ -120,7 +120,7 @@ def classifier_scores(run: Run) -> tuple[dict[str, Any], list[Any]]:
     return record, predictions.tolist()
 
 
-def causal_lm_scores(run: Run, step: int) -> tuple[dict[str, Any], list[str] | None]:
+def causal_lm_scores(run: RunState, step: int) -> tuple[dict[str, Any], list[str] | None]:
     """Causal-lm dev metrics: loss, perplexity and token accuracy over every completion token;
     greedy answers to the first ``eval_samples`` prompts (the ``samples`` event); with metric
     exact_match, every row's greedy answer against its completion. Collective."""
@@ -176,7 +176,7 @@ def causal_lm_scores(run: Run, step: int) -> tuple[dict[str, Any], list[str] | N
     return record, answers
 
 
-def eval_chunks(run: Run, size: int) -> Iterator[list[int]]:
+def eval_chunks(run: RunState, size: int) -> Iterator[list[int]]:
     """This rank's evaluation rows (``eval_shard``) in chunks of ``size``, as many chunks on
     every rank (ZeRO-3 gathers parameters in each forward): a rank out of rows gets ``[]``
     and runs a forward on row 0 whose output it drops."""
@@ -189,7 +189,7 @@ def eval_chunks(run: Run, size: int) -> Iterator[list[int]]:
         yield list(mine[r * size : (r + 1) * size])
 
 
-def generate(run: Run, indices: list[int], max_new_tokens: int) -> list[str]:
+def generate(run: RunState, indices: list[int], max_new_tokens: int) -> list[str]:
     """Greedy answers to the prompts of evaluation rows ``indices`` (text after the prompt).
     Collective under ZeRO-3 (``synced_gpus``: every rank runs forwards until all are done)."""
     import torch

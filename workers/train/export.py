@@ -13,12 +13,12 @@ from service.core.jobdir import DELTA_DIR, MASKS_DIR, MODEL_DIR, atomic_write_te
 from workers.train.errors import JobError
 
 if TYPE_CHECKING:
-    from workers.train.program import Run
+    from workers.train.state import RunState
 
 __all__ = ["audit_child", "export"]
 
 
-def export(run: Run, which: str, step: int, metrics: dict[str, Any]) -> None:
+def export(run: RunState, which: str, step: int, metrics: dict[str, Any]) -> None:
     """Export the engine's model to ``job_dir/which`` (rank 0 writes; collective under ZeRO-3)."""
     from workers.train.model_io import export_model, full_state_dict, job_card
 
@@ -40,7 +40,7 @@ def export(run: Run, which: str, step: int, metrics: dict[str, Any]) -> None:
     run.comm.barrier()
 
 
-def audit_child(run: Run) -> None:
+def audit_child(run: RunState) -> None:
     """ChildTuning-D, rank 0: compare the exported model with the base (``masks/audit.json``);
     fail under ``audit_strict`` when an element outside the child moved; for a strict child,
     export ``delta/``, the child as a sparse change of the base."""

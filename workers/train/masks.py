@@ -13,14 +13,14 @@ from workers.train.errors import JobError
 
 if TYPE_CHECKING:
     from childtuning import ChildTuning, ChildTuningHandle
-    from workers.train.program import Run
+    from workers.train.state import RunState
 
 __all__ = ["FISHER_EPOCH", "attach_childtuning", "fisher_batches"]
 
 FISHER_EPOCH = -1  # the Fisher pass reads its own shuffle of the training set
 
 
-def attach_childtuning(run: Run) -> tuple[ChildTuning, ChildTuningHandle]:
+def attach_childtuning(run: RunState) -> tuple[ChildTuning, ChildTuningHandle]:
     """ChildTuning's masks, then its hook on ``run.engine``. The Fisher pass is collective."""
     from childtuning import ChildTuning, ChildTuningConfig
     from childtuning.masks_io import SUMMARY
@@ -54,7 +54,7 @@ def attach_childtuning(run: Run) -> tuple[ChildTuning, ChildTuningHandle]:
     return ct, ct.attach(run.engine)
 
 
-def fisher_batches(run: Run) -> Iterator[dict[str, Any]]:
+def fisher_batches(run: RunState) -> Iterator[dict[str, Any]]:
     """This rank's micro-batches of the Fisher pass (``fisher_num_batches`` at most), on its
     device, with ``progress`` events a few times a second. A stop signal ends it on every rank."""
     from workers.train.data import shard_indices

@@ -21,27 +21,22 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from service.core import env
-from service.core.contract import JobSpec
 from service.core.jobdir import (
-    CHECKPOINTS_DIR,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     MODEL_DIR,
     ArtifactsLayout,
 )
-from workers.train.collectives import Collectives, resolve_device
+from workers.train.collectives import resolve_device
 from workers.train.errors import Interrupted, JobError
 from workers.train.evaluation import evaluate
 from workers.train.export import audit_child, export
 from workers.train.plan import Plan, deepspeed_config, optimizer_groups, step_seed
-from workers.train.records import Records
+from workers.train.state import RunState
 
 if TYPE_CHECKING:
-    import torch
-
-    from childtuning import ChildTuning, ChildTuningHandle
-    from workers.train.data import DatasetInfo, SftDataset, Splits, TokenizedDataset
+    from workers.train.data import Splits
 
 __all__ = ["Run", "files_dir"]
 
@@ -57,60 +52,14 @@ def files_dir(job_dir: Path) -> Path | None:
     return candidate if candidate.is_dir() else None
 
 
-class Run:
+class Run(RunState):
     """One rank's part of one job, read top to bottom as a recipe.
 
     :meth:`execute` runs :meth:`setup` (device, data, process group, model, datasets, DeepSpeed
     engine, resume, ChildTuning), then :meth:`train` (after each step :meth:`should_evaluate` and
     :meth:`should_save` say what follows it), then :meth:`finish` (the ``model/`` export).
-    The job's ``resources`` (the number of ranks, the device) are read from ``spec`` alone;
-    ``rank`` is this process's place among them. Every attribute is declared in ``__init__``;
-    those known only after a setup step are None (or empty) until that step fills them.
+    Its attributes are declared in :class:`RunState`: ``Run(job_dir, spec, rank)``.
     """
-
-    def __init__(self, job_dir: Path, spec: JobSpec, rank: int) -> None:
-        # The job and this rank's place in it.
-        self.job_dir = job_dir
-        self.spec = spec
-        self.rank = rank
-        self.world_size = spec.resources.num_ranks
-        self.is_main = rank == 0
-        self.ckpt_dir = job_dir / CHECKPOINTS_DIR
-        self.comm = Collectives(rank, self.world_size)  # the process group, once _setup_distributed ran
-        # Progress: what status.json, the records and the checkpoints say.
-        self.stop_signal: int | None = None
-        self.step = 0
-        self.best: dict[str, Any] | None = None
-        # The final model's dev score (what the paper reports), set by the last evaluation.
-        self.final: dict[str, Any] | None = None
-        # Evaluations in a row without a new best (early stopping), kept in checkpoints.
-        self.evals_without_improvement = 0
-        self.last_eval: dict[str, Any] = {}  # {"step": ..., eval metrics} of the latest evaluation
-        self.resumed_from: int | None = None  # the checkpoint's step, when _resume found one
-        # Events, metric records, the phase and status.json (rank 0 writes; opened by execute()).
-        self.records = Records(job_dir, spec, is_main=self.is_main, progress=self._progress)
-        # Filled by setup(), each by the step named.
-        self.device_kind: str | None = None  # _setup_device: "cpu" or "cuda"
-        self.info: DatasetInfo | None = None  # _setup_data
-        self.plan: Plan | None = None  # _setup_data
-        self.torch_device: torch.device | None = None  # _setup_distributed: where batches go
-        self.model_path: str | None = None  # _setup_model
-        self.tokenizer: Any = None  # _setup_model
-        self.hf_model: Any = None  # _setup_model: the Hugging Face model the engine wraps
-        # _setup_datasets: token ids (SftDataset, with loss labels, for causal-lm)
-        self.train_set: TokenizedDataset | SftDataset | None = None
-        self.eval_set: TokenizedDataset | SftDataset | None = None
-        self.answer_tokens = 0  # _setup_datasets, causal-lm: the longest evaluation answer, in tokens
-        self.engine: Any = None  # _setup_engine: the DeepSpeed engine
-        self.optimizer: Any = None  # _setup_engine
-        self.scheduler: Any = None  # _setup_engine
-        self.ct: ChildTuning | None = None  # _setup_childtuning
-        self.handle: ChildTuningHandle | None = None  # _setup_childtuning: the attached hook
-
-    def _progress(self) -> dict[str, Any]:
-        """What status.json says of the run beside its status and phase."""
-        total = self.plan.total_steps if self.plan else None
-        return {"step": self.step, "total_steps": total, "best": self.best, "final": self.final}
 
     # -- main ---------------------------------------------------------------------------------
     def execute(self) -> int:
@@ -366,9 +315,6 @@ class Run:
         on_schedule = step % every == 0 if every is not None else step % plan.steps_per_epoch == 0
         return on_schedule or step == plan.total_steps
 
-    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {k: v.to(self.torch_device, non_blocking=True) for k, v in batch.items()}
-
     def loss(self, batch: dict[str, Any]) -> Any:
         """The micro-batch's training loss (:func:`workers.train.losses.train_loss`)."""
         from workers.train.losses import train_loss
@@ -412,8 +358,3 @@ class Run:
         # launcher, not a second signal, decides when waiting is over (it sends SIGKILL).
         self.stop_signal = signum
         log.warning("rank %d: signal %d, stopping at the next step boundary", self.rank, signum)
-
-    def check_stop(self) -> None:
-        """Raise :class:`Interrupted` on every rank once any rank got a stop signal. Collective."""
-        if self.comm.any_rank(self.stop_signal is not None):
-            raise Interrupted()
