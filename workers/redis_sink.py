@@ -35,9 +35,8 @@ from service.core.contract import JobSpec
 from service.core.jobdir import EVENTS_FILE, METRICS_FILE, number_events, read_jsonl
 from service.core.store import Store
 
-__all__ = ["FLUSH_TIMEOUT_S", "REDIS_URL_ENV", "RedisSink", "factory", "replay"]
+__all__ = ["FLUSH_TIMEOUT_S", "RedisSink", "factory", "replay"]
 
-REDIS_URL_ENV = env.REDIS_URL
 # How long closing the sink waits for queued records to reach an unreachable store.
 FLUSH_TIMEOUT_S = 10.0
 RETRY_MAX_S = 2.0
@@ -194,8 +193,8 @@ class RedisSink:
 
 def factory(job_dir: Path, spec: JobSpec) -> RedisSink | None:
     """The sink of the job in ``job_dir`` (its name is the job id); None without a Redis URL."""
-    url = os.environ.get(REDIS_URL_ENV)
+    url = os.environ.get(env.REDIS_URL)
     if not url:
-        log.warning("%s is not set: no Redis sink for %s", REDIS_URL_ENV, job_dir)
+        log.warning("%s is not set: no Redis sink for %s", env.REDIS_URL, job_dir)
         return None
     return RedisSink(Store.from_url(url), Path(job_dir).name, Path(job_dir))

@@ -50,12 +50,10 @@ from service.core.resolve import resolved_problem
 from service.core.settings import Settings, load_settings
 from service.core.store import Store
 
-__all__ = ["INSTANCE_ENV", "JobRunner", "run_job"]
+__all__ = ["JobRunner", "run_job"]
 
 log = logging.getLogger(__name__)
 
-INSTANCE_ENV = names.WORKER_INSTANCE
-SINKS_ENV = names.SINKS
 POLL_S = 0.5
 # A run's lease must stay absent this long (seen by one observer) before its job is taken over:
 # a live task renews it within POLL_S of the store coming back from an outage.
@@ -270,12 +268,12 @@ class JobRunner:
         atomic_write_text(self.job_dir / JOB_FILE, json.dumps(spec.model_dump(mode="json"), indent=2) + "\n")
         argv = [str(a) for a in launch_command(self.job_dir)]  # ranks and device: from job.json
         env = dict(os.environ)
-        sinks = [s for s in env.get(SINKS_ENV, "").split(",") if s.strip()]
+        sinks = [s for s in env.get(names.SINKS, "").split(",") if s.strip()]
         if "workers.redis_sink:factory" not in sinks:
             sinks.append("workers.redis_sink:factory")
         env.update(
             {
-                SINKS_ENV: ",".join(sinks),
+                names.SINKS: ",".join(sinks),
                 names.REDIS_URL: self.settings.redis_url,
                 names.ARTIFACTS: str(self.settings.artifacts),
                 "PYTHONUNBUFFERED": "1",
@@ -387,5 +385,5 @@ def run_job(self: Any, job_id: str) -> str:
     """Run the job ``job_id`` to its end (state in the store; the return value is only a log line)."""
     settings = load_settings()
     store = Store.from_url(settings.redis_url)
-    instance = os.environ.get(INSTANCE_ENV) or f"{self.request.hostname}-{os.getppid()}"
+    instance = os.environ.get(names.WORKER_INSTANCE) or f"{self.request.hostname}-{os.getppid()}"
     return JobRunner(settings, store, job_id, str(self.request.hostname), instance).run()

@@ -31,7 +31,6 @@ from service.core.store import Store
 __all__ = ["default_hostname", "main"]
 
 log = logging.getLogger("childtune.worker")
-INSTANCE_ENV = env.WORKER_INSTANCE
 
 
 def default_hostname() -> str:
@@ -139,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"childtune worker: {exc}", file=sys.stderr)
         return 2
     instance = f"{hostname}/{uuid.uuid4().hex[:12]}"
-    os.environ[INSTANCE_ENV] = instance
+    os.environ[env.WORKER_INSTANCE] = instance
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from celery import signals

@@ -28,8 +28,6 @@ from service.core.jobdir import EVENTS_FILE, METRICS_FILE, json_safe, number_eve
 
 log = logging.getLogger(__name__)
 
-SINKS_ENV = env.SINKS
-
 
 class Sink(Protocol):
     def metric(self, record: Mapping[str, Any]) -> None: ...
@@ -102,7 +100,7 @@ class TensorBoardSink:
 
 def extra_sinks(job_dir: Path, spec: JobSpec, names: str | None = None) -> list[Sink]:
     """The sinks named by ``$CHILDTUNE_SINKS`` (or ``names``); one that cannot load is logged."""
-    text = os.environ.get(SINKS_ENV, "") if names is None else names
+    text = os.environ.get(env.SINKS, "") if names is None else names
     out: list[Sink] = []
     for name in (part.strip() for part in text.split(",")):
         if not name:

@@ -6,7 +6,7 @@ at import time):
 - ``base``: the shared types: :class:`DatasetError`, :class:`Example`, :class:`DatasetInfo`
   (alias :data:`TaskInfo`), :class:`Splits`.
 - ``presets``: the GLUE presets (:data:`PRESET_TASKS`: folder, encoding, columns, labels) and
-  where their files live (:func:`data_root`, ``$CHILDTUNE_DATA``: :data:`DATA_ENV`).
+  where their files live (:func:`data_root`, ``$CHILDTUNE_DATA``: ``service.core.env.DATA``).
 - ``files``: reading and checking every row of a preset's or the user's files, mapping columns
   and labels (:func:`load_examples`, :func:`load_splits`, :func:`resolve_file`).
 - ``encoding``: examples into model inputs (:func:`tokenize`, :class:`TokenizedDataset`).
@@ -24,12 +24,11 @@ from __future__ import annotations
 from workers.train.data.base import DatasetError, DatasetInfo, Example, SftRow, Splits, TaskInfo
 from workers.train.data.encoding import TokenizedDataset, tokenize
 from workers.train.data.files import load_examples, load_splits, resolve_file
-from workers.train.data.presets import DATA_ENV, PRESET_TASKS, data_root
+from workers.train.data.presets import PRESET_TASKS, data_root
 from workers.train.data.sampling import epoch_permutation, eval_shard, num_global_batches, shard_indices
 from workers.train.data.sft import IGNORE_INDEX, SftCounts, SftDataset, encode_sft
 
 __all__ = [
-    "DATA_ENV",
     "IGNORE_INDEX",
     "PRESET_TASKS",
     "DatasetError",

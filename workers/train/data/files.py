@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from service.core import env
 from service.core.contract import DatasetSpec
 from service.core.datasets import (
     DatasetFileError,
@@ -41,7 +42,6 @@ from service.core.datasets import (
 from service.core.records import valid_file_id
 from workers.train.data.base import DatasetError, DatasetInfo, Example, Splits
 from workers.train.data.presets import (
-    DATA_ENV,
     INSTRUCT_PRESETS,
     PRESET_TASKS,
     _Preset,
@@ -212,7 +212,7 @@ def _preset_split(preset: _Preset, root: Path, split: Split) -> list[Example]:
     path = root / "glue" / preset.directory / ("train.tsv" if split == "train" else "dev.tsv")
     if not path.is_file():
         raise DatasetError(
-            f"{shown(path)}: file not found (preset {preset.name}; set {DATA_ENV} to the folder holding "
+            f"{shown(path)}: file not found (preset {preset.name}; set {env.DATA} to the folder holding "
             "glue/)"
         )
     text = _read_text(path, preset.encoding)

@@ -20,8 +20,6 @@ from service.core.datasets import SftRow
 from workers.train.data.base import DatasetError, DatasetInfo, Example
 from workers.train.glue_metrics import MAIN_METRIC
 
-DATA_ENV = env.DATA
-
 
 @dataclass(frozen=True)
 class _Preset:
@@ -152,11 +150,11 @@ def data_root() -> Path:
     ``$CHILDTUNE_DATA`` when set; else ``<repo>/../shared/data``, else ``<repo>/shared/data``
     (``<repo>`` = the folder holding the ``workers`` package), whichever exists first.
     """
-    env = os.environ.get(DATA_ENV)
-    if env:
-        root = Path(env).expanduser()
+    given = os.environ.get(env.DATA)
+    if given:
+        root = Path(given).expanduser()
         if not root.is_dir():
-            raise DatasetError(f"{DATA_ENV}={env} is not a directory")
+            raise DatasetError(f"{env.DATA}={given} is not a directory")
         return root
     repo = Path(__file__).resolve().parents[3]
     candidates = (repo.parent / "shared" / "data", repo / "shared" / "data")
@@ -164,7 +162,7 @@ def data_root() -> Path:
         if candidate.is_dir():
             return candidate
     raise DatasetError(
-        f"no data folder for the GLUE presets: set {DATA_ENV} to the folder that holds "
+        f"no data folder for the GLUE presets: set {env.DATA} to the folder that holds "
         f"glue/<TASK>/train.tsv and dev.tsv (looked in {', '.join(str(c) for c in candidates)})"
     )
 
