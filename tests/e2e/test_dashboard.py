@@ -5,8 +5,9 @@ Sign-in (a wrong key is refused, a key that stops working returns to sign-in); a
 submitted through the form whose loss curve grows while it trains, read by cursor (each step
 once); cancel from the job page; an invalid value refused by the API and shown next to its
 input; another tenant's job is "not found"; an experiment's cells and curves; a causal-lm job
-from the form (no column fields) with its samples table. Every request
-the page makes goes to the API's own origin. Screenshots of each page go to
+from the form (no column fields) with its samples table; the form's and the filter's choices are
+the contract's, read from the API's OpenAPI document. Every request the page makes goes to the
+API's own origin. Screenshots of each page go to
 ``$CHILDTUNE_TEST_ARTIFACTS/screenshots`` (default ``test-artifacts/``);
 ``CHILDTUNE_UPDATE_SCREENSHOTS=1`` also copies the job page to ``docs/images/dashboard-job.png``.
 """
@@ -26,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from service.core.contract import DEVICES, MODES, PRECISIONS, PRESETS, STATUSES, TASK_TYPES, ChildTuningSpec
 from tests.e2e.stack import KEYS, ROOT, Stack, model_root, wait_for
 from tests.workers.tiny import write_tiny_decoder
 
@@ -112,6 +114,7 @@ class Dashboard:
         assert self.errors == [], self.errors
         origin = urlsplit(self.base)
         assert any(urlsplit(u).path == "/ui/app.js" for u in self.requests), self.requests
+        assert any(urlsplit(u).path == "/openapi.json" for u in self.requests), self.requests
         assert any(urlsplit(u).path.startswith("/v1/") for u in self.requests), self.requests
         for url in self.requests:
             if url.startswith("data:"):
@@ -390,6 +393,57 @@ def test_an_invalid_value_is_shown_next_to_its_input_and_submits_nothing(
     expect(page.locator("#f-train-file-error")).to_contain_text("dataset.train_file")
     assert [j["id"] for j in client.list_jobs(limit=100)["data"]] == before
     dash.check_clean()
+
+
+def test_the_choices_are_the_contracts_read_from_the_openapi_document(dash: Dashboard) -> None:
+    """The new-job form's selects and the jobs' status filter offer the contract's values
+    (service.core.contract), which the page reads from /openapi.json: a document with another
+    mode and status shows them, and one it cannot read is said, not guessed around."""
+    from playwright.sync_api import expect
+
+    page = dash.page
+
+    def options(select: str) -> list[str]:
+        values: list[str] = page.locator(f"{select} option").evaluate_all("os => os.map((o) => o.value)")
+        return values
+
+    dash.sign_in()
+    assert options("#status-filter") == ["", *STATUSES]
+    dash.open("/new")
+    expect(page.get_by_role("heading", name="New job")).to_be_visible()
+    assert options("#f-mode") == list(MODES)
+    assert page.locator("#f-mode").input_value() == ChildTuningSpec.model_fields["mode"].default
+    assert options("#f-preset") == list(PRESETS)
+    assert options("#f-task-type") == list(TASK_TYPES)
+    assert options("#f-device") == list(DEVICES)
+    assert options("#f-precision") == list(PRECISIONS)
+    dash.check_clean()
+
+    def altered(route: Any) -> None:
+        response = route.fetch()
+        doc = response.json()
+        doc["components"]["schemas"]["ChildTuningSpec"]["properties"]["mode"]["enum"].append("x-new-mode")
+        status = next(p for p in doc["paths"]["/v1/jobs"]["get"]["parameters"] if p["name"] == "status")
+        status["schema"]["anyOf"][0]["enum"].append("x-new-status")
+        route.fulfill(response=response, json=doc)
+
+    page.route("**/openapi.json", altered)
+    page.reload()
+    expect(page.get_by_role("heading", name="New job")).to_be_visible()
+    assert options("#f-mode") == [*MODES, "x-new-mode"]
+    dash.open("/jobs")
+    expect(page.get_by_role("heading", name="Jobs", exact=True)).to_be_visible()
+    assert options("#status-filter") == ["", *STATUSES, "x-new-status"]
+
+    page.unroute("**/openapi.json")
+    page.route("**/openapi.json", lambda route: route.fulfill(status=503, body="unavailable"))
+    page.reload()
+    expect(page.get_by_role("heading", name="Cannot read the API’s description")).to_be_visible()
+    expect(page.locator("#contract-error")).to_contain_text("503")
+    page.unroute("**/openapi.json")
+    page.get_by_role("button", name="Try again").click()
+    expect(page.get_by_role("heading", name="Jobs", exact=True)).to_be_visible()
+    assert dash.errors == []
 
 
 def test_another_tenants_job_is_not_found(dash: Dashboard, stack: Stack) -> None:
