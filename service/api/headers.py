@@ -9,7 +9,9 @@ Swagger UI and ReDoc from their CDN with inline scripts; their pages only forbid
 
 ``DashboardFiles`` serves ``service/api/ui``: a ``.js`` file as ``text/javascript`` whatever the
 host's MIME table says (a browser runs a module script only with a JavaScript type, and
-``nosniff`` holds every other script to the same rule).
+``nosniff`` holds every other script to the same rule), and every file with ``Cache-Control:
+no-cache`` (revalidated by its ETag each load, so that a browser never runs modules of two
+versions together after an upgrade).
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class SecurityHeaders:
 
 
 class DashboardFiles(StaticFiles):
-    """The dashboard's files, each with its media type (``.js``: JavaScript, always)."""
+    """The dashboard's files, each with its media type (``.js``: JavaScript, always), revalidated."""
 
     def file_response(
         self,
@@ -86,4 +88,5 @@ class DashboardFiles(StaticFiles):
         media_type = MEDIA_TYPES.get(os.path.splitext(str(full_path))[1].lower())
         if media_type is not None and response.status_code != 304:
             response.headers["content-type"] = media_type
+        response.headers["cache-control"] = "no-cache"
         return response

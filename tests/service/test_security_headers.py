@@ -55,6 +55,11 @@ def test_the_dashboard_page_and_its_modules_carry_the_headers(api: Api) -> None:
         # A module script runs only with a JavaScript media type (and nosniff holds it to that).
         assert script.headers["content-type"] == "text/javascript; charset=utf-8", path
         assert_security_headers(script)
+        # Revalidated each load: never modules of two versions together after an upgrade.
+        assert script.headers["cache-control"] == "no-cache" and script.headers["etag"], path
+        again = client.get(path, headers={"If-None-Match": script.headers["etag"]})
+        assert again.status_code == 304 and again.headers["cache-control"] == "no-cache", path
+        assert_security_headers(again)
     assert_security_headers(client.get("/ui/style.css"))
     assert_security_headers(client.get("/ui/no-such-file.js"))  # the 404 too
     redirect = client.get("/", follow_redirects=False)
