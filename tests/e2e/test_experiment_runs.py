@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from service.cli.client import Client
-from service.core.contract.vocabulary import FINAL_STATUSES
+from service.core.contract.vocabulary import FINAL_STATUSES, MAX_STEPS
 from service.core.records import JobRecord
 from tests.e2e.stack import KEYS, ROOT, rank_pids, start_api, stop, wait_for
 from tests.e2e.test_faults import FaultStack, fault_stack, spec
@@ -103,8 +103,9 @@ def test_an_experiment_survives_a_killed_worker_and_a_restarted_api_with_exact_a
         final = client.get_experiment(exp_id)
         records = job_records(stack, exp)
         assert final["status"] == "succeeded", (final["jobs"], stack.logs(victim.id))
+        # The bound held. (Whether two ever ran at the same instant depends on the jobs' speeds:
+        # that two were sent at once is the waiting == 2 above.)
         assert peak <= 2 and max_overlap(records) <= 2, (peak, max_overlap(records))
-        assert max_overlap(records) == 2  # it did run two at once
         killed = next(r for r in records if r.id == victim.id)
         assert killed.attempts == 2  # resumed by another worker: no cell lost
         assert final["counts"] == {
@@ -177,7 +178,9 @@ def test_cancel_stops_every_job_of_an_experiment(tmp_path: Path) -> None:
     with fault_stack(tmp_path) as stack:
         stack.add_worker("w2")
         client = stack.client
-        exp = client.submit_experiment(grid(stack, 400, max_parallel=2))
+        # Jobs too long to finish within the test (MAX_STEPS): whichever of the two sent first
+        # trains faster, neither can finish before the cancel, so every job is cancelled.
+        exp = client.submit_experiment(grid(stack, MAX_STEPS, max_parallel=2))
         ids = [j["id"] for j in exp["jobs"]]
         wait_for(
             lambda: sum(client.get_job(i)["progress"]["step"] >= 1 for i in ids) == 2,
