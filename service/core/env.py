@@ -22,7 +22,7 @@ SOFT_SHUTDOWN_S = PREFIX + "SOFT_SHUTDOWN_S"
 # Where converted model presets are cached (workers/train/presets_llm.py; default
 # ~/.cache/childtune/models).
 MODEL_CACHE = PREFIX + "MODEL_CACHE"
-# Webhooks (service/core/webhooks.py): networks allowed although internal, and test-speed knobs.
+# Webhooks (service/core/webhooks/): networks allowed although internal, and test-speed knobs.
 WEBHOOK_ALLOW_NETWORKS = PREFIX + "WEBHOOK_ALLOW_NETWORKS"
 WEBHOOK_RETRY_BASE_S = PREFIX + "WEBHOOK_RETRY_BASE_S"
 WEBHOOK_RETRY_WINDOW_S = PREFIX + "WEBHOOK_RETRY_WINDOW_S"

@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     soft_shutdown_s: float = Field(default=30.0, ge=0)
     # Longer than the longest job: an unacknowledged task is redelivered after this long.
     visibility_timeout_s: int = Field(default=7 * 24 * 3600, ge=60)
-    # Webhooks (service/core/webhooks.py). Internal addresses (loopback, link-local, private,
+    # Webhooks (service/core/webhooks/). Internal addresses (loopback, link-local, private,
     # this machine's own) are refused unless inside one of these networks, e.g. "10.0.0.0/8".
     webhook_allow_networks: str = ""
     webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
