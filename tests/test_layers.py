@@ -225,3 +225,60 @@ def test_the_cycle_check_finds_a_circle_hidden_in_a_function(tmp_path: Path) -> 
     assert cycles(graph) == [["service.core.contract", "service.core.hooks", "service.core.store"]]
     (pkg / "hooks.py").write_text("def url_problem():\n    pass\n")
     assert cycles(import_graph(tmp_path, ("service",))) == []
+
+
+# The base, bottom up (docs/architecture.md): a module imports its own layer and those below.
+# Every module of service.core is in one (a new module must be placed: the test says so).
+BASE_LAYERS: tuple[tuple[str, ...], ...] = (
+    # the job's vocabulary and contract, and leaf helpers that know nothing of a job's state
+    ("env", "contract", "jobdir", "datasets", "procs", "comparison", "plots", "usecases.errors",
+     "usecases.text"),
+    ("records",),  # ids and record models
+    ("store", "settings", "queue", "artifacts", "webhooks.guard", "webhooks.signing"),
+    ("experiments", "resolve", "dispatch"),
+    ("usecases", "webhooks"),  # submit/cancel, and webhook delivery
+)  # fmt: skip
+
+
+def layer_of(module: str, layers: tuple[tuple[str, ...], ...], prefix: str = "service.core.") -> int | None:
+    """The layer of ``module`` (its longest matching entry wins), None when it has none."""
+    name = module.removeprefix(prefix)
+    best: tuple[int, int] | None = None
+    for level, entries in enumerate(layers):
+        for entry in entries:
+            if (name == entry or name.startswith(entry + ".")) and (best is None or len(entry) > best[1]):
+                best = (level, len(entry))
+    return best[0] if best else None
+
+
+def layer_violations(graph: dict[str, set[str]], layers: tuple[tuple[str, ...], ...]) -> list[str]:
+    bad = []
+    for module, edges in sorted(graph.items()):
+        if not module.startswith("service.core.") or module == "service.core":
+            continue
+        level = layer_of(module, layers)
+        if level is None:
+            bad.append(f"{module} is in no layer of BASE_LAYERS")
+            continue
+        for target in sorted(edges):
+            up = layer_of(target, layers) if target.startswith("service.core.") else None
+            if up is not None and up > level:
+                bad.append(f"{module} (layer {level}) imports {target} (layer {up})")
+    return bad
+
+
+def test_the_base_is_layered_bottom_up() -> None:
+    assert layer_violations(import_graph(), BASE_LAYERS) == []
+
+
+def test_the_layer_check_catches_an_import_upwards() -> None:
+    graph = {
+        "service.core.store.jobs": {"service.core.records", "service.core.experiments"},
+        "service.core.records": set(),
+        "service.core.experiments": {"service.core.store"},
+        "service.core.newcomer": set(),
+    }
+    assert layer_violations(graph, BASE_LAYERS) == [
+        "service.core.newcomer is in no layer of BASE_LAYERS",
+        "service.core.store.jobs (layer 2) imports service.core.experiments (layer 3)",
+    ]
