@@ -129,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from transformers import AutoTokenizer
 
-    from workers.train.model_io import resolve_model
+    from workers.train.model_io import model_location
 
-    model_dir = Path(resolve_model("minilm-l6"))
+    model_dir = Path(model_location("minilm-l6"))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     batches = _batches(tokenizer, args.steps, args.batch, args.seed)
     per_run: dict[tuple[str, float], list[float]] = {}

@@ -36,9 +36,9 @@ def worker(threads: int, steps: int, offset: int) -> None:
 
     from service.core.contract import DatasetSpec
     from workers.train.data import load_examples
-    from workers.train.model_io import resolve_model
+    from workers.train.model_io import model_location
 
-    folder = resolve_model("minilm-l6")
+    folder = model_location("minilm-l6")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     examples, _ = load_examples(DatasetSpec(preset="glue/cola"), "train")
     torch.manual_seed(0)

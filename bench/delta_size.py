@@ -57,9 +57,9 @@ def main() -> None:
     ap.add_argument("--ps", default="0.1,0.3,0.5")
     ap.add_argument("--ranks", type=int, default=2)
     a = ap.parse_args()
-    from workers.train.model_io import resolve_model
+    from workers.train.model_io import model_location
 
-    base = Path(resolve_model("minilm-l6"))
+    base = Path(model_location("minilm-l6"))
     print(f"base: {base} ({sum(f.stat().st_size for f in base.glob('*.safetensors')) / 1e6:.1f} MB)")
     print("| p | model/ MB | delta/ MB | delta / model | kept | changed | changed outside | apply_delta s |")
     print("|---|--:|--:|--:|--:|--:|--:|--:|")

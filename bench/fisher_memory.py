@@ -190,7 +190,7 @@ def build_engine(model: Any, micro: int, world: int, zero_extra: dict[str, Any] 
     import deepspeed
     import torch
 
-    from workers.train.program import optimizer_groups
+    from workers.train.plan import optimizer_groups
 
     optimizer = torch.optim.AdamW(optimizer_groups(model, 0.01), lr=5e-5)
     config = {
@@ -310,12 +310,12 @@ def worker(args: argparse.Namespace) -> int:
     from childtuning.fisher import fisher_scores
     from workers.train.data import IGNORE_INDEX
     from workers.train.losses import causal_lm_loss
-    from workers.train.model_io import resolve_model
+    from workers.train.model_io import model_location
 
     deepspeed.init_distributed(dist_backend="gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     out = Path(args.out)
-    path = resolve_model(args.model)
+    path = model_location(args.model)
     batches = fisher_data(args, path, rank, world)
     torch.manual_seed(SEED)
     t_load = time.perf_counter()

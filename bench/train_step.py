@@ -29,9 +29,9 @@ def batch(batch_size: int, seq_len: int) -> dict[str, torch.Tensor]:
 
     from service.core.contract import DatasetSpec
     from workers.train.data import load_examples
-    from workers.train.model_io import resolve_model
+    from workers.train.model_io import model_location
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm-l6"))
+    tokenizer = AutoTokenizer.from_pretrained(model_location("minilm-l6"))
     examples, _ = load_examples(DatasetSpec(preset="glue/rte"), "train")
     chosen = examples[:batch_size]
     enc = tokenizer(
@@ -48,10 +48,10 @@ def batch(batch_size: int, seq_len: int) -> dict[str, torch.Tensor]:
 def model() -> Any:
     from transformers import AutoModelForSequenceClassification
 
-    from workers.train.model_io import resolve_model
+    from workers.train.model_io import model_location
 
     torch.manual_seed(0)
-    return AutoModelForSequenceClassification.from_pretrained(resolve_model("minilm-l6"), num_labels=2)
+    return AutoModelForSequenceClassification.from_pretrained(model_location("minilm-l6"), num_labels=2)
 
 
 def measure(step_parts: Any, steps: int) -> tuple[float, float]:

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from service.core.contract import METRICS, PRESET_METRICS, PRESETS
+from service.core.contract.vocabulary import higher_is_better
 from workers.train.glue_metrics import (
     MAIN_METRIC,
     METRIC_KEYS,
     accuracy,
     compute_metrics,
     f1_binary,
-    higher_is_better,
     main_metric,
     matthews_corrcoef,
     pearson,

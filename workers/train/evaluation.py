@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from service.core.contract.vocabulary import higher_is_better
 from service.core.jobdir import BEST_DIR, PREDICTIONS_FILE, atomic_write_text
 from workers.train.export import export
 
@@ -29,7 +30,6 @@ def evaluate(run: RunState, step: int, *, last: bool, at_start: bool = False) ->
 
     ``at_start`` (``eval_at_start``, step 0, before any update): a reference record only;
     it is never best or final, exports nothing and does not count for early stopping."""
-    from workers.train.glue_metrics import higher_is_better
 
     assert run.plan is not None and run.info is not None and run.eval_set is not None
     run.records.set_phase("evaluating")

@@ -34,7 +34,6 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from service.core.contract.vocabulary import PRESET_METRICS
-from service.core.contract.vocabulary import higher_is_better as _higher_is_better
 
 __all__ = [
     "MAIN_METRIC",
@@ -44,7 +43,6 @@ __all__ = [
     "compute_metrics",
     "exact_match",
     "f1_binary",
-    "higher_is_better",
     "main_metric",
     "matthews_corrcoef",
     "normalize_answer",
@@ -102,10 +100,6 @@ def resolve_metric(task_metric: str) -> str:
 def main_metric(task_metric: str) -> str:
     """The key of the main metric for a family, task or preset name."""
     return MAIN_METRIC[resolve_metric(task_metric)]
-
-
-# Whether a larger value of a metric key is better: defined once, in the job contract.
-higher_is_better = _higher_is_better
 
 
 # ---------------------------------------------------------------------------------------------

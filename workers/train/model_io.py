@@ -63,10 +63,6 @@ def model_location(model: str) -> str:
     return str(path) if path.is_dir() else model  # a folder, else a hub name
 
 
-# The old name, kept only because bench/ scripts still import it; remove once they say model_location.
-resolve_model = model_location
-
-
 # Encoder-only families: as a "causal LM" they would attend to the tokens they predict.
 ENCODER_ONLY = frozenset(
     {
