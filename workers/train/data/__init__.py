@@ -7,8 +7,10 @@ at import time):
   (alias :data:`TaskInfo`), :class:`Splits`.
 - ``presets``: the GLUE presets (:data:`PRESET_TASKS`: folder, encoding, columns, labels) and
   where their files live (:func:`data_root`, ``$CHILDTUNE_DATA``: ``service.core.env.DATA``).
-- ``files``: reading and checking every row of a preset's or the user's files, mapping columns
-  and labels (:func:`load_examples`, :func:`load_splits`, :func:`resolve_file`).
+- ``rows``: one file's text and records, and a row's text and label cells, each checked; errors
+  name the file (an upload by its id), the line and the reason.
+- ``files``: a preset's or the user's files into examples, mapping columns and labels
+  (:func:`load_examples`, :func:`load_splits`, :func:`resolve_file`).
 - ``encoding``: examples into model inputs (:func:`tokenize`, :class:`TokenizedDataset`).
 - ``sft``: causal-lm rows into token ids with loss labels (:func:`encode_sft`,
   :class:`SftDataset`, :class:`SftCounts`).

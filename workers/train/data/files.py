@@ -6,7 +6,8 @@ lists and a :class:`DatasetInfo`. Every row of both files is checked first; the 
 raises :class:`DatasetError` naming the file, the 1-based line and the reason.
 
 File formats (csv, tsv, jsonl; detection, quoting, encoding) are read by ``service.core.datasets``,
-the one reader the API's upload checks use too; errors here put the file's path in front.
+the one reader the API's upload checks use too; ``rows`` checks each row and names the file in
+front of every error (an upload by its id).
 JSONL text fields must be strings.
 
 Labels of user files: regression labels are finite numbers. Classification labels are
@@ -21,9 +22,7 @@ This module imports neither torch nor transformers.
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,15 +30,10 @@ from service.core import env
 from service.core.contract import DatasetSpec
 from service.core.datasets import (
     DatasetFileError,
-    Record,
     SftRow,
-    decode,
     detect_format,
-    jsonl_records,
     sft_rows,
-    table_records,
 )
-from service.core.records import valid_file_id
 from workers.train.data.base import DatasetError, DatasetInfo, Example, Splits
 from workers.train.data.presets import (
     INSTRUCT_PRESETS,
@@ -50,6 +44,16 @@ from workers.train.data.presets import (
     instruct_info,
     instruct_row,
 )
+from workers.train.data.rows import (
+    INT_RE,
+    class_key,
+    file_records,
+    need_column,
+    read_text,
+    regression_label,
+    shown,
+    text_cell,
+)
 from workers.train.glue_metrics import MAIN_METRIC
 
 Split = Literal["train", "eval"]
@@ -59,128 +63,6 @@ _SPLIT_NAMES: Mapping[str, Split] = {
     "dev": "eval",
     "validation": "eval",
 }
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading files
-# ---------------------------------------------------------------------------------------------
-
-
-def shown(path: Path) -> str:
-    """How an error names a dataset file: an upload by its id (``file-...``), never by the
-    server's folder that holds it; a path the caller gave, as given."""
-    return path.name if valid_file_id(path.name) else str(path)
-
-
-def _read_text(path: Path, encoding: str = "utf-8-sig") -> str:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DatasetError(f"{shown(path)}: file not found") from None
-    except OSError as exc:
-        raise DatasetError(f"{shown(path)}: cannot read the file ({exc.strerror or exc})") from None
-    try:
-        return decode(data, encoding)
-    except DatasetFileError as exc:
-        raise DatasetError(f"{shown(path)}: {exc}") from None
-
-
-def _file_records(
-    path: Path, text: str, fmt: str, columns: Sequence[str] | None = None
-) -> tuple[list[str] | None, int, Iterator[Record]]:
-    """The file's header, header line and records (``service.core.datasets``), errors naming ``path``."""
-    try:
-        if fmt == "jsonl":
-            header, header_line, rows = None, 0, jsonl_records(text)
-        else:
-            header, header_line, rows = table_records(text, fmt, columns)
-    except DatasetFileError as exc:
-        raise DatasetError(f"{shown(path)}: {exc}") from None
-
-    def checked() -> Iterator[Record]:
-        try:
-            yield from rows
-        except DatasetFileError as exc:
-            raise DatasetError(f"{shown(path)}: {exc}") from None
-
-    return header, header_line, checked()
-
-
-# ---------------------------------------------------------------------------------------------
-# Row checks
-# ---------------------------------------------------------------------------------------------
-
-_INT_RE = re.compile(r"[+-]?\d+")
-
-
-def _need_column(path: Path, line: int, record: Mapping[str, Any], column: str) -> Any:
-    if column not in record:
-        available = ", ".join(str(k) for k in record) or "none"
-        raise DatasetError(
-            f"{shown(path)}: line {line}: missing column {column!r}; available columns: {available}"
-        )
-    return record[column]
-
-
-def _text(path: Path, line: int, record: Mapping[str, Any], column: str) -> str:
-    value = _need_column(path, line, record, column)
-    if not isinstance(value, str):
-        got = "null" if value is None else type(value).__name__
-        raise DatasetError(f"{shown(path)}: line {line}: column {column!r} must be text (got {got})")
-    if not value.strip():
-        raise DatasetError(f"{shown(path)}: line {line}: empty text in column {column!r}")
-    return value
-
-
-def _regression_label(path: Path, line: int, value: Any, column: str) -> float:
-    if isinstance(value, bool) or value is None:
-        raise DatasetError(
-            f"{shown(path)}: line {line}: label in column {column!r} must be a number for regression "
-            f"(got {value!r})"
-        )
-    try:
-        number = float(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError):
-        raise DatasetError(
-            f"{shown(path)}: line {line}: label {value!r} in column {column!r} is not a number "
-            "(regression labels must be numbers)"
-        ) from None
-    if not math.isfinite(number):
-        raise DatasetError(
-            f"{shown(path)}: line {line}: label {value!r} in column {column!r} is not a finite number"
-        )
-    return number
-
-
-def _class_key(path: Path, line: int, value: Any, column: str) -> str:
-    """The text form of a classification label (integers normalised: ``"01"`` and ``1`` give ``"1"``)."""
-    if isinstance(value, bool) or value is None:
-        raise DatasetError(
-            f"{shown(path)}: line {line}: label in column {column!r} must be an integer or a string "
-            f"(got {value!r})"
-        )
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isfinite(value) and value.is_integer():
-            return str(int(value))
-        raise DatasetError(
-            f"{shown(path)}: line {line}: label {value!r} in column {column!r} is not a class "
-            "(classification labels are integers or strings; use task_type regression for numbers)"
-        )
-    if isinstance(value, str):
-        key = value.strip()
-        if not key:
-            raise DatasetError(f"{shown(path)}: line {line}: empty label in column {column!r}")
-        if _INT_RE.fullmatch(key):
-            return str(int(key))
-        if key.lower() in ("nan", "+nan", "-nan"):
-            raise DatasetError(f"{shown(path)}: line {line}: label {value!r} in column {column!r} is NaN")
-        return key
-    raise DatasetError(
-        f"{shown(path)}: line {line}: label in column {column!r} must be an integer or a string "
-        f"(got {type(value).__name__})"
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,17 +97,17 @@ def _preset_split(preset: _Preset, root: Path, split: Split) -> list[Example]:
             f"{shown(path)}: file not found (preset {preset.name}; set {env.DATA} to the folder holding "
             "glue/)"
         )
-    text = _read_text(path, preset.encoding)
-    _, _, records = _file_records(path, text, "tsv", preset.columns)
+    text = read_text(path, preset.encoding)
+    _, _, records = file_records(path, text, "tsv", preset.columns)
     label_ids = {value: i for i, value in enumerate(preset.label_values)}
     out: list[Example] = []
     for line, record in records:
-        first = _text(path, line, record, preset.text_column)
-        second = _text(path, line, record, preset.text_pair_column) if preset.text_pair_column else None
-        raw = _need_column(path, line, record, preset.label_column)
+        first = text_cell(path, line, record, preset.text_column)
+        second = text_cell(path, line, record, preset.text_pair_column) if preset.text_pair_column else None
+        raw = need_column(path, line, record, preset.label_column)
         label: int | float
         if preset.task_type == "regression":
-            label = _regression_label(path, line, raw, preset.label_column)
+            label = regression_label(path, line, raw, preset.label_column)
             if preset.label_range is not None:
                 low, high = preset.label_range
                 if not low <= label <= high:
@@ -254,14 +136,14 @@ _Row = tuple[int, str, str | None, "str | float"]
 
 def _user_rows(path: Path, spec: DatasetSpec) -> list[_Row]:
     assert spec.text_column is not None and spec.label_column is not None
-    text = _read_text(path)
+    text = read_text(path)
     if not text.strip():
         raise DatasetError(f"{shown(path)}: the file is empty")
     try:
         fmt = detect_format(path.name, text, spec.file_format)
     except DatasetFileError as exc:
         raise DatasetError(f"{shown(path)}: {exc}") from None
-    header, header_line, records = _file_records(path, text, fmt)
+    header, header_line, records = file_records(path, text, fmt)
     if header is not None:
         for column in (spec.text_column, spec.text_pair_column, spec.label_column):
             if column is not None and column not in header:
@@ -272,13 +154,13 @@ def _user_rows(path: Path, spec: DatasetSpec) -> list[_Row]:
     regression = spec.task_type == "regression"
     rows: list[_Row] = []
     for line, record in records:
-        first = _text(path, line, record, spec.text_column)
-        second = _text(path, line, record, spec.text_pair_column) if spec.text_pair_column else None
-        raw = _need_column(path, line, record, spec.label_column)
+        first = text_cell(path, line, record, spec.text_column)
+        second = text_cell(path, line, record, spec.text_pair_column) if spec.text_pair_column else None
+        raw = need_column(path, line, record, spec.label_column)
         label: str | float = (
-            _regression_label(path, line, raw, spec.label_column)
+            regression_label(path, line, raw, spec.label_column)
             if regression
-            else _class_key(path, line, raw, spec.label_column)
+            else class_key(path, line, raw, spec.label_column)
         )
         rows.append((line, first, second, label))
     if not rows:
@@ -289,7 +171,7 @@ def _user_rows(path: Path, spec: DatasetSpec) -> list[_Row]:
 def _label_map(path: Path, spec: DatasetSpec, rows: Sequence[_Row]) -> tuple[dict[str, int], tuple[str, ...]]:
     """Classification label ids from the training rows: (label -> id, names by id)."""
     keys = {str(row[3]) for row in rows}
-    integers = all(_INT_RE.fullmatch(k) for k in keys)
+    integers = all(INT_RE.fullmatch(k) for k in keys)
     if spec.num_labels is not None and integers:
         for line, _, _, key in rows:
             if not 0 <= int(str(key)) < spec.num_labels:
@@ -365,7 +247,7 @@ def _user_splits(spec: DatasetSpec, files_dir: str | Path | None, want_eval: boo
 
 def _sft_file(path: Path, spec: DatasetSpec) -> list[SftRow]:
     """Every row of a causal-lm jsonl file, checked (``service.core.datasets.sft_row``)."""
-    text = _read_text(path)
+    text = read_text(path)
     if not text.strip():
         raise DatasetError(f"{shown(path)}: the file is empty")
     try:
