@@ -6,12 +6,20 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis
 
 from service.core.contract.vocabulary import FINAL_STATUSES
-from service.core.records import DISPATCHING, U64_MAX, JobRecord, Page, Transition
+from service.core.records import (
+    DISPATCHING,
+    U64_MAX,
+    ExperimentRecord,
+    FileRecord,
+    JobRecord,
+    Page,
+    Transition,
+)
 
 P = "ct:"
 SCRIPTS = Path(__file__).with_name("scripts")
@@ -37,14 +45,23 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False, default=str)
 
 
-def job_of(raw: dict[str, str], tenant: str | None) -> JobRecord | None:
-    """A job hash as a record; None when empty or another tenant's (when ``tenant`` is given)."""
+Owned = TypeVar("Owned", JobRecord, ExperimentRecord, FileRecord)
+
+
+def record_of(model: type[Owned], raw: dict[str, str], tenant: str | None) -> Owned | None:
+    """A record's hash (one JSON value per field) as ``model``; None when empty or another
+    tenant's (when ``tenant`` is given: another tenant's record looks like a missing one)."""
     if not raw:
         return None
-    record = JobRecord.model_validate({k: json.loads(v) for k, v in raw.items()})
+    record = model.model_validate({k: json.loads(v) for k, v in raw.items()})
     if tenant is not None and record.tenant != tenant:
         return None
     return record
+
+
+def job_of(raw: dict[str, str], tenant: str | None) -> JobRecord | None:
+    """A job hash as a record (:func:`record_of`)."""
+    return record_of(JobRecord, raw, tenant)
 
 
 def stream_low(which: str, after: str) -> str | None:

@@ -3,12 +3,11 @@ that bound how many of its jobs run (``scripts/claim_slots.lua``, ``close_experi
 
 from __future__ import annotations
 
-import json
 import time
 from typing import cast
 
 from service.core.records import WAITING, ExperimentRecord, JobRecord, Page
-from service.core.store.base import P, StoreBase, dumps
+from service.core.store.base import P, StoreBase, dumps, record_of
 
 
 class ExperimentStore(StoreBase):
@@ -38,13 +37,7 @@ class ExperimentStore(StoreBase):
 
     def get_experiment(self, exp_id: str, tenant: str | None = None) -> ExperimentRecord | None:
         """The experiment, or None when missing (or another tenant's than ``tenant``)."""
-        raw = cast(dict[str, str], self.r.hgetall(P + f"exp:{exp_id}"))
-        if not raw:
-            return None
-        record = ExperimentRecord.model_validate({k: json.loads(v) for k, v in raw.items()})
-        if tenant is not None and record.tenant != tenant:
-            return None
-        return record
+        return record_of(ExperimentRecord, cast(dict[str, str], self.r.hgetall(P + f"exp:{exp_id}")), tenant)
 
     def list_experiments(self, tenant: str, *, limit: int = 20, cursor: str | None = None) -> Page:
         """The tenant's experiments, newest first; ``cursor`` = the previous page's ``next_cursor``."""

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import cast
 
 from service.core.records import FileRecord
-from service.core.store.base import P, StoreBase, dumps
+from service.core.store.base import P, StoreBase, dumps, record_of
 
 
 class FileStore(StoreBase):
@@ -19,13 +18,8 @@ class FileStore(StoreBase):
         pipe.execute()
 
     def get_file(self, file_id: str, tenant: str | None = None) -> FileRecord | None:
-        raw = cast(dict[str, str], self.r.hgetall(P + f"file:{file_id}"))
-        if not raw:
-            return None
-        record = FileRecord.model_validate({k: json.loads(v) for k, v in raw.items()})
-        if tenant is not None and record.tenant != tenant:
-            return None
-        return record
+        """The file, or None when missing (or another tenant's than ``tenant``)."""
+        return record_of(FileRecord, cast(dict[str, str], self.r.hgetall(P + f"file:{file_id}")), tenant)
 
     def list_files(self, tenant: str) -> list[FileRecord]:
         ids = cast(list[str], self.r.zrevrange(P + f"tenant:{tenant}:files", 0, -1))
