@@ -92,12 +92,15 @@ def text_cell(path: Path, line: int, record: Mapping[str, Any], column: str) -> 
     return value
 
 
-def regression_label(path: Path, line: int, value: Any, column: str) -> float:
+def _no_bool_or_null(path: Path, line: int, value: Any, column: str, expected: str) -> None:
     if isinstance(value, bool) or value is None:
         raise DatasetError(
-            f"{shown(path)}: line {line}: label in column {column!r} must be a number for regression "
-            f"(got {value!r})"
+            f"{shown(path)}: line {line}: label in column {column!r} must be {expected} (got {value!r})"
         )
+
+
+def regression_label(path: Path, line: int, value: Any, column: str) -> float:
+    _no_bool_or_null(path, line, value, column, "a number for regression")
     try:
         number = float(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError):
@@ -114,11 +117,7 @@ def regression_label(path: Path, line: int, value: Any, column: str) -> float:
 
 def class_key(path: Path, line: int, value: Any, column: str) -> str:
     """The text form of a classification label (integers normalised: ``"01"`` and ``1`` give ``"1"``)."""
-    if isinstance(value, bool) or value is None:
-        raise DatasetError(
-            f"{shown(path)}: line {line}: label in column {column!r} must be an integer or a string "
-            f"(got {value!r})"
-        )
+    _no_bool_or_null(path, line, value, column, "an integer or a string")
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
