@@ -34,6 +34,10 @@ ADAMW_TOL_4_RANKS = 1e-5
 # the reference runs: measured 1.4e-6 (D) and 5.3e-6 (F) after 3 steps at ZeRO-2, the same each run.
 FUSED_ADAMW_TOL = 1e-5
 GAS_ADAMW_TOL = 1e-5  # two accumulated micro-batches round differently from one batch (measured 1.3e-6)
+# A strict child at ZeRO-2 (AdamW, decay on the child only) against one process: measured 1.29e-6
+# on an AMD EPYC, the same value in two runs (deterministic, not load: the earlier machine stayed
+# under 1e-6), the rounding of two ranks' half-batch sums amplified by m/sqrt(v) as above.
+STRICT_ADAMW_TOL = 1e-5
 
 
 def _run(args: list[str], world: int | None) -> None:
@@ -293,14 +297,13 @@ def _moved_outside_the_mask(d: Path, tag: str) -> int:
 @pytest.mark.parametrize("run", ["strict-s2", "strict-s3-fused"])
 def test_a_strict_child_moves_only_the_child_and_matches_one_process(runs, run):
     ref, got = runs[("ref-strict",)], runs[(run,)]
-    stage = int(run.split("-")[1][1:])
     for opt in ("sgd", "adamw"):
         tag = f"childtuning-d-{opt}"
         if not (got / tag).is_dir():
             continue
         assert _moved_outside_the_mask(got, tag) == 0, f"{tag} {run}"
         worst = _max_diff(_params(ref, tag), _params(got, tag))
-        tol = SGD_TOL if opt == "sgd" else FUSED_ADAMW_TOL if run.endswith("fused") else ADAMW_TOL[stage]
+        tol = SGD_TOL if opt == "sgd" else FUSED_ADAMW_TOL if run.endswith("fused") else STRICT_ADAMW_TOL
         assert worst <= tol, f"{tag} {run}: max diff {worst:.3g} > {tol}"
     assert _moved_outside_the_mask(ref, "childtuning-d-adamw") == 0
 
