@@ -82,7 +82,7 @@ class ApiError(Exception):
 
     @classmethod
     def not_found(cls, what: str, ident: str) -> ApiError:
-        return cls(404, "not_found", f"no {what} {ident!r} (for this API key)")
+        return cls.from_refusal(NotFound(what, ident))
 
     @classmethod
     def from_spec_error(cls, exc: SpecError) -> ApiError:
