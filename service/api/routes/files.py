@@ -15,7 +15,7 @@ from service.api.schemas import FileList, FilePublic
 from service.core.datasets import DatasetFileError, inspect_file
 from service.core.records import FileRecord, new_file_id, valid_file_id
 from service.core.store import Store
-from service.core.usecases.text import is_unicode
+from service.core.usecases.text import NOT_UNICODE, is_unicode
 
 __all__ = ["router"]
 
@@ -93,7 +93,7 @@ def upload_file(
             raise ApiError(
                 422,
                 "invalid_file",
-                f"{filename}: a column name is not valid Unicode text (a lone surrogate such as \\ud800)",
+                f"{filename}: a column name is {NOT_UNICODE}",
                 "file",
             )
         record = FileRecord(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["is_unicode", "not_unicode"]
+__all__ = ["NOT_UNICODE", "is_unicode", "not_unicode"]
 
 
 def is_unicode(text: str) -> bool:
