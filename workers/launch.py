@@ -103,7 +103,34 @@ def rank_env(device: str, base: dict[str, str] | None = None) -> dict[str, str]:
     if device == "cpu":
         env["DS_ACCELERATOR"] = "cpu"
         env.setdefault("CUDA_VISIBLE_DEVICES", "")
+        extensions = extensions_dir()
+        if extensions is not None:
+            env.setdefault(names.TORCH_EXTENSIONS, str(extensions))
     return env
+
+
+def extensions_dir() -> Path | None:
+    """Where this Python environment's torch extensions are built (see ``names.TORCH_EXTENSIONS``):
+    inside the environment where it can be written, else None (torch's default, ~/.cache)."""
+    prefix = Path(sys.prefix)
+    return prefix / "torch_extensions" if os.access(prefix, os.W_OK) else None
+
+
+def build_cpu_comm_op() -> str:
+    """Compile DeepSpeed's CPU shared-memory comm op where CPU ranks will look for it (``make
+    setup`` runs this once, so a first job does not spend its start compiling). Returns what
+    happened, in words."""
+    env = rank_env("cpu", {})
+    for name in ("DS_ACCELERATOR", names.TORCH_EXTENSIONS):
+        if name in env:
+            os.environ[name] = env[name]
+    from deepspeed.comm.torch import build_shm_op
+
+    op = build_shm_op()
+    where = os.environ.get(names.TORCH_EXTENSIONS, "torch's default folder")
+    if op is None:
+        return "DeepSpeed builds no CPU comm op here"
+    return f"DeepSpeed's CPU comm op ready in {where}"
 
 
 def cpu_threads(env: dict[str, str], num_ranks: int) -> int:

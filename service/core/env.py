@@ -44,3 +44,10 @@ FILES_DIR = PREFIX + "FILES_DIR"
 # cores // N unless the operator did; the launcher splits it over a job's ranks
 # (workers.launch.cpu_threads) and each rank's torch uses its share.
 CPU_THREADS = "OMP_NUM_THREADS"
+
+# Not ours either: where torch builds C++ extensions. DeepSpeed compiles its CPU shared-memory
+# comm op there on a CPU job's first start (about 40 s on 2 cores, then loaded). The launcher
+# points it into the job's Python environment (workers.launch.rank_env), so two environments on
+# one machine (two clones, two venvs) never rebuild each other's op at every start, and
+# `make setup` builds it there once (workers.launch.build_cpu_comm_op).
+TORCH_EXTENSIONS = "TORCH_EXTENSIONS_DIR"
