@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from typing import Any, cast
 
 MODES = ("vanilla", "childtuning-d", "childtuning-f", "update-dropout")
@@ -83,31 +84,35 @@ def batches_for(model_name: str, batch: int, seq: int, device: str, n: int = 8) 
     return out
 
 
+# Ops that only make a view or read a CPU number: no work and no launch on a device.
+NOT_LAUNCHES = frozenset(
+    {"aten::view", "aten::narrow", "aten::item", "aten::_local_scalar_dense", "TorchDynamo Cache Lookup"}
+)
+COMPILED = "Torch-Compiled Region"  # the call of a compiled graph ("Torch-Compiled Region: 0/1")
+
+
+def dispatched_ops(prof: Any) -> Counter[str]:
+    """The ops a profiled call dispatched at top level, views and CPU reads left out: on a GPU
+    each is a kernel launch (a compiled region launches its graph's kernels)."""
+    top = [COMPILED if e.name.startswith(COMPILED) else e.name for e in prof.events() if e.cpu_parent is None]
+    return Counter(n for n in top if n not in NOT_LAUNCHES)
+
+
 def count_profile(step: Any, device: str) -> dict[str, int]:
-    """Kernel launches and host syncs in one call of ``step`` (CUDA); on a CPU, the aten ops it
-    dispatches (what would each be a launch on a GPU)."""
+    """One call of ``step``: the ops it dispatched (:func:`dispatched_ops`), the compiled regions
+    among them and, on CUDA, the kernel launches and host syncs the runtime saw."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=activities) as prof:
         step()
-    names = [e.name for e in prof.events()]
+    ops = dispatched_ops(prof)
+    out = {"dispatched_ops": ops.total(), "compiled_calls": ops[COMPILED], "fills": ops["aten::fill_"]}
     if device == "cuda":
-        memcpy_dtoh = sum(1 for e in prof.events() if "Memcpy DtoH" in e.name)
-        return {
-            "launches": sum(n in LAUNCHES for n in names),
-            "host_syncs": sum(n in SYNCS for n in names) + memcpy_dtoh,
-        }
-
-    def top_level_aten(event: Any) -> bool:
-        parent = event.cpu_parent
-        while parent is not None:
-            if parent.name.startswith("aten::"):
-                return False
-            parent = parent.cpu_parent
-        return bool(event.name.startswith("aten::"))
-
-    return {"aten_ops": sum(1 for e in prof.events() if top_level_aten(e))}
+        names = [e.name for e in prof.events()]
+        out["launches"] = sum(n in LAUNCHES for n in names)
+        out["host_syncs"] = sum(n in SYNCS for n in names) + sum("Memcpy DtoH" in n for n in names)
+    return out
 
 
 def measure(args: argparse.Namespace, mode: str, fused: bool) -> dict[str, Any]:

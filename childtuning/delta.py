@@ -105,6 +105,18 @@ def audit(
     }
 
 
+def rounded(weights: Mapping[str, torch.Tensor], precision: str | None) -> dict[str, torch.Tensor]:
+    """``weights`` as a ``precision`` ("bf16", "fp16") DeepSpeed job's fp32 master copy starts
+    (it is made from the module's rounded copies): floating tensors rounded to it and back to
+    fp32. None or "fp32" leaves them as they are."""
+    if precision in (None, "fp32"):
+        return dict(weights)
+    if precision not in ("bf16", "fp16"):
+        raise ValueError(f"precision: {precision!r} is not bf16, fp16 or fp32")
+    low = torch.bfloat16 if precision == "bf16" else torch.float16
+    return {k: v.to(low).float() if v.is_floating_point() else v for k, v in weights.items()}
+
+
 def _fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()
     for name in sorted(tensors):
@@ -121,9 +133,13 @@ def write_delta(
     tuned: Mapping[str, torch.Tensor],
     base_all: Mapping[str, torch.Tensor],
     masks: Mapping[str, torch.Tensor],
+    base_rounded_to: str | None = None,
 ) -> dict[str, Any]:
     """Write the sparse change from the base to the fine-tuned folder ``model_dir``, whose
     weights are ``tuned``; ``base_all`` holds the base folder's (:func:`load_weights`).
+    ``base_rounded_to`` ("bf16", "fp16"): the job trained in that precision, so the elements
+    outside the child hold the base rounded to it (:func:`rounded`); the delta says so and
+    :func:`apply_delta` rounds the base the same way.
 
     Masked parameters are stored as their packed mask and the kept elements' values; every other
     tensor of ``model_dir`` in full; its other files (config, tokenizer, card) as they are.
@@ -147,7 +163,8 @@ def write_delta(
             )
         base_used[keys[name]] = base
         keep = keep.reshape(-1)
-        flat, old = value.reshape(-1), base.to(value.dtype).reshape(-1)
+        start = rounded({"w": base}, base_rounded_to)["w"]
+        flat, old = value.reshape(-1), start.to(value.dtype).reshape(-1)
         outside = int((flat[~keep] != old[~keep]).sum())
         if outside:
             raise ValueError(
@@ -181,6 +198,7 @@ def write_delta(
     info = {
         "format": FORMAT,
         "base_fingerprint": _fingerprint(base_used),
+        "base_rounded_to": base_rounded_to if base_rounded_to != "fp32" else None,
         "params": entries,
         "delta_bytes": (tmp / DELTA_TENSORS).stat().st_size,
         "model_bytes": model_bytes,
@@ -220,6 +238,7 @@ def apply_delta(
             continue
         base = used[entry["base_key"]]
         assert base is not None
+        base = rounded({"w": base}, info.get("base_rounded_to"))["w"]
         flat = base.to(getattr(torch, entry["dtype"])).reshape(-1).clone()
         keep = unpack_bits(stored[f"mask/{name}"], flat.numel())
         flat[keep] = stored[f"child/{name}"]

@@ -38,13 +38,24 @@ def _mix32_int(x: int) -> int:
     return x ^ (x >> 16)
 
 
-def draw_key(seed: int, step: int, param_index: int) -> int:
-    """The 32-bit key of one parameter's draw at one step."""
+def step_key(seed: int, step: int) -> int:
+    """The 32-bit key of one step's draws, shared by every parameter (see :func:`draw_key`)."""
     k = _mix32_int(seed ^ _GOLDEN)
     k = _mix32_int(k ^ (seed >> 32))
     k = _mix32_int(k ^ (step & _M32))
-    k = _mix32_int(k ^ (step >> 32))
-    return _mix32_int(k ^ param_index)
+    return _mix32_int(k ^ (step >> 32))
+
+
+def draw_key(seed: int, step: int, param_index: int) -> int:
+    """The 32-bit key of one parameter's draw at one step."""
+    return _mix32_int(step_key(seed, step) ^ param_index)
+
+
+def param_key(step_key: torch.Tensor, param_index: torch.Tensor) -> torch.Tensor:
+    """:func:`draw_key` on the device, from the step's key and the parameter's index (int64
+    tensors): a kernel computes each parameter's key itself, so a step's draws need one
+    host-to-device write (the step's key) whatever the number of parameters."""
+    return mix32((step_key ^ param_index) & _M32)
 
 
 def keep_threshold(reserve_p: float) -> int:

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from childtuning.draws import hash_elements
+from childtuning.draws import hash_elements, param_key
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,12 @@ class AdamScalars(NamedTuple):
 
 class DrawMask(NamedTuple):
     """A counter-based draw (F, update-dropout): keep element i where
-    ``hash_elements(key, start + i) < threshold``; kept values are multiplied by ``scale``."""
+    ``hash_elements(draw_key(seed, step, param_index), start + i) < threshold``; kept values are
+    multiplied by ``scale``. The parameter's key is computed in the kernel from the step's key
+    (one tensor for every parameter, written once a step) and the parameter's index."""
 
-    key: torch.Tensor  # int64, draw_key(seed, step, param_index)
+    step_key: torch.Tensor  # int64, draws.step_key(seed, step)
+    param_index: torch.Tensor  # int64, the parameter's index (a constant)
     start: torch.Tensor  # int64, the segment's first element in the full parameter
     threshold: torch.Tensor  # int64, keep_threshold(reserve_p)
     scale: torch.Tensor  # float32, 1/p when rescaling, else 1
@@ -73,7 +76,7 @@ def _adam_direction(
 
 def _keep_from_draw(numel_like: torch.Tensor, mask: DrawMask) -> torch.Tensor:
     index = torch.arange(numel_like.numel(), dtype=torch.int64, device=numel_like.device) + mask.start
-    return hash_elements(mask.key, index) < mask.threshold
+    return hash_elements(param_key(mask.step_key, mask.param_index), index) < mask.threshold
 
 
 def _keep_from_bits(numel_like: torch.Tensor, mask: BitsMask) -> torch.Tensor:

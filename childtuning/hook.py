@@ -31,7 +31,7 @@ from torch.utils.hooks import RemovableHandle
 from childtuning import fused_adamw, masks_io
 from childtuning.bits import pack_bits, unpack_bits
 from childtuning.config import ChildTuningConfig, compile_filter
-from childtuning.draws import draw_key, keep_mask, keep_threshold
+from childtuning.draws import keep_mask, keep_threshold, step_key
 from childtuning.fisher import LossFn, default_loss, fisher_scores
 from childtuning.fused_adamw import BitsMask, DrawMask
 from childtuning.layout import Fragment, Segment, base_optimizer, is_deepspeed_engine, layout_for
@@ -55,6 +55,7 @@ class ChildTuning:
         self.target = model_or_engine
         self.layout = layout_for(model_or_engine)
         self._scalars: dict[tuple[Any, torch.dtype, torch.device], torch.Tensor] = {}  # _scalar
+        self._step_keys: dict[torch.device, int] = {}  # the step each device's step key holds
         filt = config.effective_filter
         params = self.layout.params
         pattern = compile_filter(filt)
@@ -208,21 +209,20 @@ class ChildTuning:
         else:
             fused_adamw.kernel("mask_draw", compiled)(g, self._draw_mask(frag, step, g.device))
 
-    def draw_args(self, frag: Fragment, step: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-        """The (key, start, threshold) tensors of a fragment's counter-based draw at ``step``.
-
-        The tensors are the fragment's own, made once and reused: the key is refilled in place
-        for each step, so a caller uses them before asking for the next step's.
-        """
-        cfg = self.config
-        key = self._scalar(("key", frag.param_index, frag.start), torch.int64, device)
-        key.fill_(draw_key(cfg.seed, step, frag.param_index))
-        start = self._constant(frag.start, torch.int64, device)
-        return key, start, self._constant(keep_threshold(cfg.reserve_p), torch.int64, device)
-
     def _draw_mask(self, frag: Fragment, step: int, device: torch.device) -> DrawMask:
-        key, start, threshold = self.draw_args(frag, step, device)
-        return DrawMask(key, start, threshold, scale=self._constant(self.config.scale, torch.float32, device))
+        """The draw of an owned fragment at ``step``, from tensors made once and reused: the
+        step's key is one tensor on ``device`` for every fragment, written when the step changes
+        (so a caller uses a step's masks before asking for the next step's)."""
+        key = self._scalar("step_key", torch.int64, device)
+        if self._step_keys.get(device) != step:
+            key.fill_(step_key(self.config.seed, step))
+            self._step_keys[device] = step
+        index = self._constant(frag.param_index, torch.int64, device)
+        start = self._constant(frag.start, torch.int64, device)
+        threshold = self._constant(keep_threshold(self.config.reserve_p), torch.int64, device)
+        return DrawMask(
+            key, index, start, threshold, scale=self._constant(self.config.scale, torch.float32, device)
+        )
 
     def _bits_mask(self, frag: Fragment, device: torch.device) -> BitsMask:
         """The D mask of an owned fragment, from its first bit."""
@@ -305,7 +305,10 @@ class ChildTuningHandle:
         self.step = 0
         self._current = 0
         self._removers: list[RemovableHandle | _Unwrap] = []
-        self._hyper: dict[int, fused_adamw.AdamScalars] = {}  # each parameter's, refilled per step
+        # Each (param group, device)'s AdamW scalars, refilled in place when a step reaches it
+        # with another step count than the one they hold (normally once a group a step).
+        self._hyper: dict[tuple[int, torch.device], fused_adamw.AdamScalars] = {}
+        self._hyper_step: dict[tuple[int, torch.device], float] = {}  # reset at each step
         # (fragment, 1-D view of the tensor the optimizer step updates, its value before the step)
         self._snapshots: list[tuple[Fragment, torch.Tensor, torch.Tensor]] = []
         self._segments: dict[int, list[Segment]] = {}
@@ -446,6 +449,7 @@ class ChildTuningHandle:
                     loss = closure()
             if self.engine is None:
                 self._pre_torch()
+            self._hyper_step = {}  # a new step: lr and the counts may have changed
             with torch.no_grad():
                 for group in opt.param_groups:
                     for p in group["params"]:
@@ -471,9 +475,11 @@ class ChildTuningHandle:
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         state["step"] += 1
-        hyper = self._hyper[id(p)] = fused_adamw.scalars(
-            group, float(state["step"]), p.device, self._hyper.get(id(p))
-        )
+        slot, count = (id(group), p.device), float(state["step"])
+        hyper = self._hyper.get(slot)
+        if hyper is None or self._hyper_step.get(slot) != count:
+            hyper = self._hyper[slot] = fused_adamw.scalars(group, count, p.device, hyper)
+            self._hyper_step[slot] = count
         assert p.grad is not None
         flat = (p.data.view(-1), p.grad.view(-1), state["exp_avg"].view(-1), state["exp_avg_sq"].view(-1))
         cfg, step = self.cfg, self._current
