@@ -436,34 +436,60 @@ def test_minilm_preset_fine_tunes_offline(tmp_path: Path) -> None:
     assert started["device"] == "cpu" and started["gpu"] is None and started["cpu_threads"] >= 1
 
 
-@pytest.mark.gpu
-def test_bf16_on_one_gpu(tmp_path: Path, models: dict[str, Path]) -> None:
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_a_bf16_childtuning_d_job_trains_scores_its_mask_and_exports(
+    tmp_path: Path, models: dict[str, Path], device: str
+) -> None:
+    """bf16 under DeepSpeed (bf16 weights, fp32 master copy), on 2 CPU ranks over gloo or one GPU:
+    the job trains, its Fisher mask keeps nearly the elements fp32's keeps (bf16's 8-bit mantissa
+    swaps near-ties only), and the exported fp32 model gives the job's own predictions."""
+    ranks = 2 if device == "cpu" else 1
     spec = make_spec(
-        models["plain"], resources={"num_ranks": 1, "zero_stage": 2, "precision": "bf16", "device": "cuda"}
+        models["plain"],
+        childtuning={"strict_child": True},
+        resources={"num_ranks": ranks, "zero_stage": 2, "precision": "bf16", "device": device},
     )
     job_dir = tmp_path / "job"
-    proc = run_job(job_dir, spec, device="cuda")
+    proc = run_job(job_dir, spec, device=device)
     assert proc.returncode == 0, describe(proc, job_dir)
     started = next(e for e in records(job_dir / "events.jsonl") if e["type"] == "started")
-    assert started["device"] == "cuda" and started["precision"] == "bf16"
-    assert "NVIDIA" in started["gpu"] or "AMD" in started["gpu"]  # the card's name, for the record
+    assert started["device"] == device and started["precision"] == "bf16" and started["world_size"] == ranks
     train = [r for r in records(job_dir / "metrics.jsonl") if r["kind"] == "train"]
-    assert all(r["gpu_peak_memory_mib"] > 0 for r in train)
+    assert [r["step"] for r in train] == list(range(1, 9)) and all(np.isfinite(r["loss"]) for r in train)
+    if device == "cuda":
+        assert "NVIDIA" in started["gpu"] or "AMD" in started["gpu"]  # the card's name, for the record
+        assert all(r["gpu_peak_memory_mib"] > 0 for r in train)
+    fp32 = {**spec, "resources": {**spec["resources"], "precision": "fp32"}}
+    reference = tmp_path / "fp32"
+    assert run_job(reference, fp32, device=device).returncode == 0, describe(proc, reference)
+    a, b = load_full_mask(reference / "masks"), load_full_mask(job_dir / "masks")
+    kept = sum(int(m.sum()) for m in a.values())
+    assert kept == sum(int(m.sum()) for m in b.values())  # k = round(p * N) in both
+    both = sum(int((a[n] & b[n]).sum()) for n in a)
+    assert both / kept >= 0.9, f"bf16 and fp32 masks share {both / kept:.4f} of the kept elements"
+    # The export is the fp32 master copy, saved as fp32, and only the child moved from the base
+    # as the job's master copy began (the base rounded to bf16).
+    assert json.loads((job_dir / "model" / "config.json").read_text())["dtype"] == "float32"
+    audit = json.loads((job_dir / "masks" / "audit.json").read_text())
+    assert audit["base_rounded_to"] == "bf16" and audit["child_only"], audit["changed_outside"]
+    from childtuning.delta import apply_delta, load_weights
+
+    rebuilt, tuned = apply_delta(models["plain"], job_dir / "delta"), load_weights(job_dir / "model")
+    assert all(torch.equal(rebuilt[k], tuned[k]) for k in tuned)  # bit-exact from the fp32 base
     again = predictions_of(job_dir / "model", spec)
     saved = np.asarray(json.loads((job_dir / "predictions.json").read_text())["predictions"])
     np.testing.assert_allclose(again, saved, rtol=2e-2, atol=2e-2)  # bf16 forward vs fp32 export
 
 
-def test_bf16_on_cpu_is_refused_naming_the_field(tmp_path: Path, models: dict[str, Path]) -> None:
+def test_fp16_on_cpu_is_refused_naming_the_field(tmp_path: Path, models: dict[str, Path]) -> None:
     spec = make_spec(
-        models["plain"], resources={"num_ranks": 1, "zero_stage": 2, "precision": "bf16", "device": "cpu"}
+        models["plain"], resources={"num_ranks": 1, "zero_stage": 2, "precision": "fp16", "device": "cpu"}
     )
     job_dir = tmp_path / "job"
     proc = run_job(job_dir, spec)
     assert proc.returncode == 1, describe(proc, job_dir)
-    assert (
-        "resources.precision: bf16 needs a GPU" in json.loads((job_dir / "status.json").read_text())["error"]
-    )
+    error = json.loads((job_dir / "status.json").read_text())["error"]
+    assert "resources.precision: fp16 needs a GPU" in error and "use bf16 or fp32" in error
 
 
 def test_early_stopping_ends_training_at_the_patience_and_that_step_is_final(

@@ -45,13 +45,17 @@ def audit_child(run: RunState) -> None:
     fail under ``audit_strict`` when an element outside the child moved; for a strict child,
     export ``delta/``, the child as a sparse change of the base."""
     from childtuning import load_full_mask
-    from childtuning.delta import AUDIT, audit, load_weights, write_delta
+    from childtuning.delta import AUDIT, audit, load_weights, rounded, write_delta
 
     assert run.model_path is not None
     job_dir, ct_spec = run.job_dir, run.spec.childtuning
     masks = load_full_mask(job_dir / MASKS_DIR)
     tuned, base = load_weights(job_dir / MODEL_DIR), load_weights(run.model_path)
-    report = audit(tuned, base, masks)
+    precision = run.spec.resources.precision
+    # Under bf16 or fp16 DeepSpeed starts its fp32 master weights from the module's rounded
+    # copies: an element nobody updated holds the base rounded to that precision, not the base.
+    report = audit(tuned, rounded(base, precision), masks)
+    report["base_rounded_to"] = None if precision == "fp32" else precision
     atomic_write_text(job_dir / MASKS_DIR / AUDIT, json.dumps(report, indent=1) + "\n")
     run.records.event(
         "audit",
@@ -66,5 +70,7 @@ def audit_child(run: RunState) -> None:
             "(weight decay moves masked elements unless childtuning.strict_child is true)"
         )
     if ct_spec.strict_child:
-        info = write_delta(job_dir / DELTA_DIR, job_dir / MODEL_DIR, tuned, base, masks)
+        info = write_delta(
+            job_dir / DELTA_DIR, job_dir / MODEL_DIR, tuned, base, masks, base_rounded_to=precision
+        )
         run.records.event("delta", delta_bytes=info["delta_bytes"], model_bytes=info["model_bytes"])

@@ -149,14 +149,26 @@ def full_state_dict(engine: Any) -> dict[str, torch.Tensor] | None:
     """The whole model's weights as fp32 CPU tensors on rank 0 (None elsewhere). Collective.
 
     Under ZeRO-3 each parameter is gathered from its shards in turn, so no rank ever holds
-    more than one extra parameter beyond the result.
+    more than one extra parameter beyond the result. A bf16 or fp16 job exports the optimizer's
+    fp32 master weights (gathered a parameter at a time), not the module's rounded copies: the
+    updates smaller than a bf16 step are in them.
     """
     import torch.distributed as dist
 
     module = engine.module
     rank = dist.get_rank() if dist.is_initialized() else 0
     out: dict[str, torch.Tensor] = {}
-    if engine.zero_optimization_stage() == 3:
+    if engine.bfloat16_enabled() or engine.fp16_enabled():
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        for name, param in module.named_parameters():
+            master = safe_get_full_fp32_param(param)  # collective
+            if rank == 0:
+                out[name] = (param.detach() if master is None else master).float().cpu().clone()
+        for name, buf in module.named_buffers():
+            if rank == 0:
+                out[name] = (buf.float() if buf.is_floating_point() else buf).detach().cpu().clone()
+    elif engine.zero_optimization_stage() == 3:
         import deepspeed
 
         for name, param in module.named_parameters():
@@ -183,8 +195,14 @@ def export_model(
     old = target.with_name(target.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.config.dtype = torch.float32  # the exported weights are fp32 whatever the training precision
     model.save_pretrained(str(tmp), state_dict=dict(state_dict), safe_serialization=True)
+    # The exported weights are fp32 whatever the training precision; save_pretrained writes the
+    # dtype of the module's own parameters (bf16 under DeepSpeed bf16), so a loader would cast
+    # the fp32 weights down.
+    config_path = tmp / "config.json"
+    config = json.loads(config_path.read_text())
+    config["dtype"] = "float32"
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(str(tmp))
     (tmp / "childtune.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
     (tmp / "README.md").write_text(_card_text(card))

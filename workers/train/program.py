@@ -114,13 +114,12 @@ class Run(RunState):
         self._setup_childtuning()
 
     def _setup_device(self) -> None:
-        """Resolve ``resources.device``; on CPU, tell DeepSpeed (before its import) and refuse fp16/bf16."""
+        """Resolve ``resources.device``; on CPU, tell DeepSpeed (before its import) and refuse fp16
+        (DeepSpeed's CPU accelerator has no fp16 loss scaling; bf16 needs none and runs)."""
         res = self.spec.resources
         device = resolve_device(res.device)
-        if device == "cpu" and res.precision != "fp32":
-            raise JobError(
-                f"resources.precision: {res.precision} needs a GPU; this job runs on CPU, use fp32"
-            )
+        if device == "cpu" and res.precision == "fp16":
+            raise JobError("resources.precision: fp16 needs a GPU; this job runs on CPU, use bf16 or fp32")
         if device == "cpu":
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         self.device_kind = device
