@@ -7,8 +7,13 @@ square root of partial sums of squares all-reduced across ranks.
 
 Under DeepSpeed fp16, ``engine.backward`` multiplies the loss by the loss scale (2^16 at
 first): the gradients read here are divided by it before anything else, so the per-tensor clip
-and the scores are those of the true gradient. A batch whose gradient overflowed (inf or NaN on
-any rank) is skipped on every rank and counted; if every batch overflows, the pass fails.
+and the scores are those of the true gradient. The pass is its own dynamic loss scaler: where a
+batch's scaled gradient overflows (inf or NaN on any rank), every rank halves the scale and
+runs the batch again, so every batch counts as in fp32 (the engine's scaler only lowers its
+scale in a step, which the Fisher pass never takes: at one fixed scale, too high for the model,
+every batch overflowed, or the mask was scored on the few batches that did not). A batch that
+still overflows at scale 1 is skipped on every rank and counted; if every batch is, the pass
+fails. ``loss_scale`` gives a torch model the same scaling (an fp16 model).
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ LossFn = Callable[[Any, Any], torch.Tensor]
 class FisherResult(NamedTuple):
     scores: list[torch.Tensor]  # float32, one tensor per owned fragment
     used: int  # batches that contributed
-    skipped: int  # batches skipped because their (scaled) gradient overflowed
+    skipped: int  # batches skipped because their gradient overflowed even at scale 1
+    backoffs: int = 0  # batches run again at half the loss scale after an overflow
 
 
-def loss_scale(engine: Any) -> float:
+def engine_loss_scale(engine: Any) -> float:
     """The factor DeepSpeed's backward multiplied the loss by: the fp16 loss scale, else 1."""
     if engine is None or not engine.fp16_enabled():
         return 1.0
@@ -66,38 +72,52 @@ def fisher_scores(
     train_mode: bool,
     loss_fn: LossFn = default_loss,
     grad_scale: float | None = None,
+    loss_scale: float | None = None,
 ) -> FisherResult:
-    """Scores (float32, one tensor per owned fragment), batches used and batches skipped.
+    """Scores (float32, one tensor per owned fragment), batches used, skipped and run again.
 
-    ``grad_scale``: what the gradients are multiplied by (a torch.amp GradScaler's scale, when
-    ``loss_fn`` scales the loss itself); under DeepSpeed the engine's fp16 loss scale is read."""
+    ``grad_scale``: what the gradients are multiplied by when ``loss_fn`` scales the loss itself
+    (a torch.amp GradScaler's scale; no back-off then). ``loss_scale``: the scale to start from,
+    multiplied into the loss here and halved on an overflow; under DeepSpeed fp16 it defaults
+    to the engine's current loss scale."""
     engine = target if is_deepspeed_engine(target) else None
     module = layout.module
     was_training = module.training
     module.train(train_mode)
     scores = [torch.zeros(f.numel, dtype=torch.float32, device=_device(layout, f)) for f in fragments]
     num_params = len(layout.params)
-    used = skipped = 0
+    used = skipped = backoffs = 0
+    engine_scale = engine_loss_scale(engine)  # what engine.backward multiplies the loss by
+    scale = loss_scale if loss_scale is not None else engine_scale  # what the gradients carry
+    adaptive = grad_scale is None and scale > 1.0
     saved_boundary = getattr(engine, "_is_gradient_accumulation_boundary", None)
     try:
         for batch in batches:
             if num_batches is not None and used >= num_batches:
                 break
-            if engine is not None:
-                engine.set_gradient_accumulation_boundary(True)  # reduce now, whatever the GAS
-                loss = loss_fn(engine, batch)
-                engine.backward(loss, scale_wrt_gas=False)
-            else:
-                loss = loss_fn(module, batch)
-                loss.backward()
-            if not torch.isfinite(loss.detach()):
-                raise ValueError(f"compute_fisher: non-finite loss {float(loss)} at Fisher batch {used}")
-            scale = grad_scale if grad_scale is not None else loss_scale(engine)
-            grads = [_unscaled(layout.grad(f), scale) for f in fragments]
-            overflow = torch.zeros(1, dtype=torch.float64)
-            overflow[0] = float(any(g is not None and not bool(torch.isfinite(g).all()) for g in grads))
-            layout.all_reduce_sum(overflow)
-            if overflow.item() > 0:  # every rank skips the batch together
+            while True:
+                if engine is not None:
+                    engine.set_gradient_accumulation_boundary(True)  # reduce now, whatever the GAS
+                    loss = loss_fn(engine, batch)
+                    _check_finite(loss, used)
+                    factor = scale / engine_scale
+                    engine.backward(loss * factor if factor != 1.0 else loss, scale_wrt_gas=False)
+                else:
+                    loss = loss_fn(module, batch)
+                    _check_finite(loss, used)
+                    (loss.float() * scale if loss_scale is not None else loss).backward()
+                carried = grad_scale if grad_scale is not None else scale
+                grads = [_unscaled(layout.grad(f), carried) for f in fragments]
+                overflow = torch.zeros(1, dtype=torch.float64)
+                overflow[0] = float(any(g is not None and not bool(torch.isfinite(g).all()) for g in grads))
+                layout.all_reduce_sum(overflow)  # every rank decides the same
+                if overflow.item() > 0 and adaptive and scale > 1.0:
+                    _zero_grads(engine, module)
+                    scale /= 2
+                    backoffs += 1
+                    continue
+                break
+            if overflow.item() > 0:
                 _zero_grads(engine, module)
                 skipped += 1
                 continue
@@ -132,7 +152,12 @@ def fisher_scores(
         raise ValueError("compute_fisher: the data gave no batch; the Fisher pass needs at least one")
     for s in scores:
         s.div_(used)
-    return FisherResult(scores, used, skipped)
+    return FisherResult(scores, used, skipped, backoffs)
+
+
+def _check_finite(loss: torch.Tensor, index: int) -> None:
+    if not torch.isfinite(loss.detach()):
+        raise ValueError(f"compute_fisher: non-finite loss {float(loss)} at Fisher batch {index}")
 
 
 def _unscaled(g: torch.Tensor | None, scale: float) -> torch.Tensor | None:

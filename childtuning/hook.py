@@ -87,11 +87,14 @@ class ChildTuning:
         loss_fn: LossFn = default_loss,
         num_batches: int | None = None,
         grad_scale: float | None = None,
+        loss_scale: float | None = None,
     ) -> dict[str, Any]:
         """Score, select and store this rank's D mask; returns the summary (same on every rank).
 
         ``grad_scale``: the factor the gradients carry when ``loss_fn`` scales the loss itself
-        (torch.amp); under DeepSpeed fp16 the engine's loss scale is divided out by itself."""
+        (torch.amp); under DeepSpeed fp16 the engine's loss scale is divided out by itself.
+        ``loss_scale``: scale the loss by this here, halving it and running a batch again where
+        its gradient overflows (an fp16 model; DeepSpeed fp16 starts from the engine's scale)."""
         cfg = self.config
         if cfg.mode != "childtuning-d":
             raise ValueError(f"mode: compute_fisher is for childtuning-d, not {cfg.mode!r}")
@@ -105,8 +108,13 @@ class ChildTuning:
             train_mode=cfg.fisher_train_mode,
             loss_fn=loss_fn,
             grad_scale=grad_scale,
+            loss_scale=loss_scale,
         )
-        extra = {"num_fisher_batches": result.used, "num_fisher_batches_skipped": result.skipped}
+        extra = {
+            "num_fisher_batches": result.used,
+            "num_fisher_batches_skipped": result.skipped,
+            "num_fisher_scale_backoffs": result.backoffs,
+        }
         return self.select_from_scores(result.scores, extra=extra)
 
     def select_from_scores(

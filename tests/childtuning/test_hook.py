@@ -262,6 +262,35 @@ def test_an_overflowed_batch_is_skipped_and_counted():
     always.remove()
 
 
+def test_an_fp16_fisher_pass_lowers_its_loss_scale_on_overflow_and_uses_every_batch():
+    """An fp16 model whose gradients overflow at the start scale (2^24 here; DeepSpeed's fp16
+    starts at 2^16): at one fixed scale every batch overflowed and the pass failed (what the
+    Fisher pass did before); as its own dynamic loss scaler it halves the scale and runs the
+    batch again, every batch counts, and the mask is nearly fp32's (fp16 rounding swaps only
+    near-ties)."""
+    model, data = tiny_bert(), batches(3)
+    fp32 = ChildTuning(model, ChildTuningConfig(mode="childtuning-d", reserve_p=0.3))
+    fp32.compute_fisher(data)
+    half = tiny_bert().half()
+    start = 2.0**24
+
+    def scaled_loss(m, b):
+        return m(**b).loss.float() * start
+
+    with pytest.raises(ValueError, match="overflowed in all 3 Fisher batches"):  # a fixed scale
+        ChildTuning(half, ChildTuningConfig(mode="childtuning-d", reserve_p=0.3)).compute_fisher(
+            data, loss_fn=scaled_loss, grad_scale=start
+        )
+    ct = ChildTuning(half, ChildTuningConfig(mode="childtuning-d", reserve_p=0.3))
+    summary = ct.compute_fisher(data, loss_scale=start)
+    assert summary["num_fisher_batches"] == 3 and summary["num_fisher_batches_skipped"] == 0
+    assert summary["num_fisher_scale_backoffs"] >= 1, summary
+    a, b = _d_bits(fp32), _d_bits(ct)
+    kept = sum(int(m.sum()) for m in a.values())
+    both = sum(int((a[n] & b[n]).sum()) for n in a)
+    assert both / kept >= 0.9, f"fp16 and fp32 masks share {both / kept:.4f} of the kept elements"
+
+
 @pytest.mark.parametrize("mode", ["childtuning-d", "childtuning-f", "update-dropout"])
 @pytest.mark.parametrize("fused", [True, False])
 def test_a_step_makes_no_tensor_from_a_python_number(mode, fused, monkeypatch):
