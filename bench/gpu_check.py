@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -29,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ("fp32", "fp16", "bf16")
 # Dense bf16 peak of the cards this runs on (SXM parts; the H200 has the H100's compute).
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}
+# pytest's closing line: "3 passed, 8 skipped in 2.1s", "1 failed, 2 passed in ...", "5 errors ..."
+PYTEST_COUNTS = re.compile(r"\b\d+ (passed|failed|skipped|errors?|deselected)\b.* in [\d.]+s")
 PARTS = ("gpu_tests", "precision", "step_minilm", "step_smollm2", "step_jobs", "profile", "sft")
 
 
@@ -274,9 +277,7 @@ def read_part(out_dir: Path, part: str) -> dict[str, Any]:
         return {"rows": rows}
     if log_path.exists():
         text = log_path.read_text()
-        counted = [
-            line for line in text.splitlines() if " passed" in line or " failed" in line or "error" in line
-        ]
+        counted = [line for line in text.splitlines() if PYTEST_COUNTS.search(line)]
         return {"summary": counted[-1].strip("= ") if counted else text[-300:]}
     return {"missing": "the part wrote nothing (cut by its budget before its first row, or not run)"}
 
