@@ -7,10 +7,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import TypeAdapter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.api.docs import DOCS_PATH, docs_csp, docs_html
 from service.api.errors import error_body, install_error_handlers
 from service.api.headers import DashboardFiles, SecurityHeaders
 from service.api.observability import install_metrics
@@ -83,7 +84,7 @@ def _document_errors(schema: dict[str, Any]) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API for ``settings`` (default: from the environment; unsafe production settings raise)."""
     settings = settings or load_settings()
-    app = FastAPI(title="childtune", version="1", description=DESCRIPTION)
+    app = FastAPI(title="childtune", version="1", description=DESCRIPTION, docs_url=None, redoc_url=None)
     store = Store.from_url(settings.redis_url)
     app.state.settings = settings
     app.state.store = store
@@ -97,10 +98,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/ui", DashboardFiles(packages=[("service.api", "ui")], html=True), name="ui")
     app.add_api_route("/", lambda: RedirectResponse("/ui/"), include_in_schema=False)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
+    # Swagger UI from the vendored copy under /ui (service/api/docs.py), not from a CDN.
+    html = docs_html(app.openapi_url or "/openapi.json", f"{app.title} API")
+    app.add_api_route(DOCS_PATH, lambda: HTMLResponse(html), include_in_schema=False)
     # Outside Starlette's own error middleware too, so that every answer carries the headers.
-    docs = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    policies = {DOCS_PATH: docs_csp(html)}
     build_stack = app.build_middleware_stack
-    app.build_middleware_stack = lambda: SecurityHeaders(build_stack(), docs_paths=docs)  # type: ignore[method-assign]
+    app.build_middleware_stack = lambda: SecurityHeaders(build_stack(), policies=policies)  # type: ignore[method-assign]
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -4,8 +4,8 @@
 unhandled error's 500 carries them too): a Content-Security-Policy, ``X-Content-Type-Options:
 nosniff`` and ``Referrer-Policy: no-referrer``. The policy is the dashboard's own: scripts,
 styles, images and requests from this origin only (docs/dashboard.md), and no framing by any
-page (``frame-ancestors 'none'``). FastAPI's interactive docs (``/docs``, ``/redoc``) load
-Swagger UI and ReDoc from their CDN with inline scripts; their pages only forbid framing.
+page (``frame-ancestors 'none'``). A path may have a policy of its own (``/docs`` allows its one
+inline script by hash: service/api/docs.py).
 
 ``DashboardFiles`` serves ``service/api/ui``: a ``.js`` file as ``text/javascript`` whatever the
 host's MIME table says (a browser runs a module script only with a JavaScript type, and
@@ -17,13 +17,13 @@ versions together after an upgrade).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Mapping
 
 from starlette.responses import Response
 from starlette.staticfiles import PathLike, StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CSP", "DOCS_CSP", "DashboardFiles", "SecurityHeaders"]
+__all__ = ["CSP", "DashboardFiles", "SecurityHeaders"]
 
 CSP = "; ".join(
     (
@@ -38,20 +38,19 @@ CSP = "; ".join(
         "frame-ancestors 'none'",
     )
 )
-DOCS_CSP = "frame-ancestors 'none'"
 
 MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".mjs": "text/javascript; charset=utf-8"}
 
 
 class SecurityHeaders:
-    """Add the security headers to every HTTP answer (``docs_paths``: the interactive docs)."""
+    """Add the security headers to every HTTP answer (``policies``: a path's own CSP)."""
 
-    def __init__(self, app: ASGIApp, docs_paths: Iterable[str | None] = ()) -> None:
+    def __init__(self, app: ASGIApp, policies: Mapping[str, str] | None = None) -> None:
         self.app = app
-        self.docs_paths = frozenset(p for p in docs_paths if p)
+        self.policies = dict(policies or {})
 
     def headers_for(self, path: str) -> list[tuple[bytes, bytes]]:
-        policy = DOCS_CSP if path in self.docs_paths else CSP
+        policy = self.policies.get(path, CSP)
         return [
             (b"content-security-policy", policy.encode()),
             (b"x-content-type-options", b"nosniff"),

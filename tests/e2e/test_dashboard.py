@@ -469,6 +469,23 @@ def test_the_choices_are_the_contracts_read_from_the_openapi_document(dash: Dash
     assert dash.errors == []
 
 
+def test_the_api_docs_render_from_this_origin_under_their_policy(dash: Dashboard) -> None:
+    """/docs in a real browser: Swagger UI (vendored, not from a CDN) renders the operations of
+    /openapi.json; no request leaves this origin and the policy refuses nothing on the page."""
+    from playwright.sync_api import expect
+
+    refused: list[str] = []
+    dash.page.on(
+        "console", lambda msg: refused.append(msg.text) if "Content Security Policy" in msg.text else None
+    )
+    dash.page.goto(f"{dash.base}/docs")
+    expect(dash.page.locator(".opblock").first).to_be_visible()
+    assert dash.page.locator(".opblock").count() >= 20  # the API's operations, one block each
+    expect(dash.page.locator(".opblock-summary-path", has_text="/v1/jobs").first).to_be_visible()
+    assert all(urlsplit(u).netloc == urlsplit(dash.base).netloc for u in dash.requests), dash.requests
+    assert not refused and not dash.errors, (refused, dash.errors)
+
+
 def test_another_tenants_job_is_not_found(dash: Dashboard, stack: Stack) -> None:
     from playwright.sync_api import expect
 
