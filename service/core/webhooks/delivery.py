@@ -22,10 +22,10 @@ import httpx
 
 from service.core.contract.urls import url_problem
 from service.core.contract.vocabulary import FINAL_STATUSES
-from service.core.experiments import summarize
 from service.core.jobdir import json_safe
 from service.core.records import ExperimentRecord, JobRecord, WebhookDelivery
 from service.core.store import Store
+from service.core.usecases.experiments import experiment_summary
 from service.core.webhooks.guard import RESOLVE_TIMEOUT_S, Address, target
 from service.core.webhooks.signing import signed_headers
 
@@ -68,7 +68,7 @@ def _job_event(record: JobRecord) -> dict[str, Any]:
 
 def _experiment_event(store: Store, experiment: ExperimentRecord) -> dict[str, Any]:
     jobs = store.get_jobs(entry["id"] for entry in experiment.jobs)
-    summary = summarize(experiment, jobs)
+    summary = experiment_summary(store, experiment)  # the API's summary, evaluations included
     failed = next((job for job in jobs if job is not None and job.status == "failed"), None)
     return {
         "type": f"experiment.{summary['status']}",
