@@ -95,6 +95,11 @@ class Dashboard:
         """The job page's status, as text."""
         return str(self.page.locator('[data-fact="status"] .status').inner_text()).split(" · ")[0]
 
+    def points(self, name: str) -> int:
+        """How many points the chart ``name`` shows (0 while the page has not drawn it)."""
+        data = self.chart(name)
+        return len(data[0]) if data else 0
+
     def chart(self, name: str) -> list[list[float | None]]:
         """The data of one of the page's uPlot charts ([] when it has none yet)."""
         data: list[list[float | None]] = self.page.evaluate(
@@ -264,13 +269,13 @@ def test_a_job_submitted_with_the_form_draws_its_loss_curve_as_it_trains(
     try:
         seen = _train_steps(job_dir)
         assert seen < 120, f"the job wrote all its {seen} losses before it could be held"
-        wait_for(lambda: 0 < len(dash.chart("loss")[0]) <= seen, 60, "the chart's partial curve")
+        wait_for(lambda: 0 < dash.points("loss") <= seen, 60, "the chart's partial curve")
     finally:
         _signal(held, signal.SIGCONT)
     wait_for(lambda: client.get_job(job_id)["status"] in FINAL, 300, "the job to end")
     assert client.get_job(job_id)["status"] == "succeeded", (job_dir / "launcher.log").read_text()[-3000:]
     expect(page.locator('[data-fact="status"] .status')).to_have_text("succeeded")
-    wait_for(lambda: len(dash.chart("loss")[0]) == 120, 30, "the last loss points")
+    wait_for(lambda: dash.points("loss") == 120, 30, "the last loss points")
     steps, losses = dash.chart("loss")
     assert steps == list(range(1, 121))  # each step once: read by cursor, never again from 0
     assert all(isinstance(v, int | float) for v in losses)
