@@ -205,10 +205,6 @@ def _text(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
-def _train_steps(job_dir: Path) -> int:
-    return sum('"train"' in line for line in _text(job_dir / "metrics.jsonl").splitlines())
-
-
 def _signal(pids: list[int], sig: signal.Signals) -> list[int]:
     """Send ``sig`` to each of ``pids`` still there; returns those it reached."""
     reached = []
@@ -258,17 +254,21 @@ def test_a_job_submitted_with_the_form_draws_its_loss_curve_as_it_trains(
     assert submitted["dataset"] == {**submitted["dataset"], "max_train_examples": 240, "preset": "glue/rte"}
 
     # Watch the chart while the job trains. However fast the job runs against the page's 2 s
-    # poll, it is held still (SIGSTOP) once its first loss is written until the chart shows the
-    # partial curve, then let go: the chart must grow from a part to the whole, by cursor.
+    # poll, it is held still (SIGSTOP) once the API serves its first loss, until the chart shows
+    # the partial curve, then let go: the chart must grow from a part to the whole, by cursor.
     job_dir = stack.artifacts / "jobs" / job_id
     wait_for(lambda: '"phase"' in _text(job_dir / "events.jsonl"), 300, "the job's first phase")
     ranks = rank_pids(job_dir)
     assert ranks, "no process of the job found"
-    wait_for(lambda: '"train"' in _text(job_dir / "metrics.jsonl"), 300, "the first loss", interval=0.005)
+
+    def stored() -> int:  # the losses the API serves (rank 0's sink thread stores them)
+        return sum(r["kind"] == "train" for r in client.all_records(job_id, "metrics"))
+
+    wait_for(lambda: stored() > 0, 300, "the first loss in the store", interval=0.02)
     held = _signal(ranks + rank_pids(job_dir), signal.SIGSTOP)
     try:
-        seen = _train_steps(job_dir)
-        assert seen < 120, f"the job wrote all its {seen} losses before it could be held"
+        seen = stored()  # fixed while held: the sink's thread is in the stopped rank
+        assert seen < 120, f"the job stored all its {seen} losses before it could be held"
         wait_for(lambda: 0 < dash.points("loss") <= seen, 60, "the chart's partial curve")
     finally:
         _signal(held, signal.SIGCONT)
