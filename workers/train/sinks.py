@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -27,6 +28,8 @@ from service.core.contract import JobSpec
 from service.core.jobdir import EVENTS_FILE, METRICS_FILE, json_safe, number_events, read_jsonl
 
 log = logging.getLogger(__name__)
+MAX_QUEUE = 100_000  # TensorBoard events held for its writer thread (a few MB at most)
+CLOSE_TIMEOUT_S = 30.0
 
 
 class Sink(Protocol):
@@ -80,22 +83,47 @@ class TensorBoardSink:
     def __init__(self, log_dir: Path) -> None:
         from tensorboardX import SummaryWriter
 
-        self._writer = SummaryWriter(logdir=str(log_dir), flush_secs=5)
+        # A queue long enough that adding never waits on the writer thread (see _alive).
+        self._writer = SummaryWriter(logdir=str(log_dir), flush_secs=5, max_queue=MAX_QUEUE)
+        self._stopped = False
+
+    def _alive(self) -> bool:
+        """tensorboardX writes from a thread through a bounded queue; when a write fails there
+        (a full disk: ENOSPC) the thread dies, and every later add, flush or close blocks forever
+        on the queue: the job hung with a full disk. Then this sink stops (once, with a log line;
+        the JSONL files keep every record)."""
+        if self._stopped:
+            return False
+        file_writer = getattr(self._writer, "file_writer", None)
+        worker = getattr(getattr(file_writer, "event_writer", None), "_worker", None)
+        if worker is not None and not worker.is_alive():
+            self._stopped = True
+            log.warning("TensorBoard: its writer thread has died (a full disk?); no more TensorBoard records")
+        return not self._stopped
 
     def metric(self, record: Mapping[str, Any]) -> None:
+        if not self._alive():
+            return
         prefix = "eval" if record.get("kind") == "eval" else "train"
         step = int(record["step"])
         for key, value in record.items():
             if key in self.SKIP or isinstance(value, bool) or not isinstance(value, int | float):
                 continue
-            if math.isfinite(value):
+            if math.isfinite(value) and self._alive():
                 self._writer.add_scalar(f"{prefix}/{key.removeprefix('eval_')}", value, step)
 
     def event(self, record: Mapping[str, Any]) -> None:
         pass
 
     def close(self) -> None:
-        self._writer.close()
+        """Close the writer, waiting at most CLOSE_TIMEOUT_S (its thread may die while flushing)."""
+        if not self._alive():
+            return
+        closer = threading.Thread(target=self._writer.close, daemon=True)
+        closer.start()
+        closer.join(CLOSE_TIMEOUT_S)
+        if closer.is_alive():
+            log.warning("TensorBoard: closing took over %s s (a full disk?); left behind", CLOSE_TIMEOUT_S)
 
 
 def extra_sinks(job_dir: Path, spec: JobSpec, names: str | None = None) -> list[Sink]:
