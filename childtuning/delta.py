@@ -109,12 +109,16 @@ def rounded(weights: Mapping[str, torch.Tensor], precision: str | None) -> dict[
     """``weights`` as a ``precision`` ("bf16", "fp16") DeepSpeed job's fp32 master copy starts
     (it is made from the module's rounded copies): floating tensors rounded to it and back to
     fp32. None or "fp32" leaves them as they are."""
-    if precision in (None, "fp32"):
-        return dict(weights)
+    return {k: rounded_tensor(v, precision) for k, v in weights.items()}
+
+
+def rounded_tensor(t: torch.Tensor, precision: str | None) -> torch.Tensor:
+    """One tensor as :func:`rounded` makes it."""
+    if precision in (None, "fp32") or not t.is_floating_point():
+        return t
     if precision not in ("bf16", "fp16"):
         raise ValueError(f"precision: {precision!r} is not bf16, fp16 or fp32")
-    low = torch.bfloat16 if precision == "bf16" else torch.float16
-    return {k: v.to(low).float() if v.is_floating_point() else v for k, v in weights.items()}
+    return t.to(torch.bfloat16 if precision == "bf16" else torch.float16).float()
 
 
 def _fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -163,7 +167,7 @@ def write_delta(
             )
         base_used[keys[name]] = base
         keep = keep.reshape(-1)
-        start = rounded({"w": base}, base_rounded_to)["w"]
+        start = rounded_tensor(base, base_rounded_to)
         flat, old = value.reshape(-1), start.to(value.dtype).reshape(-1)
         outside = int((flat[~keep] != old[~keep]).sum())
         if outside:
@@ -238,7 +242,7 @@ def apply_delta(
             continue
         base = used[entry["base_key"]]
         assert base is not None
-        base = rounded({"w": base}, info.get("base_rounded_to"))["w"]
+        base = rounded_tensor(base, info.get("base_rounded_to"))
         flat = base.to(getattr(torch, entry["dtype"])).reshape(-1).clone()
         keep = unpack_bits(stored[f"mask/{name}"], flat.numel())
         flat[keep] = stored[f"child/{name}"]

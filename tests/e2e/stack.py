@@ -176,6 +176,15 @@ def process_alive(pid: int) -> bool:
     return state != "Z"
 
 
+def mount_tmpfs(path: Path, size: str) -> bool:
+    """Mount a tmpfs of ``size`` (e.g. "64m") at ``path``; False where it cannot (not root)."""
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    return done.returncode == 0
+
+
 def rank_pids(job_dir: Path) -> list[int]:
     """Processes whose command line names the job directory (launcher, torchrun, ranks)."""
     found = []

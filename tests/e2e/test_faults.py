@@ -27,6 +27,7 @@ from tests.e2e.stack import (
     KEYS,
     RedisServer,
     model_root,
+    mount_tmpfs,
     process_alive,
     rank_pids,
     service_env,
@@ -323,19 +324,11 @@ def _assert_whole(after: dict[str, dict[str, int]], before: dict[str, dict[str, 
             assert files[name] == size, (tag, name, files[name], size)
 
 
-def _mount_tmpfs(path: Path, size: str) -> bool:
-    path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
-    )
-    return done.returncode == 0
-
-
 def test_a_full_disk_fails_the_job_clearly_and_keeps_earlier_checkpoints(tmp_path: Path) -> None:
     """The artifact folder fills up mid-job: the job fails with a reason that says so, the
     earlier complete checkpoints are intact, and no rank is left."""
     disk = tmp_path / "disk"
-    if not _mount_tmpfs(disk, "64m"):
+    if not mount_tmpfs(disk, "64m"):
         pytest.skip("cannot mount a small tmpfs here (needs root): no full disk to make")
     try:
         with fault_stack(tmp_path, artifacts=disk) as stack:
