@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import os
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -28,8 +27,6 @@ from service.core.contract import JobSpec
 from service.core.jobdir import EVENTS_FILE, METRICS_FILE, json_safe, number_events, read_jsonl
 
 log = logging.getLogger(__name__)
-MAX_QUEUE = 100_000  # TensorBoard events held for its writer thread (a few MB at most)
-CLOSE_TIMEOUT_S = 30.0
 
 
 class Sink(Protocol):
@@ -76,54 +73,62 @@ class JsonlSink:
 
 
 class TensorBoardSink:
-    """Scalars of every train and eval record, under ``train/`` and ``eval/``."""
+    """Scalars of every train and eval record, under ``train/`` and ``eval/``.
+
+    Written in the caller's thread with tensorboardX's synchronous ``EventsWriter``, flushed at
+    most every FLUSH_S and on close. tensorboardX's ``SummaryWriter`` writes from a thread fed
+    by a multiprocessing queue: on a full disk (ENOSPC) that thread dies, its queue's feeder
+    thread then blocks on a pipe nobody reads, and the process hung at exit joining it. Here a
+    failed write stops this sink (one warning; the JSONL files keep every record)."""
 
     SKIP = frozenset({"kind", "step", "total_steps", "time", "main_metric", "is_best", "is_final"})
+    FLUSH_S = 5.0
 
     def __init__(self, log_dir: Path) -> None:
-        from tensorboardX import SummaryWriter
+        from tensorboardX.event_file_writer import EventsWriter
 
-        # A queue long enough that adding never waits on the writer thread (see _alive).
-        self._writer = SummaryWriter(logdir=str(log_dir), flush_secs=5, max_queue=MAX_QUEUE)
-        self._stopped = False
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self._writer: Any = EventsWriter(str(log_dir / "events"))
+        self._next_flush = time.monotonic() + self.FLUSH_S
 
-    def _alive(self) -> bool:
-        """tensorboardX writes from a thread through a bounded queue; when a write fails there
-        (a full disk: ENOSPC) the thread dies, and every later add, flush or close blocks forever
-        on the queue: the job hung with a full disk. Then this sink stops (once, with a log line;
-        the JSONL files keep every record)."""
-        if self._stopped:
-            return False
-        file_writer = getattr(self._writer, "file_writer", None)
-        worker = getattr(getattr(file_writer, "event_writer", None), "_worker", None)
-        if worker is not None and not worker.is_alive():
-            self._stopped = True
-            log.warning("TensorBoard: its writer thread has died (a full disk?); no more TensorBoard records")
-        return not self._stopped
+    def _stop(self, exc: OSError) -> None:
+        log.warning("TensorBoard: %s (a full disk?); no more TensorBoard records", exc)
+        writer, self._writer = self._writer, None
+        with contextlib.suppress(OSError):
+            writer._py_recordio_writer._writer.close()
 
     def metric(self, record: Mapping[str, Any]) -> None:
-        if not self._alive():
+        if self._writer is None:
             return
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import scalar
+
         prefix = "eval" if record.get("kind") == "eval" else "train"
-        step = int(record["step"])
-        for key, value in record.items():
-            if key in self.SKIP or isinstance(value, bool) or not isinstance(value, int | float):
-                continue
-            if math.isfinite(value) and self._alive():
-                self._writer.add_scalar(f"{prefix}/{key.removeprefix('eval_')}", value, step)
+        step, now = int(record["step"]), time.time()
+        try:
+            for key, value in record.items():
+                if key in self.SKIP or isinstance(value, bool) or not isinstance(value, int | float):
+                    continue
+                if math.isfinite(value):
+                    tag = f"{prefix}/{key.removeprefix('eval_')}"
+                    self._writer.write_event(Event(wall_time=now, step=step, summary=scalar(tag, value)))
+            if time.monotonic() >= self._next_flush:
+                self._writer.flush()
+                self._next_flush = time.monotonic() + self.FLUSH_S
+        except OSError as exc:
+            self._stop(exc)
 
     def event(self, record: Mapping[str, Any]) -> None:
         pass
 
     def close(self) -> None:
-        """Close the writer, waiting at most CLOSE_TIMEOUT_S (its thread may die while flushing)."""
-        if not self._alive():
+        if self._writer is None:
             return
-        closer = threading.Thread(target=self._writer.close, daemon=True)
-        closer.start()
-        closer.join(CLOSE_TIMEOUT_S)
-        if closer.is_alive():
-            log.warning("TensorBoard: closing took over %s s (a full disk?); left behind", CLOSE_TIMEOUT_S)
+        try:
+            self._writer.close()
+            self._writer = None
+        except OSError as exc:
+            self._stop(exc)
 
 
 def extra_sinks(job_dir: Path, spec: JobSpec, names: str | None = None) -> list[Sink]:
