@@ -32,7 +32,7 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}
 # pytest's closing line: "3 passed, 8 skipped in 2.1s", "1 failed, 2 passed in ...", "5 errors ..."
 PYTEST_COUNTS = re.compile(r"\b\d+ (passed|failed|skipped|errors?|deselected)\b.* in [\d.]+s")
-PARTS = ("gpu_tests", "precision", "step_minilm", "step_smollm2", "step_jobs", "profile", "sft")
+PARTS = ("gpu_tests", "precision", "step_minilm", "step_smollm2", "step_jobs", "profile", "segments", "sft")
 
 
 def job_env(device: str) -> dict[str, str]:
@@ -327,6 +327,19 @@ def report(out_dir: Path) -> dict[str, Any]:
             f"| {row['layers']} | {row['param_tensors']} | {row['mode']} | {fmt(row['fused'])} | "
             f"{row.get('optimizer_step')} |"
         )
+    lines += ["", "## A flat ZeRO partition's fused step: a kernel per fragment or one launch", ""]
+    lines += [
+        "| model | fragments | mode | kernel | ms | vs vanilla | counts |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in merged["segments"].get("rows", []):
+        counts = {k: row[k] for k in ("dispatched_ops", "launches", "host_syncs") if k in row}
+        lines.append(
+            f"| {row['model']} | {row['fragments']} | {row['mode']} | {row['kernel']} | {fmt(row['ms'])} | "
+            f"{fmt(row.get('vs_vanilla'))} | {counts} |"
+        )
+    if not merged["segments"].get("rows"):
+        lines.append(f"| segments: {merged['segments'].get('missing', 'no rows')} | | | | | | |")
     sft = merged["sft"]
     lines += ["", "## SmolLM2-135M-shaped SFT, bf16, batch 8 x 512: ours against a plain loop", ""]
     if "skipped" in sft or "missing" in sft or "error" in sft:

@@ -10,7 +10,8 @@
 #      bf16, SmolLM2-135M-shaped SFT bf16 8x512, MiniLM with 8 processes at once; peak memory;
 #      the Fisher pass per batch against one forward+backward
 #   4. SmolLM2-shaped SFT: our training program against a plain PyTorch loop (MFU)
-#   5. kernel launches and host syncs of one optimizer.step(), at 6 and 12 layers
+#   5. kernel launches and host syncs of one optimizer.step(), at 6 and 12 layers; a flat ZeRO
+#      partition's fused step, a kernel per fragment against one launch (bench/segments_step.py)
 #
 #   OUT=/some/folder bash bench/gpu_check.sh                   # on the GPU machine
 #   GPU_CHECK_DEVICE=cpu PY=/tmp/rehearse/bin/python OUT=/tmp/o bash bench/gpu_check.sh   # rehearsal
@@ -77,6 +78,11 @@ part profile 60 "$PY" -m bench.gpu_step "${STEP[@]}" "${SMALL[@]}" --profile --s
 part profile12 40 "$PY" -m bench.gpu_step "${STEP[@]}" --layers 12 "${SMALL[@]:2}" --profile --steps 1 \
   --windows 1 --modes vanilla,childtuning-d,update-dropout
 cat "$WORK/profile12.jsonl" >> "$WORK/profile.jsonl"
+if [ "$DEVICE" = cuda ]; then
+  part segments 30 "$PY" -m bench.segments_step --device cuda
+else
+  part segments 30 "$PY" -m bench.segments_step --device cpu --layers 1 --reps 2 --modes childtuning-d
+fi
 wait "$tests"
 log "gpu tests: $(tail -2 "$OUT/gpu-tests.log" | tr '\n' ' ')"
 cp "$OUT/gpu-tests.log" "$WORK/gpu_tests.log"

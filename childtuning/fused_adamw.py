@@ -11,6 +11,12 @@ Kernels take their scalars by name: an :class:`AdamScalars` for the step, and a
 changing learning rate, step or draw key does not recompile (``torch.compile`` flattens a
 NamedTuple argument into its fields); the segment length is dynamic, so one compiled kernel
 per variant serves every parameter.
+
+A flat optimizer tensor that holds the fragments of many parameters (a ZeRO partition) is
+stepped in one launch by the ``segments_*`` kernels: a :class:`SegmentBits` or
+:class:`SegmentDraws` table says where each parameter's fragment lies, and each element finds
+its segment by a binary search over the table's ends inside the kernel (inductor's
+``bucketize`` has no CPU lowering: it would materialise two int64 copies of the index).
 """
 
 from __future__ import annotations
@@ -62,6 +68,58 @@ class BitsMask(NamedTuple):
     scale: torch.Tensor  # float32, 1/p when rescaling, else 1
 
 
+class SegmentBits(NamedTuple):
+    """Stored D masks of the segments of one flat tensor. Segment s covers elements
+    ``[ends[s - 1], ends[s])``; where ``masked[s]``, element i is kept iff bit ``base[s] + i``
+    of ``packed`` is set (kept values times ``scale``); other segments are stepped unmasked.
+    The table's length is a power of two, padded with the tensor's length."""
+
+    ends: torch.Tensor  # int64
+    masked: torch.Tensor  # bool
+    base: torch.Tensor  # int64: the bit of the segment's first element, minus its offset
+    packed: torch.Tensor  # uint8: every masked segment's bits, each from a byte boundary
+    scale: torch.Tensor  # float32
+
+
+class SegmentDraws(NamedTuple):
+    """Counter-based draws (F, update-dropout) of the segments of one flat tensor: where
+    ``masked[s]``, element i is kept iff ``hash_elements(draw_key(seed, step, param_index[s]),
+    base[s] + i) < threshold``, as :class:`DrawMask` draws the fragment on its own."""
+
+    ends: torch.Tensor  # int64
+    masked: torch.Tensor  # bool
+    base: torch.Tensor  # int64: the fragment's start in its parameter, minus its offset
+    param_index: torch.Tensor  # int64
+    step_key: torch.Tensor  # int64, draws.step_key(seed, step)
+    threshold: torch.Tensor  # int64
+    scale: torch.Tensor  # float32
+
+
+class SegmentRow(NamedTuple):
+    """One segment of a flat tensor, on the host: where it ends (exclusive), whether it is
+    masked, its ``base`` and (draws) its parameter's index."""
+
+    end: int
+    masked: bool
+    base: int = 0
+    param_index: int = 0
+
+
+def segment_tables(
+    rows: list[SegmentRow], numel: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ends, masked, base, param_index) on ``device``, padded to a power of two (a kernel is
+    compiled once per padded length: 64, 128, ... segments)."""
+    size = max(64, 1 << max(0, len(rows) - 1).bit_length())
+    pad = [SegmentRow(numel, False)] * (size - len(rows))
+    full = rows + pad
+    ends = torch.tensor([r.end for r in full], dtype=torch.int64, device=device)
+    masked = torch.tensor([r.masked for r in full], dtype=torch.bool, device=device)
+    base = torch.tensor([r.base for r in full], dtype=torch.int64, device=device)
+    index = torch.tensor([r.param_index for r in full], dtype=torch.int64, device=device)
+    return ends, masked, base, index
+
+
 def _adam_direction(
     param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, h: AdamScalars
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -83,6 +141,39 @@ def _keep_from_bits(numel_like: torch.Tensor, mask: BitsMask) -> torch.Tensor:
     index = torch.arange(numel_like.numel(), dtype=torch.int64, device=numel_like.device) + mask.bit_offset
     byte = mask.packed[index >> 3].to(torch.int64)
     return ((byte >> (index & 7)) & 1) == 1
+
+
+def _segment_of(like: torch.Tensor, ends: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(element index, its segment): the number of ``ends`` at or below the index, by binary
+    lifting over a power-of-two table (log2 of its length gathers per element)."""
+    index = torch.arange(like.numel(), dtype=torch.int64, device=like.device)
+    seg = torch.zeros_like(index)
+    half = ends.shape[0] // 2
+    while half:
+        probe = seg + half
+        seg = torch.where(ends[probe - 1] <= index, probe, seg)
+        half //= 2
+    return index, seg
+
+
+def _keep_from_segment_bits(like: torch.Tensor, mask: SegmentBits) -> tuple[torch.Tensor, torch.Tensor]:
+    """(masked, keep) per element; unmasked segments keep everything."""
+    index, seg = _segment_of(like, mask.ends)
+    masked = mask.masked[seg]
+    bit = torch.where(masked, mask.base[seg] + index, 0)
+    byte = mask.packed[bit >> 3].to(torch.int64)
+    return masked, ~masked | (((byte >> (bit & 7)) & 1) == 1)
+
+
+def _keep_from_segment_draws(like: torch.Tensor, mask: SegmentDraws) -> tuple[torch.Tensor, torch.Tensor]:
+    index, seg = _segment_of(like, mask.ends)
+    masked = mask.masked[seg]
+    drawn = hash_elements(param_key(mask.step_key, mask.param_index[seg]), mask.base[seg] + index)
+    return masked, ~masked | (drawn < mask.threshold)
+
+
+def _segment_scale(masked: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return torch.where(masked, scale, torch.ones_like(scale))
 
 
 def _adam_step(
@@ -167,6 +258,59 @@ def step_update_draw(
     param.copy_(param + _masked(p - param, keep, mask.scale))
 
 
+def step_segments_grad_bits(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    h: AdamScalars,
+    mask: SegmentBits,
+) -> None:
+    """``step_grad_bits`` over every segment of a flat tensor (``plain`` where not masked)."""
+    masked, keep = _keep_from_segment_bits(grad, mask)
+    _adam_step(param, _masked(grad, keep, _segment_scale(masked, mask.scale)), exp_avg, exp_avg_sq, h)
+
+
+def step_segments_grad_bits_strict(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    h: AdamScalars,
+    mask: SegmentBits,
+) -> None:
+    masked, keep = _keep_from_segment_bits(grad, mask)
+    g = _masked(grad, keep, _segment_scale(masked, mask.scale))
+    _adam_step(param, g, exp_avg, exp_avg_sq, h, frozen_unless=keep)
+
+
+def step_segments_grad_draw(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    h: AdamScalars,
+    mask: SegmentDraws,
+) -> None:
+    masked, keep = _keep_from_segment_draws(grad, mask)
+    _adam_step(param, _masked(grad, keep, _segment_scale(masked, mask.scale)), exp_avg, exp_avg_sq, h)
+
+
+def step_segments_update_draw(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    h: AdamScalars,
+    mask: SegmentDraws,
+) -> None:
+    masked, keep = _keep_from_segment_draws(grad, mask)
+    m, v, p = _adam_direction(param, grad, exp_avg, exp_avg_sq, h)
+    exp_avg.copy_(m)
+    exp_avg_sq.copy_(v)
+    param.copy_(torch.where(masked, param + _masked(p - param, keep, mask.scale), p))
+
+
 def mask_draw_(grad: torch.Tensor, mask: DrawMask) -> None:
     """Gradient dropout as a pass of its own (when the mask must act before clipping)."""
     grad.copy_(_masked(grad, _keep_from_draw(grad, mask), mask.scale))
@@ -191,6 +335,10 @@ _EAGER: dict[str, Kernel] = {
     "grad_bits": step_grad_bits,
     "grad_bits_strict": step_grad_bits_strict,
     "update_draw": step_update_draw,
+    "segments_grad_bits": step_segments_grad_bits,
+    "segments_grad_bits_strict": step_segments_grad_bits_strict,
+    "segments_grad_draw": step_segments_grad_draw,
+    "segments_update_draw": step_segments_update_draw,
 }
 _COMPILED: dict[str, Kernel] = {}
 

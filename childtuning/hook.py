@@ -33,7 +33,7 @@ from childtuning.bits import pack_bits, unpack_bits
 from childtuning.config import ChildTuningConfig, compile_filter
 from childtuning.draws import keep_mask, keep_threshold, step_key
 from childtuning.fisher import LossFn, default_loss, fisher_scores
-from childtuning.fused_adamw import BitsMask, DrawMask
+from childtuning.fused_adamw import BitsMask, DrawMask, SegmentBits, SegmentDraws, SegmentRow, segment_tables
 from childtuning.layout import Fragment, Segment, base_optimizer, is_deepspeed_engine, layout_for
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,8 @@ class ChildTuning:
             pos += full_numel(params[i][1])
         self.num_elements = pos
         self.bits: dict[int, torch.Tensor] = {}  # param_index -> packed keep bits of the owned fragment
+        # (segments, masked flags, numel, device) -> (the bits it was made from, its mask)
+        self._segment_masks: dict[tuple[Any, ...], tuple[Any, SegmentBits | SegmentDraws]] = {}
         self.summary: dict[str, Any] | None = None
 
     # -- D: the Fisher pass and the mask ------------------------------------------------
@@ -217,14 +219,18 @@ class ChildTuning:
         else:
             fused_adamw.kernel("mask_draw", compiled)(g, self._draw_mask(frag, step, g.device))
 
-    def _draw_mask(self, frag: Fragment, step: int, device: torch.device) -> DrawMask:
-        """The draw of an owned fragment at ``step``, from tensors made once and reused: the
-        step's key is one tensor on ``device`` for every fragment, written when the step changes
-        (so a caller uses a step's masks before asking for the next step's)."""
+    def step_key_tensor(self, step: int, device: torch.device) -> torch.Tensor:
+        """The key of ``step``'s draws: one tensor on ``device`` for every fragment, written when
+        the step changes (so a caller uses a step's masks before asking for the next step's)."""
         key = self._scalar("step_key", torch.int64, device)
         if self._step_keys.get(device) != step:
             key.fill_(step_key(self.config.seed, step))
             self._step_keys[device] = step
+        return key
+
+    def _draw_mask(self, frag: Fragment, step: int, device: torch.device) -> DrawMask:
+        """The draw of an owned fragment at ``step``, from tensors made once and reused."""
+        key = self.step_key_tensor(step, device)
         index = self._constant(frag.param_index, torch.int64, device)
         start = self._constant(frag.start, torch.int64, device)
         threshold = self._constant(keep_threshold(self.config.reserve_p), torch.int64, device)
@@ -254,6 +260,49 @@ class ChildTuning:
         if tensor is None:
             tensor = self._scalars[slot] = torch.tensor(value, dtype=dtype, device=device)
         return tensor
+
+    def segments_mask(
+        self, segments: list[Segment], masked: list[bool], numel: int, step: int, device: torch.device
+    ) -> SegmentBits | SegmentDraws:
+        """The mask of every segment of one flat optimizer tensor, for a one-launch kernel. Its
+        tables are made once per tensor (and again when D's bits change); only the step's key
+        is written each step."""
+        slot = (tuple((seg.offset, seg.numel) for seg in segments), tuple(masked), numel, device)
+        cached = self._segment_masks.get(slot)
+        scale = self._constant(self.config.scale, torch.float32, device)
+        if self.config.mode == "childtuning-d":
+            if cached is None or cached[0] is not self.bits:
+                rows, packed, bit = [], [], 0
+                for seg, is_masked in zip(segments, masked, strict=True):
+                    if not is_masked or seg.fragment is None:
+                        rows.append(SegmentRow(seg.offset + seg.numel, False))
+                        continue
+                    bits = self._bits_of(seg.fragment)
+                    rows.append(SegmentRow(seg.offset + seg.numel, True, bit - seg.offset))
+                    packed.append(bits)
+                    bit += 8 * bits.numel()
+                ends, flags, base, _ = segment_tables(rows, numel, device)
+                cached = (self.bits, SegmentBits(ends, flags, base, torch.cat(packed).to(device), scale))
+                self._segment_masks[slot] = cached
+            return cached[1]
+        if cached is None:
+            rows = [
+                SegmentRow(
+                    seg.offset + seg.numel, True, seg.fragment.start - seg.offset, seg.fragment.param_index
+                )
+                if is_masked and seg.fragment is not None
+                else SegmentRow(seg.offset + seg.numel, False)
+                for seg, is_masked in zip(segments, masked, strict=True)
+            ]
+            ends, flags, base, index = segment_tables(rows, numel, device)
+            threshold = self._constant(keep_threshold(self.config.reserve_p), torch.int64, device)
+            key = self.step_key_tensor(step, device)
+            cached = self._segment_masks[slot] = (
+                None,
+                SegmentDraws(ends, flags, base, index, key, threshold, scale),
+            )
+        self.step_key_tensor(step, device)  # the table holds the key tensor; written for this step
+        return cached[1]
 
     def _constant(self, value: int | float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """A shared 0-d tensor holding ``value`` on ``device`` (never written after it is made)."""
@@ -320,6 +369,12 @@ class ChildTuningHandle:
         # (fragment, 1-D view of the tensor the optimizer step updates, its value before the step)
         self._snapshots: list[tuple[Fragment, torch.Tensor, torch.Tensor]] = []
         self._segments: dict[int, list[Segment]] = {}
+        self.kernel_calls = 0  # compiled AdamW kernels the last fused step called
+        # A flat tensor of many fragments (a ZeRO partition) in one launch over a segment table
+        # (True), or a kernel per fragment (False). None: one launch on CUDA, where each launch
+        # costs host time; a kernel per fragment on the CPU, where the table's per-element search
+        # costs more than the launches it saves (bench/segments_step.py).
+        self.one_launch: bool | None = None
         self._eligible = {f.param_index for f in ct.fragments}
         mode = self.cfg.mode
         self.fused = self._choose_fused()
@@ -458,6 +513,7 @@ class ChildTuningHandle:
             if self.engine is None:
                 self._pre_torch()
             self._hyper_step = {}  # a new step: lr and the counts may have changed
+            self.kernel_calls = 0
             with torch.no_grad():
                 for group in opt.param_groups:
                     for p in group["params"]:
@@ -491,21 +547,38 @@ class ChildTuningHandle:
         assert p.grad is not None
         flat = (p.data.view(-1), p.grad.view(-1), state["exp_avg"].view(-1), state["exp_avg_sq"].view(-1))
         cfg, step = self.cfg, self._current
-        d_kernel = "grad_bits_strict" if cfg.strict_child else "grad_bits"
-        for seg in self._segments_of(p):
-            views = [t.narrow(0, seg.offset, seg.numel) for t in flat]
-            frag = seg.fragment
-            masked = frag is not None and frag.param_index in self._eligible
-            if not masked or cfg.mode == "vanilla" or (cfg.masks_gradient and not self.fuse_grad_mask):
-                fused_adamw.kernel("plain", compiled)(*views, hyper)
-            elif cfg.mode == "childtuning-d":
-                assert frag is not None
-                fused_adamw.kernel(d_kernel, compiled)(*views, hyper, self.ct._bits_mask(frag, p.device))
-            else:
-                assert frag is not None
-                name = "grad_draw" if cfg.mode == "childtuning-f" else "update_draw"
-                mask = self.ct._draw_mask(frag, step, p.device)
-                fused_adamw.kernel(name, compiled)(*views, hyper, mask)
+        name = {"childtuning-d": "grad_bits_strict" if cfg.strict_child else "grad_bits"}.get(
+            cfg.mode, "grad_draw" if cfg.mode == "childtuning-f" else "update_draw"
+        )
+        segments = self._segments_of(p)
+        masked = [
+            seg.fragment is not None
+            and seg.fragment.param_index in self._eligible
+            and cfg.mode != "vanilla"
+            and not (cfg.masks_gradient and not self.fuse_grad_mask)
+            for seg in segments
+        ]
+        one_launch = self.one_launch if self.one_launch is not None else p.device.type == "cuda"
+        if not any(masked):  # one plain launch for the whole tensor
+            self.kernel_calls += 1
+            fused_adamw.kernel("plain", compiled)(*flat, hyper)
+        elif len(segments) > 1 and one_launch:  # a flat partition of many fragments: its table
+            self.kernel_calls += 1
+            mask = self.ct.segments_mask(segments, masked, p.numel(), step, p.device)
+            fused_adamw.kernel(f"segments_{name}", compiled)(*flat, hyper, mask)
+        else:
+            for seg, is_masked in zip(segments, masked, strict=True):
+                self.kernel_calls += 1
+                views = [t.narrow(0, seg.offset, seg.numel) for t in flat]
+                frag = seg.fragment
+                if not is_masked or frag is None:
+                    fused_adamw.kernel("plain", compiled)(*views, hyper)
+                elif cfg.mode == "childtuning-d":
+                    fused_adamw.kernel(name, compiled)(*views, hyper, self.ct._bits_mask(frag, p.device))
+                else:
+                    fused_adamw.kernel(name, compiled)(
+                        *views, hyper, self.ct._draw_mask(frag, step, p.device)
+                    )
 
     def remove(self) -> None:
         for r in reversed(self._removers):

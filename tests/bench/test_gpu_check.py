@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import gpu_check, gpu_step
+from bench import gpu_check, gpu_step, segments_step
 
 pytestmark = pytest.mark.slow
 
@@ -42,3 +42,23 @@ def test_the_step_benchmark_measures_every_variant_and_the_report_tables_them(
     assert "| minilm (2x8) | fp32 | 1 | childtuning-f | True |" in table
     assert "step_smollm2: the part wrote nothing" in table
     assert json.loads((tmp_path / "gpu-check.json").read_text())["step_minilm"]["rows"] == rows
+
+
+def test_the_partition_benchmark_counts_a_kernel_per_fragment_against_one_launch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--device", "cpu", "--layers", "1", "--reps", "1", "--modes", "childtuning-d,update-dropout"]
+    assert segments_step.main(args) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(r["mode"], r["kernel"]) for r in rows] == [("vanilla", "plain")] + [
+        (m, k) for m in ("childtuning-d", "update-dropout") for k in ("per_fragment", "one_launch")
+    ]
+    fragments = rows[0]["fragments"]
+    assert fragments == 25 and all(r["ms"] > 0 for r in rows)
+    launches = {(r["mode"], r["kernel"]): r["dispatched_ops"] for r in rows}
+    assert launches[("childtuning-d", "per_fragment")] == launches[("update-dropout", "per_fragment")] == 25
+    assert launches[("childtuning-d", "one_launch")] == launches[("update-dropout", "one_launch")] == 1
+    (tmp_path / "segments.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    gpu_check.report(tmp_path)
+    table = (tmp_path / "gpu-check.md").read_text()
+    assert "| minilm | 25 | update-dropout | one_launch |" in table

@@ -68,9 +68,12 @@ GAS_RESUME = [(2, stage, "gas-resume") for stage in (2, 3)]
 # clip binds each step (a test checks it), and where the mask acts relative to it matters.
 CLIP = 0.05
 CLIP_MODES = "childtuning-d,childtuning-f"
+# The fused runs step each flat ZeRO partition in one launch, masked by a segment table: every
+# masked mode (update-dropout too; the clip does not bind it, the table does).
+FUSED_MODES = "childtuning-d,childtuning-f,update-dropout"
 # name -> (ranks or None for one process, arguments)
 CUSTOM: dict[str, tuple[int | None, list[str]]] = {
-    "ref-clip": (None, ["--stage", "-1", "--clip", str(CLIP), "--modes", CLIP_MODES]),
+    "ref-clip": (None, ["--stage", "-1", "--clip", str(CLIP), "--modes", FUSED_MODES]),
     **{
         f"clip-s{stage}": (2, ["--stage", str(stage), "--clip", str(CLIP), "--modes", CLIP_MODES])
         for stage in (1, 2, 3)
@@ -84,10 +87,13 @@ CUSTOM: dict[str, tuple[int | None, list[str]]] = {
                 "--clip",
                 str(CLIP),
                 "--modes",
-                CLIP_MODES,
+                FUSED_MODES,
                 "--fused",
                 "--optimizers",
                 "adamw",
+                # ZeRO-3's run steps each flat partition in one launch over its segment table
+                # (CUDA's default); ZeRO-2's a kernel per fragment (the CPU's default)
+                *(["--one-launch"] if stage == 3 else []),
             ],
         )
         for stage in (2, 3)
@@ -100,7 +106,17 @@ CUSTOM: dict[str, tuple[int | None, list[str]]] = {
     "strict-s2": (2, ["--stage", "2", "--modes", "childtuning-d", "--strict"]),
     "strict-s3-fused": (
         2,
-        ["--stage", "3", "--modes", "childtuning-d", "--strict", "--fused", "--optimizers", "adamw"],
+        [
+            "--stage",
+            "3",
+            "--modes",
+            "childtuning-d",
+            "--strict",
+            "--fused",
+            "--optimizers",
+            "adamw",
+            "--one-launch",
+        ],
     ),
 }
 
@@ -256,22 +272,29 @@ def test_the_reference_clips_every_step(runs):
     assert len(info["grad_norms"]) == prog.NUM_STEPS and min(info["grad_norms"]) > 2 * CLIP, info
 
 
-@pytest.mark.parametrize("run", ["clip-s1", "clip-s2", "clip-s3", "clip-s2-fused", "clip-s3-fused"])
-@pytest.mark.parametrize("mode", CLIP_MODES.split(","))
+@pytest.mark.parametrize(
+    ("run", "mode"),
+    [(f"clip-s{stage}", mode) for stage in (1, 2, 3) for mode in CLIP_MODES.split(",")]
+    + [(f"clip-s{stage}-fused", mode) for stage in (2, 3) for mode in FUSED_MODES.split(",")],
+)
 def test_deepspeed_with_clipping_matches_the_official_order(runs, run, mode):
     """DeepSpeed clips the whole reduced gradient, then the optimizer's step masks it: the same
     weights as one process that calls clip_grad_norm_ and then the masked optimizer step."""
     stage = int(run.split("-")[1][1:])
     ref, got = runs[("ref-clip",)], runs[(run,)]
-    for opt in ("sgd", "adamw"):
-        if not (got / f"{mode}-{opt}").is_dir():
-            continue  # the fused runs train AdamW only
+    for opt in ("adamw",) if run.endswith("fused") else ("sgd", "adamw"):  # fused: AdamW only
         tol = SGD_TOL if opt == "sgd" else FUSED_ADAMW_TOL if run.endswith("fused") else ADAMW_TOL[stage]
         a, b = _params(ref, f"{mode}-{opt}"), _params(got, f"{mode}-{opt}")
         worst = _max_diff(a, b)
         assert worst <= tol, f"{mode}/{opt} {run}: max diff {worst:.3g} > {tol}"
     if run.endswith("fused"):
-        assert json.loads((got / f"{mode}-adamw" / "info.json").read_text())["fused"] is True
+        info = json.loads((got / f"{mode}-adamw" / "info.json").read_text())
+        assert info["fused"] is True
+        assert info["param_tensors"] > 10 * info["optimizer_tensors"], info
+        if stage == 3:  # one launch per flat partition, however many parameters' fragments it holds
+            assert info["kernel_calls"] == info["optimizer_tensors"], info
+        else:  # a kernel per fragment this rank owns (about half the parameters at 2 ranks)
+            assert info["kernel_calls"] > info["param_tensors"] // 3, info
 
 
 def test_mask_then_clip_is_another_method(runs):

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import BertConfig, BertForSequenceClassification
@@ -78,6 +79,16 @@ def full_params(target, stage: int) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in module.named_parameters()}
 
 
+def flat_partitions(engine: Any, stage: int) -> int | None:
+    """The flat fp32 tensors a ZeRO rank's optimizer steps (one per parameter group, or sub-group
+    at stage 3); None without ZeRO."""
+    if stage == 3:
+        return len(engine.optimizer.fp32_partitioned_groups_flat)
+    if stage in (1, 2):
+        return len(engine.optimizer.single_partition_of_fp32_groups)
+    return None
+
+
 def run(
     stage: int,
     out: Path,
@@ -89,6 +100,7 @@ def run(
     resume_at: int | None = None,
     clip_order: str = "clip-then-mask",
     strict: bool = False,
+    one_launch: bool | None = None,
 ) -> None:
     distributed = stage >= 0
     rank = int(os.environ.get("RANK", 0))
@@ -133,6 +145,7 @@ def run(
             if mode == "childtuning-d":
                 ct.compute_fisher([rank_slice(b, rank, world) for b in fisher])
             handle = ct.attach(target if distributed else optimizer)
+            handle.one_launch = one_launch
             keeps: dict[str, dict] = {}
             grad_norms: list[float] = []
             for step, batch in enumerate(train):
@@ -147,6 +160,7 @@ def run(
                         ct.load_masks(d / "masks-at-resume")
                     target.load_checkpoint(str(d / "ckpt"))
                     handle = ct.attach(target)
+                    handle.one_launch = one_launch
                 mine = rank_slice(batch, rank, world)
                 if distributed:
                     per = GLOBAL_BATCH // (world * gas)
@@ -171,7 +185,15 @@ def run(
             params = full_params(target, stage)
             if rank == 0:
                 torch.save(params, d / "params.pt")
-                info = {"fused": handle.fused, "mask_bytes": ct.mask_bytes(), "grad_norms": grad_norms}
+                info = {
+                    "fused": handle.fused,
+                    "mask_bytes": ct.mask_bytes(),
+                    "grad_norms": grad_norms,
+                    # the last step's compiled AdamW calls, beside the tensors they stepped
+                    "kernel_calls": handle.kernel_calls,
+                    "optimizer_tensors": flat_partitions(target, stage),
+                    "param_tensors": len(ct.layout.params),
+                }
                 (d / "info.json").write_text(json.dumps(info))
             if ct.layout.distributed or rank == 0:  # unsharded: every rank owns everything
                 (d / f"keeps-rank{rank}.json").write_text(json.dumps(keeps))
@@ -183,6 +205,7 @@ def main() -> None:
     ap.add_argument("--stage", type=int, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--fused", action="store_true")
+    ap.add_argument("--one-launch", action="store_true", help="a flat partition in one launch on CPU too")
     ap.add_argument("--clip", type=float, default=0.0)
     ap.add_argument("--clip-order", default="clip-then-mask")
     ap.add_argument("--strict", action="store_true", help="strict_child for childtuning-d")
@@ -202,6 +225,7 @@ def main() -> None:
         a.resume_at,
         clip_order=a.clip_order,
         strict=a.strict,
+        one_launch=True if a.one_launch else None,
     )
     if torch.distributed.is_initialized():
         # Shut gloo down before the interpreter does: its threads, still joinable while static
