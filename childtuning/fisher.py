@@ -101,7 +101,9 @@ def fisher_scores(
                     loss = loss_fn(engine, batch)
                     _check_finite(loss, used)
                     factor = scale / engine_scale
-                    engine.backward(loss * factor if factor != 1.0 else loss, scale_wrt_gas=False)
+                    # In fp32: the engine multiplies by its scale after this, so the gradient
+                    # entering this product is that whole scale; in fp16 it is inf from 2^16 up.
+                    engine.backward(loss.float() * factor if factor != 1.0 else loss, scale_wrt_gas=False)
                 else:
                     loss = loss_fn(module, batch)
                     _check_finite(loss, used)
