@@ -36,11 +36,10 @@ PARTS = ("gpu_tests", "precision", "step_minilm", "step_smollm2", "step_jobs", "
 
 
 def job_env(device: str) -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    if device == "cpu":
-        env["DS_ACCELERATOR"] = "cpu"
-    return env
+    """The ranks' environment (:func:`workers.launch.rank_env`), offline."""
+    from workers.launch import rank_env
+
+    return {**rank_env(device), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 def start_job(job_dir: Path, spec: dict[str, Any], device: str) -> subprocess.Popen[bytes]:
@@ -152,17 +151,9 @@ def part_precision(args: argparse.Namespace) -> dict[str, Any]:
 def mask_overlap(a_dir: Path, b_dir: Path) -> dict[str, Any]:
     """The share of fp32's kept elements the other mask keeps too, overall and its worst tensor."""
     from childtuning import load_full_mask
+    from childtuning import mask_overlap as overlap
 
-    a, b = load_full_mask(a_dir), load_full_mask(b_dir)
-    kept = sum(int(m.sum()) for m in a.values())
-    both = sum(int((a[n] & b[n]).sum()) for n in a)
-    share, name = min((int((a[n] & b[n]).sum()) / int(a[n].sum()), n) for n in a if int(a[n].sum()))
-    return {
-        "kept": kept,
-        "shared": both,
-        "overlap": round(both / kept, 5),
-        "worst_tensor": [name, round(share, 4)],
-    }
+    return overlap(load_full_mask(a_dir), load_full_mask(b_dir))
 
 
 def sft_rows(path: Path, data_root: Path, seq: int, rows: int = 400) -> Path:

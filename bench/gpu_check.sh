@@ -72,6 +72,7 @@ part() {
 
 # 1 and 5 together: the tests' outcome and the profile's counts do not depend on timing.
 (timeout -k 10 100 "$PY" -m pytest -q -p no:cacheprovider -m gpu -rA tests/childtuning/test_gpu.py \
+  tests/childtuning/test_segments.py \
   tests/workers/test_train.py > "$OUT/gpu-tests.log" 2>&1; echo "rc=$?" >> "$OUT/gpu-tests.log") &
 tests=$!
 part profile 60 "$PY" -m bench.gpu_step "${STEP[@]}" "${SMALL[@]}" --profile --steps 1 --windows 1

@@ -3,7 +3,7 @@
 from childtuning.config import MODES, ChildTuningConfig
 from childtuning.delta import apply_delta, audit, write_delta
 from childtuning.hook import ChildTuning, ChildTuningHandle
-from childtuning.masks_io import load_full_mask
+from childtuning.masks_io import load_full_mask, mask_overlap
 
 __all__ = [
     "MODES",
@@ -13,5 +13,6 @@ __all__ = [
     "apply_delta",
     "audit",
     "load_full_mask",
+    "mask_overlap",
     "write_delta",
 ]

@@ -132,3 +132,23 @@ def load_full_mask(directory: str | Path) -> dict[str, torch.Tensor]:
                 bits = unpack_bits(f.get_tensor(name), span["numel"])
                 full[name][span["start"] : span["start"] + span["numel"]] = bits
     return {n: m.view(params[n]["shape"]) for n, m in full.items()}
+
+
+def mask_overlap(reference: Mapping[str, torch.Tensor], other: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """How much of ``reference``'s kept set ``other`` keeps too (two full masks, e.g. from
+    :func:`load_full_mask`): ``kept`` and ``other_kept`` (elements), ``shared``, ``overlap``
+    (shared / kept) and ``worst_tensor`` (the name and share of the tensor that keeps least)."""
+    if set(reference) != set(other):
+        raise ValueError(f"masks: different tensors ({sorted(set(reference) ^ set(other))[:5]})")
+    kept = sum(int(m.sum()) for m in reference.values())
+    shared = {n: int((reference[n] & other[n]).sum()) for n in reference}
+    share, name = min(
+        ((shared[n] / int(m.sum()), n) for n, m in reference.items() if int(m.sum())), default=(1.0, None)
+    )
+    return {
+        "kept": kept,
+        "other_kept": sum(int(m.sum()) for m in other.values()),
+        "shared": sum(shared.values()),
+        "overlap": round(sum(shared.values()) / kept, 5) if kept else 1.0,
+        "worst_tensor": [name, round(share, 4)],
+    }

@@ -326,3 +326,15 @@ def test_a_step_makes_no_tensor_from_a_python_number(mode, fused, monkeypatch):
     assert calls == []
     assert {slot: id(t) for slot, t in ct._scalars.items()} == made
     handle.remove()
+
+
+def test_mask_overlap_counts_the_shared_kept_elements_and_the_worst_tensor() -> None:
+    from childtuning import mask_overlap
+
+    a = {"x": torch.tensor([True, True, False, True]), "y": torch.tensor([True, False])}
+    b = {"x": torch.tensor([True, False, True, True]), "y": torch.tensor([False, True])}
+    got = mask_overlap(a, b)
+    assert got == {"kept": 4, "other_kept": 4, "shared": 2, "overlap": 0.5, "worst_tensor": ["y", 0.0]}
+    assert mask_overlap(a, a)["overlap"] == 1.0
+    with pytest.raises(ValueError, match="different tensors"):
+        mask_overlap(a, {"x": a["x"]})

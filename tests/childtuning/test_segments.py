@@ -31,31 +31,36 @@ def _state(seed: int) -> list[torch.Tensor]:
     return [param, grad, exp_avg, exp_avg_sq]
 
 
-def _hyper() -> fa.AdamScalars:
+CPU = torch.device("cpu")
+
+
+def _hyper(device: torch.device = CPU) -> fa.AdamScalars:
     group = {"lr": 1e-2, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01}
-    return fa.scalars(group, 3.0, torch.device("cpu"))
+    return fa.scalars(group, 3.0, device)
 
 
-def _scalar(value: int | float, dtype: torch.dtype) -> torch.Tensor:
-    return torch.tensor(value, dtype=dtype)
+def _scalar(value: int | float, dtype: torch.dtype, device: torch.device = CPU) -> torch.Tensor:
+    return torch.tensor(value, dtype=dtype, device=device)
 
 
 def _per_segment(
     variant: str, state: list[torch.Tensor], compiled: bool, bits: dict[int, torch.Tensor]
 ) -> None:
     """The reference: one kernel per fragment, ``plain`` between them."""
-    h, scale, key = _hyper(), _scalar(1 / 0.3, torch.float32), _scalar(step_key(99, 4), torch.int64)
+    dev = state[0].device
+    h, scale = _hyper(dev), _scalar(1 / 0.3, torch.float32, dev)
+    key = _scalar(step_key(99, 4), torch.int64, dev)
     for offset, numel, index, start in LAYOUT:
         views = [t.narrow(0, offset, numel) for t in state]
         if index is None:
             fa.kernel("plain", compiled)(*views, h)
         elif variant.startswith("grad_bits"):
-            mask = fa.BitsMask(bits[index], _scalar(0, torch.int64), scale)
+            mask = fa.BitsMask(bits[index].to(dev), _scalar(0, torch.int64, dev), scale)
             fa.kernel(variant, compiled)(*views, h, mask)
         else:
-            threshold = _scalar(keep_threshold(0.3), torch.int64)
+            threshold = _scalar(keep_threshold(0.3), torch.int64, dev)
             draw = fa.DrawMask(
-                key, _scalar(index, torch.int64), _scalar(start, torch.int64), threshold, scale
+                key, _scalar(index, torch.int64, dev), _scalar(start, torch.int64, dev), threshold, scale
             )
             fa.kernel(variant, compiled)(*views, h, draw)
 
@@ -83,7 +88,10 @@ def _mask_of(variant: str, bits: dict[int, torch.Tensor]) -> fa.SegmentBits | fa
 def _one_launch(
     variant: str, state: list[torch.Tensor], compiled: bool, bits: dict[int, torch.Tensor]
 ) -> None:
-    fa.kernel(f"segments_{variant}", compiled)(*state, _hyper(), _mask_of(variant, bits))
+    dev = state[0].device
+    mask = _mask_of(variant, bits)
+    on_device = type(mask)(*(t.to(dev) for t in mask))
+    fa.kernel(f"segments_{variant}", compiled)(*state, _hyper(dev), on_device)
 
 
 @pytest.mark.parametrize("compiled", [False, True])
@@ -131,3 +139,16 @@ def test_a_compiled_segments_step_is_one_call_with_nothing_around_it(variant: st
     assert dispatched_ops(prof) == {COMPILED: 1}
     inside = {e.name for e in prof.events() if e.cpu_parent is not None and e.name.startswith("aten::")}
     assert not inside - {"aten::empty", "aten::empty_strided"}, inside
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", ["grad_bits", "grad_bits_strict", "grad_draw", "update_draw"])
+def test_on_cuda_one_launch_equals_a_kernel_per_fragment(variant: str) -> None:
+    """The path CUDA takes by default (a flat ZeRO partition in one launch), compiled by Triton."""
+    gen = torch.Generator().manual_seed(5)
+    bits = {i: pack_bits(torch.rand(n, generator=gen) < 0.3) for _, n, i, _ in LAYOUT if i is not None}
+    reference, ours = ([t.cuda() for t in _state(1)] for _ in range(2))
+    _per_segment(variant, reference, True, bits)
+    _one_launch(variant, ours, True, bits)
+    for a, b in zip(reference, ours, strict=True):
+        assert torch.equal(a, b), f"{variant}: differs at {(a != b).nonzero().flatten()[:10].tolist()}"
