@@ -28,6 +28,11 @@ Keys (prefix ``ct:``):
   :class:`WebhookDelivery` as JSON, expiring once settled), ``ct:tenant:<t>:webhooks`` sorted
   set (its latest deliveries) and ``ct:tenant:<t>:webhook-secret`` hash (secret, created_at).
 
+- Gangs (jobs of several machines, :mod:`service.core.store.gangs`): ``ct:gangs:<queue>``
+  sorted set (waiting jobs by place), ``ct:idle:<queue>`` sorted set (idle workers -> beat),
+  ``ct:assigned:<instance>`` (a worker's reservation, expiring), ``ct:gang:<job>`` hash,
+  ``ct:gang-need`` hash, ``ct:gangs-forming`` sorted set, ``ct:gang-seq``.
+
 Status changes go through one Lua script (``scripts/transition.lua``, :meth:`Store.transition`),
 so a cancel racing with a claim, or a reaper racing with a finishing task, leaves one consistent
 answer.
@@ -39,6 +44,7 @@ import redis
 
 from service.core.store.experiments import ExperimentStore
 from service.core.store.files import FileStore
+from service.core.store.gangs import GangStore
 from service.core.store.jobs import JobStore
 from service.core.store.loop_reads import LoopReads
 from service.core.store.streams import StreamStore
@@ -48,8 +54,8 @@ from service.core.store.workers import WorkerStore
 __all__ = ["LoopReads", "Store"]
 
 
-class Store(JobStore, ExperimentStore, StreamStore, FileStore, WebhookStore, WorkerStore):
-    """Jobs, experiments, streams, files, webhook deliveries and workers in one Redis database."""
+class Store(JobStore, ExperimentStore, StreamStore, FileStore, WebhookStore, WorkerStore, GangStore):
+    """Jobs, experiments, streams, files, webhook deliveries, workers and gangs in one Redis database."""
 
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float = 5.0) -> Store:

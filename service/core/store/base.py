@@ -92,6 +92,10 @@ class StoreBase:
         self._claim_slots = client.register_script(script_text("claim_slots"))
         self._close_experiment = client.register_script(script_text("close_experiment"))
         self._claim_webhook = client.register_script(script_text("claim_webhook"))
+        self._gang_assign = client.register_script(script_text("gang_assign"))
+        self._gang_worker = client.register_script(script_text("gang_worker"))
+        self._gang_join = client.register_script(script_text("gang_join"))
+        self._gang_release = client.register_script(script_text("gang_release"))
 
     def ping(self) -> bool:
         return bool(self.r.ping())
