@@ -1,6 +1,8 @@
 """The REST API under load: many clients polling a running job, and a burst of submits.
 
-Run: ``python -m bench.load [--duration 60] [--clients 200] [--out FILE]``. Not a test.
+Run: ``python -m bench.load [--duration 60] [--clients 200] [--api-workers 1] [--out FILE]``.
+Not a test. ``--api-workers N`` serves the API from N processes (``childtune api --workers N``);
+its CPU is then the sum of them.
 
 It starts a real stack on loopback, as ``tests/e2e/stack.py`` does: ``redis-server``, the API
 (``python -m service.cli api``, one uvicorn process) and one Celery worker (``DS_ACCELERATOR=cpu``).
@@ -142,11 +144,29 @@ def server_delta(
 
 
 def _proc_cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    """CPU seconds of ``pid`` and of its live children (the API's worker processes, with
+    ``--api-workers`` above 1; the children's own children are not counted)."""
+    total = 0.0
+    for one in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:  # the parent's pid
+                found.append(int(entry.name))
+    return found
 
 
 def _machine_cpu_s() -> tuple[float, float]:
@@ -400,7 +420,11 @@ def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     server = RedisServer(base / "redis")
     server.start()
     env = _stack.service_env(
-        server.url, artifacts, CHILDTUNE_MODEL_ROOTS=str(models.resolve()), DS_ACCELERATOR="cpu"
+        server.url,
+        artifacts,
+        CHILDTUNE_MODEL_ROOTS=str(models.resolve()),
+        DS_ACCELERATOR="cpu",
+        CHILDTUNE_API_WORKERS=str(args.api_workers),
     )
     api = worker = None
     report: dict[str, Any] = {
@@ -523,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--submit-rounds", type=int, default=3, help="bursts of --submits (3)")
     ap.add_argument("--max-requests", type=int, default=5_000_000, help="cap on polling requests in all")
     ap.add_argument("--start-timeout", type=float, default=300.0, help="seconds to wait for the job to train")
+    ap.add_argument("--api-workers", type=int, default=1, help="API processes behind its port (1)")
     ap.add_argument("--keep", action="store_true", help="keep the state folder (logs) and print it")
     args = ap.parse_args(argv)
 

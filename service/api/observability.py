@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.core import env
 from service.core.settings import ALL_QUEUES, Settings
 from service.core.store import Store
 
@@ -83,7 +85,15 @@ class _Timer:
 
 
 def install_metrics(app: FastAPI, store: Store, settings: Settings) -> CollectorRegistry:
+    """Time every request; returns the registry ``/metrics`` serves. With several API processes
+    (``PROMETHEUS_MULTIPROC_DIR`` set, see ``service.api.server``) each process writes its
+    samples there and the served registry adds every process's up (prometheus_client's
+    multiprocess mode); the store's gauges are read from Redis at scrape time either way."""
     registry = CollectorRegistry()
+    served = registry
+    if os.environ.get(env.PROMETHEUS_MULTIPROC_DIR):
+        served = CollectorRegistry()
+        multiprocess.MultiProcessCollector(served)
     latency = Histogram(
         "childtune_http_request_duration_seconds",
         "Time to answer an HTTP request (until the response starts)",
@@ -91,8 +101,8 @@ def install_metrics(app: FastAPI, store: Store, settings: Settings) -> Collector
         registry=registry,
         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     )
-    registry.register(StoreCollector(store, settings))
+    served.register(StoreCollector(store, settings))
 
     app.add_middleware(_Timer, histogram=latency)
 
-    return registry
+    return served

@@ -28,6 +28,11 @@ WEBHOOK_RETRY_BASE_S = PREFIX + "WEBHOOK_RETRY_BASE_S"
 WEBHOOK_RETRY_WINDOW_S = PREFIX + "WEBHOOK_RETRY_WINDOW_S"
 WEBHOOK_TIMEOUT_S = PREFIX + "WEBHOOK_TIMEOUT_S"
 
+# `childtune api`: the number of API processes behind its port (default 1), and where they keep
+# their Prometheus samples so /metrics adds them up (prometheus_client's own variable).
+API_WORKERS = PREFIX + "API_WORKERS"
+PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
 # The local state folder of `childtune up` and the CLI, and the CLI's client.
 STATE = PREFIX + "STATE"
 API_URL = PREFIX + "API_URL"
