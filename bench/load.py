@@ -143,11 +143,11 @@ def server_delta(
 # --------------------------------------------------------------------------------- CPU accounting
 
 
-def _proc_cpu_s(pid: int) -> float:
-    """CPU seconds of ``pid`` and of its live children (the API's worker processes, with
-    ``--api-workers`` above 1; the children's own children are not counted)."""
+def _proc_cpu_s(pid: int, children: bool = False) -> float:
+    """CPU seconds of ``pid``, with ``children`` and of its live children too (the API's worker
+    processes, with ``--api-workers`` above 1; their own children are not counted)."""
     total = 0.0
-    for one in [pid, *_children(pid)]:
+    for one in [pid, *(_children(pid) if children else [])]:
         try:
             fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
@@ -179,7 +179,7 @@ def _machine_cpu_s() -> tuple[float, float]:
 
 
 def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
-    snap = {name: _proc_cpu_s(pid) for name, pid in pids.items()}
+    snap = {name: _proc_cpu_s(pid, children=name == "api") for name, pid in pids.items()}
     snap["_busy"], snap["_total"] = _machine_cpu_s()
     return snap
 
@@ -460,9 +460,9 @@ def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
             all_submits: list[Sample] = []
             submit_cpu_s = 0.0
             for i in range(args.submit_rounds if args.submits else 0):
-                cpu_before = _proc_cpu_s(api.pid)
+                cpu_before = _proc_cpu_s(api.pid, children=True)
                 samples, ids, wall = asyncio.run(submit_burst(url, args.submits))
-                submit_cpu_s += _proc_cpu_s(api.pid) - cpu_before
+                submit_cpu_s += _proc_cpu_s(api.pid, children=True) - cpu_before
                 cancel_all(http, ids)
                 all_submits += samples
                 summary = summarise(samples, wall)
