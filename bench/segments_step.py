@@ -89,19 +89,15 @@ def calls(
     numel = state[0].numel()
     if mode == "childtuning-d":
         masks: list[Any] = [fa.BitsMask(b, zero, scale) for b in bits]
-        rows, bit = [], 0
-        for (offset, n), b in zip(offsets, bits, strict=True):
-            rows.append(fa.SegmentRow(offset + n, True, bit - offset))
-            bit += 8 * b.numel()
-        ends, masked, base, _ = fa.segment_tables(rows, numel, dev)
-        table: Any = fa.SegmentBits(ends, masked, base, torch.cat(bits), scale)
+        table: Any = fa.segment_bits(
+            [(o, n, b) for (o, n), b in zip(offsets, bits, strict=True)], numel, scale
+        )
     else:
         masks = [
             fa.DrawMask(key, scalar(i, torch.int64), zero, threshold, scale) for i in range(len(offsets))
         ]
-        rows = [fa.SegmentRow(offset + n, True, -offset, i) for i, (offset, n) in enumerate(offsets)]
-        ends, masked, base, index = fa.segment_tables(rows, numel, dev)
-        table = fa.SegmentDraws(ends, masked, base, index, key, threshold, scale)
+        rows = [(offset, n, i, 0) for i, (offset, n) in enumerate(offsets)]
+        table = fa.segment_draws(rows, numel, key, threshold, scale)
     per_fragment_kernel, table_kernel = fa.kernel(name, True), fa.kernel(f"segments_{name}", True)
 
     def per_fragment() -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -118,6 +118,43 @@ def segment_tables(
     base = torch.tensor([r.base for r in full], dtype=torch.int64, device=device)
     index = torch.tensor([r.param_index for r in full], dtype=torch.int64, device=device)
     return ends, masked, base, index
+
+
+def segment_bits(
+    segments: Sequence[tuple[int, int, torch.Tensor | None]], numel: int, scale: torch.Tensor
+) -> SegmentBits:
+    """The D table of a flat tensor of ``numel`` elements from its segments in order, each
+    ``(offset, numel, its packed keep bits or None where not masked)``; on ``scale``'s device."""
+    rows, packed, bit = [], [], 0
+    for offset, n, bits in segments:
+        if bits is None:
+            rows.append(SegmentRow(offset + n, False))
+            continue
+        rows.append(SegmentRow(offset + n, True, bit - offset))
+        packed.append(bits)
+        bit += 8 * bits.numel()
+    ends, masked, base, _ = segment_tables(rows, numel, scale.device)
+    return SegmentBits(ends, masked, base, torch.cat(packed).to(scale.device), scale)
+
+
+def segment_draws(
+    segments: Sequence[tuple[int, int, int | None, int]],
+    numel: int,
+    step_key: torch.Tensor,
+    threshold: torch.Tensor,
+    scale: torch.Tensor,
+) -> SegmentDraws:
+    """The F / update-dropout table of a flat tensor from its segments in order, each ``(offset,
+    numel, its parameter's index or None where not masked, its first element's index in that
+    parameter)``; on ``scale``'s device."""
+    rows = [
+        SegmentRow(offset + n, True, start - offset, index)
+        if index is not None
+        else SegmentRow(offset + n, False)
+        for offset, n, index, start in segments
+    ]
+    ends, masked, base, param_index = segment_tables(rows, numel, scale.device)
+    return SegmentDraws(ends, masked, base, param_index, step_key, threshold, scale)
 
 
 def _adam_direction(

@@ -33,7 +33,7 @@ from childtuning.bits import pack_bits, unpack_bits
 from childtuning.config import ChildTuningConfig, compile_filter
 from childtuning.draws import keep_mask, keep_threshold, step_key
 from childtuning.fisher import LossFn, default_loss, fisher_scores
-from childtuning.fused_adamw import BitsMask, DrawMask, SegmentBits, SegmentDraws, SegmentRow, segment_tables
+from childtuning.fused_adamw import BitsMask, DrawMask, SegmentBits, SegmentDraws, segment_bits, segment_draws
 from childtuning.layout import Fragment, Segment, base_optimizer, is_deepspeed_engine, layout_for
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,6 @@ class ChildTuning:
             pos += full_numel(params[i][1])
         self.num_elements = pos
         self.bits: dict[int, torch.Tensor] = {}  # param_index -> packed keep bits of the owned fragment
-        # (segments, masked flags, numel, device) -> (the bits it was made from, its mask)
-        self._segment_masks: dict[tuple[Any, ...], tuple[Any, SegmentBits | SegmentDraws]] = {}
         self.summary: dict[str, Any] | None = None
 
     # -- D: the Fisher pass and the mask ------------------------------------------------
@@ -264,45 +262,27 @@ class ChildTuning:
     def segments_mask(
         self, segments: list[Segment], masked: list[bool], numel: int, step: int, device: torch.device
     ) -> SegmentBits | SegmentDraws:
-        """The mask of every segment of one flat optimizer tensor, for a one-launch kernel. Its
-        tables are made once per tensor (and again when D's bits change); only the step's key
-        is written each step."""
-        slot = (tuple((seg.offset, seg.numel) for seg in segments), tuple(masked), numel, device)
-        cached = self._segment_masks.get(slot)
+        """The mask of every segment of one flat optimizer tensor (``masked[i]``: segment i is
+        masked), for a one-launch kernel. A draw table holds the step key's tensor
+        (:meth:`step_key_tensor`), so it serves later steps once that is written for them."""
         scale = self._constant(self.config.scale, torch.float32, device)
         if self.config.mode == "childtuning-d":
-            if cached is None or cached[0] is not self.bits:
-                rows, packed, bit = [], [], 0
-                for seg, is_masked in zip(segments, masked, strict=True):
-                    if not is_masked or seg.fragment is None:
-                        rows.append(SegmentRow(seg.offset + seg.numel, False))
-                        continue
-                    bits = self._bits_of(seg.fragment)
-                    rows.append(SegmentRow(seg.offset + seg.numel, True, bit - seg.offset))
-                    packed.append(bits)
-                    bit += 8 * bits.numel()
-                ends, flags, base, _ = segment_tables(rows, numel, device)
-                cached = (self.bits, SegmentBits(ends, flags, base, torch.cat(packed).to(device), scale))
-                self._segment_masks[slot] = cached
-            return cached[1]
-        if cached is None:
-            rows = [
-                SegmentRow(
-                    seg.offset + seg.numel, True, seg.fragment.start - seg.offset, seg.fragment.param_index
-                )
-                if is_masked and seg.fragment is not None
-                else SegmentRow(seg.offset + seg.numel, False)
-                for seg, is_masked in zip(segments, masked, strict=True)
-            ]
-            ends, flags, base, index = segment_tables(rows, numel, device)
-            threshold = self._constant(keep_threshold(self.config.reserve_p), torch.int64, device)
-            key = self.step_key_tensor(step, device)
-            cached = self._segment_masks[slot] = (
-                None,
-                SegmentDraws(ends, flags, base, index, key, threshold, scale),
+            return segment_bits(
+                [
+                    (seg.offset, seg.numel, self._bits_of(seg.fragment) if m and seg.fragment else None)
+                    for seg, m in zip(segments, masked, strict=True)
+                ],
+                numel,
+                scale,
             )
-        self.step_key_tensor(step, device)  # the table holds the key tensor; written for this step
-        return cached[1]
+        rows = [
+            (seg.offset, seg.numel, seg.fragment.param_index, seg.fragment.start)
+            if m and seg.fragment
+            else (seg.offset, seg.numel, None, 0)
+            for seg, m in zip(segments, masked, strict=True)
+        ]
+        threshold = self._constant(keep_threshold(self.config.reserve_p), torch.int64, device)
+        return segment_draws(rows, numel, self.step_key_tensor(step, device), threshold, scale)
 
     def _constant(self, value: int | float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """A shared 0-d tensor holding ``value`` on ``device`` (never written after it is made)."""
@@ -369,6 +349,10 @@ class ChildTuningHandle:
         # (fragment, 1-D view of the tensor the optimizer step updates, its value before the step)
         self._snapshots: list[tuple[Fragment, torch.Tensor, torch.Tensor]] = []
         self._segments: dict[int, list[Segment]] = {}
+        # Per optimizer tensor of the fused step: which of its segments are masked (fixed for the
+        # handle), and its one-launch table with the bits it was made from (D's change on a reload).
+        self._masked: dict[int, list[bool]] = {}
+        self._tables: dict[int, tuple[Any, SegmentBits | SegmentDraws]] = {}
         self.kernel_calls = 0  # compiled AdamW kernels the last fused step called
         # A flat tensor of many fragments (a ZeRO partition) in one launch over a segment table
         # (True), or a kernel per fragment (False). None: one launch on CUDA, where each launch
@@ -547,25 +531,19 @@ class ChildTuningHandle:
         assert p.grad is not None
         flat = (p.data.view(-1), p.grad.view(-1), state["exp_avg"].view(-1), state["exp_avg_sq"].view(-1))
         cfg, step = self.cfg, self._current
-        name = {"childtuning-d": "grad_bits_strict" if cfg.strict_child else "grad_bits"}.get(
-            cfg.mode, "grad_draw" if cfg.mode == "childtuning-f" else "update_draw"
-        )
+        if cfg.mode == "childtuning-d":
+            name = "grad_bits_strict" if cfg.strict_child else "grad_bits"
+        else:
+            name = "grad_draw" if cfg.mode == "childtuning-f" else "update_draw"
         segments = self._segments_of(p)
-        masked = [
-            seg.fragment is not None
-            and seg.fragment.param_index in self._eligible
-            and cfg.mode != "vanilla"
-            and not (cfg.masks_gradient and not self.fuse_grad_mask)
-            for seg in segments
-        ]
+        masked = self._masked_segments(p, segments)
         one_launch = self.one_launch if self.one_launch is not None else p.device.type == "cuda"
         if not any(masked):  # one plain launch for the whole tensor
             self.kernel_calls += 1
             fused_adamw.kernel("plain", compiled)(*flat, hyper)
         elif len(segments) > 1 and one_launch:  # a flat partition of many fragments: its table
             self.kernel_calls += 1
-            mask = self.ct.segments_mask(segments, masked, p.numel(), step, p.device)
-            fused_adamw.kernel(f"segments_{name}", compiled)(*flat, hyper, mask)
+            fused_adamw.kernel(f"segments_{name}", compiled)(*flat, hyper, self._table(p, segments, masked))
         else:
             for seg, is_masked in zip(segments, masked, strict=True):
                 self.kernel_calls += 1
@@ -579,6 +557,31 @@ class ChildTuningHandle:
                     fused_adamw.kernel(name, compiled)(
                         *views, hyper, self.ct._draw_mask(frag, step, p.device)
                     )
+
+    def _masked_segments(self, p: torch.Tensor, segments: list[Segment]) -> list[bool]:
+        """Which segments of optimizer tensor ``p`` the fused kernel masks (made once)."""
+        masked = self._masked.get(id(p))
+        if masked is None:
+            cfg = self.cfg
+            masks_here = cfg.mode != "vanilla" and not (cfg.masks_gradient and not self.fuse_grad_mask)
+            masked = self._masked[id(p)] = [
+                masks_here and seg.fragment is not None and seg.fragment.param_index in self._eligible
+                for seg in segments
+            ]
+        return masked
+
+    def _table(
+        self, p: torch.Tensor, segments: list[Segment], masked: list[bool]
+    ) -> SegmentBits | SegmentDraws:
+        """``p``'s one-launch mask: made once (again when D's bits were replaced); a draw table's
+        step key is written for this step."""
+        cached = self._tables.get(id(p))
+        if cached is None or cached[0] is not self.ct.bits:
+            mask = self.ct.segments_mask(segments, masked, p.numel(), self._current, p.device)
+            cached = self._tables[id(p)] = (self.ct.bits, mask)
+        elif isinstance(cached[1], SegmentDraws):
+            self.ct.step_key_tensor(self._current, p.device)
+        return cached[1]
 
     def remove(self) -> None:
         for r in reversed(self._removers):

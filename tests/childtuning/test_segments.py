@@ -68,21 +68,11 @@ def _per_segment(
 def _mask_of(variant: str, bits: dict[int, torch.Tensor]) -> fa.SegmentBits | fa.SegmentDraws:
     """LAYOUT's segment table for ``variant``."""
     scale, key = _scalar(1 / 0.3, torch.float32), _scalar(step_key(99, 4), torch.int64)
-    rows, packed, bit = [], [], 0
-    for offset, numel, index, start in LAYOUT:
-        if index is None:
-            rows.append(fa.SegmentRow(offset + numel, False))
-        elif variant.startswith("grad_bits"):
-            rows.append(fa.SegmentRow(offset + numel, True, bit - offset))
-            packed.append(bits[index])
-            bit += 8 * bits[index].numel()
-        else:
-            rows.append(fa.SegmentRow(offset + numel, True, start - offset, index))
-    ends, masked, base, param_index = fa.segment_tables(rows, NUMEL, torch.device("cpu"))
     if variant.startswith("grad_bits"):
-        return fa.SegmentBits(ends, masked, base, torch.cat(packed), scale)
+        segments = [(offset, numel, None if i is None else bits[i]) for offset, numel, i, _ in LAYOUT]
+        return fa.segment_bits(segments, NUMEL, scale)
     threshold = _scalar(keep_threshold(0.3), torch.int64)
-    return fa.SegmentDraws(ends, masked, base, param_index, key, threshold, scale)
+    return fa.segment_draws(LAYOUT, NUMEL, key, threshold, scale)
 
 
 def _one_launch(
