@@ -69,14 +69,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from service.core.settings import SettingsError
-
-    if workers > 1:
-        prepare_multiprocess_metrics()  # before the app (and prometheus_client) is imported
-    from service.api import create_app
+    from service.core.settings import SettingsError, load_settings
 
     try:
-        app = create_app()  # checks the settings here, with the fix in the message
+        settings = load_settings()  # checked here, with the fix in the message
     except SettingsError as exc:
         print(f"childtune api: {exc}", file=sys.stderr)
         return 2
@@ -87,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         "timeout_graceful_shutdown": 5,
     }
     if workers == 1:
-        uvicorn.run(app, **common)
+        from service.api import create_app
+
+        uvicorn.run(create_app(settings), **common)
     else:  # each worker process builds its own app from the import string
+        prepare_multiprocess_metrics()  # before any of them imports prometheus_client
         uvicorn.run("service.api.app:create_app", factory=True, workers=workers, **common)
     return 0
 
