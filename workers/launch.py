@@ -10,6 +10,11 @@
 - The number of ranks and the device come from the job file (``job.json``'s ``resources``,
   :func:`job_resources`), as they do for the ranks themselves; each rank is told only who it
   is (``RANK``, ``WORLD_SIZE``, ...).
+- A multi-node job (``resources.nodes`` > 1) runs one supervisor per machine, each given its
+  node's place (``--nnodes --node --rdzv-endpoint --rdzv-id --local-addr``): it starts
+  ``torchrun`` (:class:`TorchrunNode`, torch elastic with the c10d rendezvous hosted by node 0)
+  for that machine's ``num_ranks / nodes`` ranks. One machine's job keeps :class:`RankGroup`:
+  the same ranks and environment without torchrun's agent (docs/architecture.md says why).
 - ``childtune train`` (``service/cli/train.py``) runs a :class:`RankGroup` in the foreground
   with live progress, and :func:`settle` to finish its ``status.json``.
 
@@ -26,7 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from service.core import env as names
 from service.core.contract import Resources, SpecError, load_spec
@@ -53,7 +58,7 @@ class JobDirBusy(RuntimeError):
     """Another run of the job still holds its directory."""
 
 
-def lock_job_dir(job_dir: Path, wait_s: float = LOCK_WAIT_S) -> int:
+def lock_job_dir(job_dir: Path, wait_s: float = LOCK_WAIT_S, *, name: str = LOCK_FILE) -> int:
     """An open file descriptor holding the exclusive lock of ``job_dir``.
 
     Processes started with the descriptor (``pass_fds``) share the lock, which is released only
@@ -63,7 +68,7 @@ def lock_job_dir(job_dir: Path, wait_s: float = LOCK_WAIT_S) -> int:
     """
     import fcntl
 
-    fd = os.open(job_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(job_dir / name, os.O_RDWR | os.O_CREAT, 0o644)
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -85,11 +90,15 @@ def job_resources(job_dir: Path) -> Resources:
     return load_spec(job_dir / JOB_FILE).resources
 
 
-def launch_command(job_dir: str | Path, *, hostfile: str | Path | None = None) -> list[str]:
-    """The argv that runs a job's ranks under a supervisor (see the module docstring)."""
+def launch_command(job_dir: str | Path, *, node: NodeSpec | None = None) -> list[str]:
+    """The argv that runs a job's ranks under a supervisor (see the module docstring); with
+    ``node``, this machine's part of a multi-node job."""
     argv = [sys.executable, "-m", "workers.launch", "--job-dir", str(job_dir)]
-    if hostfile is not None:
-        argv += ["--hostfile", str(hostfile)]
+    if node is not None:
+        argv += [
+            "--nnodes", str(node.nnodes), "--node", str(node.node), "--rdzv-endpoint", node.endpoint,
+            "--rdzv-id", node.rdzv_id, "--local-addr", node.local_addr, "--rdzv-timeout", str(node.timeout_s),
+        ]  # fmt: skip
     return argv
 
 
@@ -240,21 +249,91 @@ class RankGroup:
         return self.wait()
 
 
-def deepspeed_command(job_dir: Path, hostfile: Path) -> list[str]:
-    """Multi-node: DeepSpeed's launcher starts the ranks on the hosts of ``hostfile`` (pdsh/ssh).
+class NodeSpec(NamedTuple):
+    """This machine's part of a job across ``nnodes`` machines (``resources.nodes``): node
+    ``node`` of the gang, meeting the others at torchrun's c10d rendezvous ``endpoint``
+    (``host:port``, hosted by node 0) under ``rdzv_id`` (the job and its attempt)."""
 
-    Every host needs the same image and the job directory at the same path.
-    """
-    program = ["workers.train", "--job-dir", str(job_dir)]
-    runner = [sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", str(hostfile)]
-    return [*runner, "--module", *program]
+    nnodes: int
+    node: int
+    endpoint: str
+    rdzv_id: str
+    local_addr: str
+    timeout_s: float = 120.0
 
 
-def settle(job_dir: Path, returncode: int, *, interrupted: bool, started: float) -> int:
+def torchrun_command(job_dir: Path, node: NodeSpec, ranks_per_node: int) -> list[str]:
+    """torch elastic's launcher for this node's ``ranks_per_node`` ranks (c10d rendezvous; no
+    restarts: a failed attempt is the service's to retry, from the last checkpoint)."""
+    conf = f"is_host={'true' if node.node == 0 else 'false'},join_timeout={int(node.timeout_s)}"
+    return [
+        sys.executable, "-m", "torch.distributed.run",
+        "--nnodes", str(node.nnodes), "--nproc-per-node", str(ranks_per_node),
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", node.endpoint, "--rdzv-id", node.rdzv_id,
+        "--rdzv-conf", conf, "--local-addr", node.local_addr,
+        "--max-restarts", "0", "--monitor-interval", "0.5",
+        "-m", "workers.train", "--job-dir", str(job_dir),
+    ]  # fmt: skip
+
+
+class TorchrunNode:
+    """This machine's ranks of a multi-node job, under ``torchrun`` (see :class:`NodeSpec`).
+
+    torchrun stays in this process's group (a TERM or KILL to the group reaches it); it starts
+    each rank in a session of its own and passes a TERM on to them, and each rank is told
+    (``DIE_WITH_TORCHRUN``) to die with it, so no rank outlives a killed torchrun. The same
+    interface as :class:`RankGroup`."""
+
+    def __init__(
+        self, job_dir: Path, node: NodeSpec, *, env: dict[str, str] | None = None, log: Any = None
+    ) -> None:
+        resources = job_resources(job_dir)
+        env = rank_env(resources.device, env)
+        env[names.DIE_WITH_TORCHRUN] = "1"
+        if env.get("DS_ACCELERATOR") == "cpu":
+            env[names.CPU_THREADS] = str(cpu_threads(env, resources.ranks_per_node))
+        self.lock_fd = lock_job_dir(job_dir, name=f"{LOCK_FILE}.node{node.node}")
+        self._stop_at: float | None = None
+        self.proc = subprocess.Popen(
+            torchrun_command(job_dir, node, resources.ranks_per_node),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT if log is not None else None,
+            preexec_fn=_die_with_parent,
+            pass_fds=(self.lock_fd,),
+        )
+
+    def request_stop(self, grace: float = GRACE_SECONDS) -> None:
+        if self._stop_at is None:
+            self._stop_at = time.monotonic() + grace
+        self.signal(signal.SIGTERM)
+
+    def poll(self) -> int | None:
+        code = self.proc.poll()
+        if code is None and self._stop_at is not None and time.monotonic() > self._stop_at:
+            self.signal(signal.SIGKILL)  # its ranks die with it
+        return code
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("torchrun", timeout or 0)
+            time.sleep(0.1)
+        return code
+
+
+def settle(job_dir: Path, returncode: int, *, interrupted: bool, started: float, write: bool = True) -> int:
     """The job's exit code from the ranks' code and what rank 0 wrote.
 
     Where rank 0 left no final status (a rank crashed, or was killed), ``status.json`` is
-    completed here so that it always ends in a terminal state.
+    completed here (unless ``write`` is false: a multi-node job's other nodes leave that to node
+    0) so that it always ends in a terminal state.
     """
     status = read_status(job_dir)
     if status.get("status") == "succeeded" and returncode == 0:  # (a finished job started again, too)
@@ -264,11 +343,13 @@ def settle(job_dir: Path, returncode: int, *, interrupted: bool, started: float)
     if state == "interrupted" or (
         (interrupted or returncode == EXIT_INTERRUPTED) and state not in ("succeeded", "failed")
     ):
-        if state != "interrupted":
+        if state != "interrupted" and write:
             write_status(job_dir, **{**status, "status": "interrupted"})
         return EXIT_INTERRUPTED
     if state == "failed":
         return EXIT_USAGE if returncode == EXIT_USAGE else EXIT_FAILED
+    if not write:
+        return EXIT_FAILED
     message = f"a rank exited with code {returncode} before the job finished; see {job_dir / LAUNCHER_LOG}"
     try:
         write_status(job_dir, **{**status, "status": "failed", "error": message})
@@ -285,46 +366,65 @@ def settle(job_dir: Path, returncode: int, *, interrupted: bool, started: float)
 def supervise_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m workers.launch", description="Run a job's ranks.")
     ap.add_argument("--job-dir", required=True, type=Path, help="the job's directory (holds job.json)")
-    ap.add_argument("--hostfile", type=Path, default=None)
+    node_args = ap.add_argument_group("a multi-node job's node (torchrun, c10d rendezvous)")
+    node_args.add_argument("--nnodes", type=int, default=1)
+    node_args.add_argument(
+        "--node", type=int, default=0, help="this node's index in the gang (0 hosts the rendezvous)"
+    )
+    node_args.add_argument("--rdzv-endpoint", default=None, help="host:port of node 0's rendezvous")
+    node_args.add_argument("--rdzv-id", default=None)
+    node_args.add_argument(
+        "--local-addr", default="127.0.0.1", help="the address other nodes reach this one on"
+    )
+    node_args.add_argument("--rdzv-timeout", type=float, default=120.0)
     a = ap.parse_args(argv)
     job_dir = a.job_dir.resolve()
+    node = None
+    if a.rdzv_endpoint is not None:
+        node = NodeSpec(
+            a.nnodes, a.node, a.rdzv_endpoint, a.rdzv_id or job_dir.name, a.local_addr, a.rdzv_timeout
+        )
+    leader = node is None or node.node == 0  # who completes status.json
     try:
         resources = job_resources(job_dir)
     except SpecError as exc:  # what rank 0 would have recorded, had the ranks started
-        write_status(job_dir, status="failed", phase="preparing", step=0, error=str(exc))
+        if leader:
+            write_status(job_dir, status="failed", phase="preparing", step=0, error=str(exc))
         print(f"childtune launcher: {job_dir / JOB_FILE}: {exc}", file=sys.stderr, flush=True)
         return EXIT_USAGE
+    if node is not None and node.nnodes != resources.nodes:
+        print(
+            f"childtune launcher: resources.nodes: {JOB_FILE} asks for {resources.nodes} nodes, started as "
+            f"one of {node.nnodes}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_USAGE
     interrupted = False
-    group: RankGroup | None = None
-    proc: subprocess.Popen[bytes] | None = None
+    group: RankGroup | TorchrunNode | None = None
 
     def on_signal(signum: int, _frame: Any) -> None:
-        # A TERM to the whole process group reached the ranks already; one to this process
-        # alone (our parent died: see workers.tasks) did not. Either way pass it on, and KILL
-        # what is left after the grace period: no rank outlives its supervisor for long.
+        # A TERM to the whole process group reached the ranks already (torchrun's ranks: through
+        # torchrun); one to this process alone (our parent died: see workers.tasks) did not.
+        # Either way pass it on, and KILL what is left after the grace period: no rank outlives
+        # its supervisor for long.
         nonlocal interrupted
         interrupted = True
         if group is not None:
             group.request_stop()
-        elif proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     started = time.time()
-    if a.hostfile is not None:
-        proc = subprocess.Popen(deepspeed_command(job_dir, a.hostfile), env=rank_env(resources.device))
-        code = proc.wait()
-    else:
-        try:
-            group = RankGroup(job_dir)
-        except JobDirBusy as exc:  # (status.json is the other run's: leave it alone)
-            print(f"childtune launcher: {exc}", file=sys.stderr, flush=True)
-            return EXIT_FAILED
-        if interrupted:  # a signal came while the ranks were starting
-            group.request_stop()
-        code = group.wait()
-    return settle(job_dir, code, interrupted=interrupted, started=started)
+    try:
+        group = RankGroup(job_dir) if node is None else TorchrunNode(job_dir, node)
+    except JobDirBusy as exc:  # (status.json is the other run's: leave it alone)
+        print(f"childtune launcher: {exc}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    if interrupted:  # a signal came while the ranks were starting
+        group.request_stop()
+    code = group.wait()
+    return settle(job_dir, code, interrupted=interrupted, started=started, write=leader)
 
 
 if __name__ == "__main__":

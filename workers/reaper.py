@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from service.core.records import JobRecord
 from service.core.settings import Settings
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 class Reaper:
     """One worker's reaper; it remembers since when it has seen each job's lease absent."""
 
-    def __init__(self, store: Store, settings: Settings, enqueue: Callable[[str, str], None]) -> None:
+    def __init__(self, store: Store, settings: Settings, enqueue: Callable[[str, str], Any]) -> None:
         self.store, self.settings, self.enqueue = store, settings, enqueue
         self._absent_since: dict[str, tuple[str | None, float]] = {}
 

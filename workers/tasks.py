@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 from celery import shared_task
@@ -41,6 +41,7 @@ from service.core.jobdir import (
     JOB_FILE,
     LAUNCHER_LOG,
     atomic_write_text,
+    node_launcher_log,
     read_status,
 )
 from service.core.procs import die_with_parent, stop_group
@@ -49,6 +50,9 @@ from service.core.records import JobRecord
 from service.core.resolve import resolved_problem
 from service.core.settings import Settings, load_settings
 from service.core.store import Store
+
+if TYPE_CHECKING:
+    from workers.launch import NodeSpec
 
 __all__ = ["JobRunner", "run_job"]
 
@@ -194,6 +198,13 @@ class JobRunner:
             started_at=record.started_at or time.time(),
             phase="preparing",
             error=None,
+            nodes=[
+                *record.nodes,
+                {
+                    "attempt": record.attempts + 1,
+                    "nodes": [{"node": 0, "worker": self.hostname, "addr": self.settings.node_address}],
+                },
+            ],
         ).ok
 
     def _claim(self) -> tuple[JobRecord | None, str]:
@@ -241,6 +252,22 @@ class JobRunner:
     def run(self) -> str:
         if self._stopping():
             self._wait_for_requeue()
+        reserved = self._retry(
+            "marking this worker busy",
+            lambda: self.store.worker_busy(self.instance, self.settings.queue_list, self.job_id),
+        )
+        if reserved is not None:  # a gang picked this worker first: serve it, give the job back
+            from celery.exceptions import Reject
+
+            log.info("job %s: this worker is reserved for %s; the message goes back", self.job_id, reserved)
+            raise Reject("reserved for a gang", requeue=True)
+        try:
+            return self._run()
+        finally:
+            with contextlib.suppress(OSError, redis.RedisError):
+                self.store.worker_free(self.instance, self.job_id)
+
+    def _run(self) -> str:
         record, outcome = self._retry("claiming the job", self._claim)
         if record is None:
             log.info("job %s: message dropped: %s", self.job_id, outcome)
@@ -259,14 +286,23 @@ class JobRunner:
 
     def _renew(self) -> None:
         self.store.renew_lease(self.job_id, self.run_id, self.settings.heartbeat_ttl_s)
+        self.store.worker_busy(self.instance, [], self.job_id)
 
     def _start(self, resolved_spec: dict[str, Any]) -> subprocess.Popen[bytes]:
-        from workers.launch import launch_command
+        self._write_job_file(resolved_spec)
+        return self._launch()
 
+    def _write_job_file(self, resolved_spec: dict[str, Any]) -> None:
         spec = load_spec(resolved_spec)
         self.job_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.job_dir / JOB_FILE, json.dumps(spec.model_dump(mode="json"), indent=2) + "\n")
-        argv = [str(a) for a in launch_command(self.job_dir)]  # ranks and device: from job.json
+
+    def _launch(self, node: NodeSpec | None = None) -> subprocess.Popen[bytes]:
+        """The job's launcher (ranks and device: from job.json), in a session of its own; with
+        ``node``, this machine's part of a multi-node job (its own log beside node 0's)."""
+        from workers.launch import launch_command
+
+        argv = [str(a) for a in launch_command(self.job_dir, node=node)]
         env = dict(os.environ)
         sinks = [s for s in env.get(names.SINKS, "").split(",") if s.strip()]
         if "workers.redis_sink:factory" not in sinks:
@@ -279,7 +315,8 @@ class JobRunner:
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        with open(self.job_dir / LAUNCHER_LOG, "ab") as out:
+        log_name = LAUNCHER_LOG if node is None or node.node == 0 else node_launcher_log(node.node)
+        with open(self.job_dir / log_name, "ab") as out:
             return subprocess.Popen(
                 argv,
                 cwd=self.job_dir,

@@ -64,32 +64,60 @@ class _Heartbeat(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
-        from service.core.dispatch import sweep
-        from service.core.queue import enqueue, make_celery
+        from service.core.dispatch import send_job, sweep
+        from service.core.queue import make_celery
         from service.core.webhooks.delivery import DeliveryLoop
+        from workers.gang import assign_gangs, release_stale_gangs
         from workers.reaper import Reaper
 
         # Webhook deliveries in a thread of their own: a slow receiver never delays a heartbeat.
         DeliveryLoop(Store.from_url(self.settings.redis_url), self.settings, self.stopping).start()
         app = make_celery(self.settings)
-        reaper = Reaper(self.store, self.settings, lambda job_id, queue: enqueue(app, job_id, queue))
-        flagged = False
+        reaper = Reaper(
+            self.store, self.settings, lambda job_id, queue: send_job(self.store, app, job_id, queue)
+        )
+        settings, flagged = self.settings, False
+        addr, gpus = settings.node_address, gpu_count()
         while not self.done.is_set():
             try:
-                self.store.heartbeat(self.instance, self.hostname, self.queues, self.settings.heartbeat_ttl_s)
+                self.store.heartbeat(
+                    self.instance, self.hostname, self.queues, settings.heartbeat_ttl_s, addr=addr, gpus=gpus
+                )
                 if self.stopping.is_set() and not flagged:
                     self.store.request_worker_stop(self.instance)
                     flagged = True
                 if not self.stopping.is_set():
+                    # Free for a gang when no job of this worker was renewed for a while.
+                    self.store.worker_idle(self.instance, self.queues, busy_ttl_s=settings.heartbeat_ttl_s)
                     reaper()
-                    if self.store.try_lock("dispatch", self.settings.heartbeat_interval_s):
+                    if self.store.try_lock("dispatch", settings.heartbeat_interval_s):
                         sweep(self.store, app)
+                        release_stale_gangs(self.store, settings)
+                    mine = [
+                        q
+                        for q in self.queues
+                        if self.store.try_lock(f"gangs:{q}", settings.heartbeat_interval_s)
+                    ]
+                    assign_gangs(self.store, app, settings, mine)
             except Exception as exc:  # keep beating through a Redis restart
                 log.warning("heartbeat: %s", exc)
             if self.stopping.is_set():
                 self.done.wait(1.0)
             else:  # wakes at once when a stop signal arrives, so the stop flag is set without delay
                 self.stopping.wait(self.settings.heartbeat_interval_s)
+
+
+def gpu_count() -> int:
+    """The GPUs this worker sees (NVIDIA's driver folders, narrowed by CUDA_VISIBLE_DEVICES),
+    without importing torch: what its heartbeat advertises."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        found = len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        found = 0
+    if visible is not None:
+        found = min(found, len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"]))
+    return found
 
 
 def _chain_stop_signals(beat: _Heartbeat) -> None:
@@ -143,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from celery import signals
 
+    import workers.gang
     import workers.tasks  # noqa: F401  (registers run_job)
-    from service.core.queue import make_celery
+    from service.core.queue import make_celery, node_queue
 
     app = make_celery(settings)
     store = Store.from_url(settings.redis_url)
@@ -168,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     worker_argv = [
         "worker",
         "--queues",
-        settings.queues,
+        f"{settings.queues},{node_queue(instance)}",  # (the second: nodes of gangs that reserved it)
         "--concurrency",
         str(args.concurrency),
         "--pool",

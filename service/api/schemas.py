@@ -108,6 +108,10 @@ class JobPublic(BaseModel):
     queue: str
     worker: str | None
     attempts: int
+    nodes: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Per attempt, the machines it ran on: {attempt, nodes: [{node, worker, addr}]}.",
+    )
     spec: dict[str, Any]
     experiment_id: str | None = Field(default=None, description="The experiment this job is a cell of.")
     higher_is_better: bool | None = Field(
@@ -138,6 +142,7 @@ class JobPublic(BaseModel):
             queue=record.queue,
             worker=record.worker,
             attempts=record.attempts,
+            nodes=record.nodes,
             spec=record.spec,
             experiment_id=record.experiment_id,
             higher_is_better=higher_is_better(main) if isinstance(main, str) else None,

@@ -181,10 +181,18 @@ def print_job_summary(job: dict[str, Any], file: Any = None) -> None:
     out = file or sys.stdout
     progress = job["progress"]
     print(
-        f"job {job['id']}: {job['status']}" + (f" ({job['phase']})" if job["status"] == "running" else ""),
+        f"job {job['id']}: {job['status']}"
+        + (
+            f" ({job['phase']})"
+            if job["status"] == "running" or (job.get("phase") or "").startswith("waiting")
+            else ""
+        ),
         file=out,
     )
     print(f"  progress: step {progress['step']}/{progress['total_steps'] or '?'}", file=out)
+    for attempt in job.get("nodes") or []:
+        machines = ", ".join(f"node {n['node']} {n['worker']} ({n['addr']})" for n in attempt["nodes"])
+        print(f"  attempt {attempt['attempt']}: {machines}", file=out)
     train = (job.get("latest_metrics") or {}).get("train")
     if train:
         loss = fmt_number(train.get("loss"), significant=True)

@@ -118,7 +118,9 @@ class ProgressView:
 
     def event(self, record: Mapping[str, Any]) -> None:
         kind = record.get("type")
-        if kind == "started":
+        if kind == "gang":  # a job across machines: its gang formed, or it waits again
+            self._print(f"nodes: {record.get('message')}")
+        elif kind == "started":
             self.total_steps = record.get("total_steps") or self.total_steps
             where = (
                 f"{record.get('world_size')} rank(s), ZeRO-{record.get('zero_stage')}, {record.get('device')}"

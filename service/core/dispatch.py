@@ -23,14 +23,33 @@ from celery import Celery
 
 from service.core.contract.vocabulary import FINAL_STATUSES
 from service.core.queue import EnqueueError, enqueue
-from service.core.records import DISPATCHING
+from service.core.records import DISPATCHING, gang_waiting_phase
 from service.core.store import Store
 
-__all__ = ["DISPATCH_GRACE_S", "advance", "sweep"]
+__all__ = ["DISPATCH_GRACE_S", "advance", "send_job", "sweep"]
 
 log = logging.getLogger(__name__)
 
 DISPATCH_GRACE_S = 30.0
+
+
+def send_job(store: Store, app: Celery, job_id: str, queue: str) -> str | None:
+    """Put a queued job where a worker takes it: a one-machine job's message on its queue; a
+    job of several machines in its queue's line of gangs (``workers.gang``), at the place it had
+    if it was there before. Returns the job's phase from now on (None: an ordinary queued job).
+    Raises :class:`EnqueueError` when the broker is down."""
+    record = store.get_job(job_id)
+    nodes = int(((record.resolved_spec if record else {}).get("resources") or {}).get("nodes") or 1)
+    if nodes <= 1:
+        enqueue(app, job_id, queue)
+        return None
+    gang = store.gang(job_id)
+    if "size" in gang:  # an attempt whose node 0 died: its workers are free, its place kept
+        store.release_gang(job_id, int(gang["attempt"]), queue, requeue=True)
+    store.wait_for_gang(job_id, queue, nodes)
+    phase = gang_waiting_phase(nodes)
+    store.transition(job_id, None, allowed=("queued",), phase=phase)
+    return phase
 
 
 def _max_parallel(spec: dict[str, Any]) -> int:
@@ -50,11 +69,11 @@ def advance(store: Store, app: Celery, exp_id: str) -> list[str]:
             if record is None:
                 continue
             try:
-                enqueue(app, job_id, record.queue)
+                phase = send_job(store, app, job_id, record.queue)
             except EnqueueError as exc:  # left "dispatching": the sweep sends it later
                 log.warning("experiment %s: job %s not sent yet: %s", exp_id, job_id, exc)
                 continue
-            store.dispatched(job_id)
+            store.dispatched(job_id, phase)
             sent.append(job_id)
     jobs = store.get_jobs(job["id"] for job in experiment.jobs)
     if all(job is None or job.status in FINAL_STATUSES for job in jobs):
@@ -73,11 +92,11 @@ def sweep(store: Store, app: Celery, *, grace_s: float = DISPATCH_GRACE_S) -> li
             if record is None or record.status != "queued" or record.phase != DISPATCHING:
                 continue
             try:
-                enqueue(app, record.id, record.queue)
+                phase = send_job(store, app, record.id, record.queue)
             except EnqueueError:
                 continue
             log.warning("experiment %s: job %s was given a slot but not sent; sent now", exp_id, record.id)
-            store.dispatched(record.id)
+            store.dispatched(record.id, phase)
             sent.append(record.id)
         sent += advance(store, app, exp_id)
     return sent

@@ -19,6 +19,7 @@ QUEUES = PREFIX + "QUEUES"
 MODEL_ROOTS = PREFIX + "MODEL_ROOTS"
 ALLOW_HUB = PREFIX + "ALLOW_HUB"
 SOFT_SHUTDOWN_S = PREFIX + "SOFT_SHUTDOWN_S"
+NODE_ADDR = PREFIX + "NODE_ADDR"
 # Where converted model presets are cached (workers/train/presets_llm.py; default
 # ~/.cache/childtune/models).
 MODEL_CACHE = PREFIX + "MODEL_CACHE"
@@ -42,6 +43,9 @@ API_KEY = PREFIX + "API_KEY"
 WORKER_INSTANCE = PREFIX + "WORKER_INSTANCE"
 SINKS = PREFIX + "SINKS"
 DATA = PREFIX + "DATA"
+# Set by the launcher of a multi-node job's node for the ranks torchrun starts (each in a session
+# of its own): a rank whose torchrun dies is killed with it (workers.train.main).
+DIE_WITH_TORCHRUN = PREFIX + "DIE_WITH_TORCHRUN"
 FILES_DIR = PREFIX + "FILES_DIR"
 
 # Not ours, but set and read in more than one place: a CPU job's thread budget. A worker running

@@ -38,6 +38,7 @@ __all__ = [
     "MASKS_DIR",
     "METRICS_FILE",
     "MODEL_DIR",
+    "NODE_MARKER",
     "PREDICTIONS_FILE",
     "STATUS_FILE",
     "ArtifactsLayout",
@@ -46,6 +47,7 @@ __all__ = [
     "checkpoint_step",
     "checkpoint_tag",
     "json_safe",
+    "node_launcher_log",
     "number_events",
     "read_jsonl",
     "read_status",
@@ -57,6 +59,16 @@ STATUS_FILE = "status.json"  # rank 0's last word: status, phase, step, total_st
 METRICS_FILE = "metrics.jsonl"  # train and eval records
 EVENTS_FILE = "events.jsonl"  # phase changes, checkpoints, resume, errors, finish
 LAUNCHER_LOG = "launcher.log"  # the launcher's and the ranks' output
+
+
+def node_launcher_log(node: int) -> str:
+    """The launcher log of node ``node`` > 0 of a multi-node job (node 0's is LAUNCHER_LOG)."""
+    return f"launcher.node{node}.log"
+
+
+# A multi-node job: node 0 writes this marker, every other node must read the same (the folder
+# is shared); each node i > 0 logs its launcher to node_launcher_log(i).
+NODE_MARKER = ".nodes-marker"
 LOCK_FILE = "run.lock"  # held by a run's launcher and ranks: one run of a job at a time
 PREDICTIONS_FILE = "predictions.json"  # the final model's dev-set outputs
 MODEL_DIR = "model"  # the final model, a Hugging Face folder

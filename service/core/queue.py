@@ -1,4 +1,4 @@
-"""The job queue: the Celery application, the one task name and ``enqueue``.
+"""The job queue: the Celery application, the task names, ``enqueue`` and ``send_node``.
 
 Defined on the producer side: the API sends ``run_job`` messages by name from here, and the
 workers (``workers.tasks``, ``workers.worker``) import the same app to consume them. It imports
@@ -15,9 +15,12 @@ from kombu.exceptions import OperationalError
 
 from service.core.settings import ALL_QUEUES, Settings
 
-__all__ = ["RUN_JOB", "EnqueueError", "enqueue", "make_celery"]
+__all__ = ["RUN_JOB", "RUN_NODE", "EnqueueError", "enqueue", "make_celery", "node_queue", "send_node"]
 
 RUN_JOB = "workers.tasks.run_job"
+# A multi-node job's part on one reserved worker: ``run_node(job_id, attempt, node)``, sent to
+# that worker's own queue (:func:`node_queue`), never to a shared one.
+RUN_NODE = "workers.gang.run_node"
 
 
 class EnqueueError(RuntimeError):
@@ -59,3 +62,16 @@ def enqueue(app: Celery, job_id: str, queue: str) -> None:
         app.send_task(RUN_JOB, args=[job_id], queue=queue, retry=True, retry_policy=policy)
     except (OperationalError, OSError) as exc:
         raise EnqueueError(f"the broker did not accept the job: {exc}") from exc
+
+
+def node_queue(instance: str) -> str:
+    """The queue only the worker ``instance`` consumes: where its gang nodes are sent."""
+    return f"node.{instance}"
+
+
+def send_node(app: Celery, instance: str, job_id: str, attempt: int, node: int) -> None:
+    """Send node ``node`` of attempt ``attempt`` of ``job_id`` to the reserved worker ``instance``."""
+    try:
+        app.send_task(RUN_NODE, args=[job_id, attempt, node], queue=node_queue(instance), retry=True)
+    except (OperationalError, OSError) as exc:
+        raise EnqueueError(f"the broker did not accept the node's message: {exc}") from exc

@@ -24,6 +24,7 @@ __all__ = [
     "Page",
     "Transition",
     "WebhookDelivery",
+    "gang_waiting_phase",
     "new_experiment_id",
     "new_file_id",
     "new_job_id",
@@ -99,10 +100,18 @@ class JobRecord(BaseModel):
     cancel_requested: bool = False
     seq: int = 0
     experiment_id: str | None = None  # the experiment whose grid made this job
+    # The machines of each attempt: {"attempt": n, "nodes": [{"node": i, "worker": hostname,
+    # "addr": address}, ...]} (one node for a one-machine job).
+    nodes: list[dict[str, Any]] = Field(default_factory=list)
 
 
 WAITING = "waiting"  # the phase of an experiment's queued job held back by its max_parallel
 DISPATCHING = "dispatching"  # given a slot; its message is being sent
+
+
+def gang_waiting_phase(nodes: int) -> str:
+    """The phase of a queued job of several machines, in line until that many workers are free."""
+    return f"waiting for {nodes} nodes"
 
 
 class ExperimentRecord(BaseModel):

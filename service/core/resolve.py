@@ -98,12 +98,14 @@ def resolve_spec(spec: JobSpec, tenant: str, store: Store, settings: Settings) -
     """The spec with dataset file ids replaced by paths; raises SpecError naming every bad field."""
     model, problem = resolve_model(spec.model, tenant, store, settings)
     errors = [("model", problem)] if problem else []
-    if queue_for(spec.resources.device, spec.resources.num_ranks) not in ALL_QUEUES:
+    resources = spec.resources
+    if queue_for(resources.device, resources.ranks_per_node) not in ALL_QUEUES:
         errors.append(
             (
                 "resources.num_ranks",
-                f"at most {MAX_RANKS_PER_QUEUE} ranks per job on this service (no worker serves "
-                f"{spec.resources.num_ranks}); jobs across machines: docs/deploy.md, DeepSpeed's hostfile",
+                f"at most {MAX_RANKS_PER_QUEUE} ranks per machine on this service (no worker serves "
+                f"{resources.ranks_per_node}); a larger job spans machines: give resources.nodes so that "
+                f"num_ranks / nodes <= {MAX_RANKS_PER_QUEUE} (docs/deploy.md, jobs larger than one machine)",
             )
         )
     if spec.webhook_url is not None:

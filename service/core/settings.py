@@ -97,6 +97,14 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     kill_grace_s: float = Field(default=5.0, ge=0)
     soft_shutdown_s: float = Field(default=30.0, ge=0)
+    # Jobs across machines (resources.nodes > 1; docs/deploy.md). The address other nodes reach
+    # this worker on (its rendezvous endpoint when it is a job's node 0): empty = this host's
+    # name resolved (socket.gethostbyname), else 127.0.0.1.
+    node_addr: str = ""
+    # How long a gang's reserved workers have to join before the reservation is released and the
+    # job waits again; then torchrun's rendezvous gets as long again for every node to arrive.
+    gang_reserve_s: float = Field(default=60.0, gt=0)
+    rendezvous_timeout_s: float = Field(default=120.0, gt=0)
     # Longer than the longest job: an unacknowledged task is redelivered after this long.
     visibility_timeout_s: int = Field(default=7 * 24 * 3600, ge=60)
     # Webhooks (service/core/webhooks/). Internal addresses (loopback, link-local, private,
@@ -186,6 +194,18 @@ class Settings(BaseSettings):
         """The networks webhooks may reach although internal (``webhook_allow_networks``)."""
         entries = (e.strip() for e in self.webhook_allow_networks.split(","))
         return [ipaddress.ip_network(e, strict=False) for e in entries if e]
+
+    @property
+    def node_address(self) -> str:
+        """Where other nodes reach this worker (``node_addr``, else this host's address)."""
+        if self.node_addr.strip():
+            return self.node_addr.strip()
+        import socket
+
+        try:
+            return socket.gethostbyname(socket.gethostname())
+        except OSError:
+            return "127.0.0.1"
 
     @property
     def max_upload_bytes(self) -> int:

@@ -200,6 +200,17 @@ def test_num_gpus_and_num_ranks_are_one_setting() -> None:
     assert info.value.fields == ["resources.num_gpus"]
 
 
+def test_num_ranks_is_the_jobs_total_split_over_its_nodes() -> None:
+    assert Resources.model_validate({"nodes": 2, "num_ranks": 16}).ranks_per_node == 8
+    assert Resources.model_validate({}).nodes == 1
+    with pytest.raises(SpecError) as info:
+        load_spec(
+            {"model": "m", "dataset": {"preset": "glue/rte"}, "resources": {"nodes": 2, "num_ranks": 3}}
+        )
+    assert info.value.fields == ["resources.nodes"]
+    assert "multiple of nodes" in str(info.value) and "e.g. 2 ranks" in str(info.value)
+
+
 BASE = {"model": "minilm-l6", "dataset": {"preset": "glue/rte"}}
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from service.core.records import JobRecord
 from service.core.store import Store
-from service.core.store.gangs import Reservation
+from service.core.store.gangs import GangAssignment, Reservation
 from tests.e2e.stack import RedisServer
 
 Q = "cpu"
@@ -44,7 +44,7 @@ def job(store: Store, job_id: str, nodes: int) -> str:
 def idle(store: Store, *instances: str) -> None:
     for name in instances:
         store.heartbeat(name, f"host-{name}", [Q], ttl_s=60)
-        assert store.worker_idle(name, [Q]) is None
+        assert store.worker_idle(name, [Q], busy_ttl_s=60) is None
 
 
 def test_a_gang_gets_all_its_nodes_at_once_or_none(store: Store) -> None:
@@ -62,7 +62,7 @@ def test_a_gang_gets_all_its_nodes_at_once_or_none(store: Store) -> None:
     assert store.assign_gang(Q, **TTL) is None  # j2 needs 2, one is idle: it holds none of them
     assert store.reservation("w3") is None and store.waiting_gangs(Q) == ["j2"]
     # a reserved worker stays reserved when it beats again, and is told what for
-    assert store.worker_idle("w1", [Q]) == Reservation("j1", 1, 0)
+    assert store.worker_idle("w1", [Q], busy_ttl_s=60) == Reservation("j1", 1, 0)
     assert store.idle_workers(Q, 60) == ["w3"]
 
 
@@ -73,6 +73,8 @@ def test_nodes_join_and_a_gang_that_does_not_form_waits_again_at_its_place(store
     gang = store.assign_gang(Q, **TTL)
     assert gang is not None and gang.job_id == "j1"
     assert store.join_gang(Reservation("j1", 1, 0), "w1") == (1, 2)
+    assert store.set_gang_fields("j1", 1, endpoint="127.0.0.1:1", run="r1")
+    assert not store.set_gang_fields("j1", 2, run="r2")  # not the current attempt
     assert store.join_gang(Reservation("j1", 1, 0), "w1") is None  # consumed: a second start refused
     assert store.gangs_forming_since(float("inf")) == ["j1"]
     # node 1 never starts: the gang is released, w2 is free, j1 waits ahead of j2 again
@@ -81,9 +83,13 @@ def test_nodes_join_and_a_gang_that_does_not_form_waits_again_at_its_place(store
     assert store.waiting_gangs(Q) == ["j1", "j2"]
     assert store.join_gang(Reservation("j1", 1, 1), "w2") is None  # too late: released
     assert not store.release_gang("j1", 1, Q, requeue=True)  # twice: nothing more
+    assert not store.set_gang_fields("j1", 1, run="late")  # a released attempt takes no more fields
+    store.worker_free("w1", "j1")  # (w1 joined: it is busy until its node's task ends)
     idle(store, "w1", "w2")
     again = store.assign_gang(Q, **TTL)
     assert again is not None and again.job_id == "j1" and again.attempt == 2
+    gang = store.gang("j1")  # nothing the nodes of attempt 1 told each other is left
+    assert "endpoint" not in gang and "run" not in gang
     assert store.join_gang(Reservation("j1", 2, 0), again.nodes[0]) == (1, 2)
     assert store.join_gang(Reservation("j1", 2, 1), again.nodes[1]) == (2, 2)
     assert store.gangs_forming_since(float("inf")) == []
@@ -118,11 +124,12 @@ def test_a_worker_is_either_reserved_or_running_its_own_job_never_both(
     def worker_loop(name: str) -> None:
         local = Store.from_url(server.url)
         while not stop.is_set():
-            if local.worker_busy(name, [Q]) is None:
+            if local.worker_busy(name, [Q], "own-job") is None:
                 busy[name] += 1  # running its own job: no gang may hold it now
                 if local.reservation(name) is not None:
                     violations.append(f"{name} reserved while running its own job")
-                local.worker_idle(name, [Q])
+                local.worker_free(name, "own-job")
+                local.worker_idle(name, [Q], busy_ttl_s=60)
             else:
                 stop.wait(0.001)
 
@@ -158,3 +165,25 @@ def test_a_worker_is_either_reserved_or_running_its_own_job_never_both(
             v for k, v in gang.items() if k.startswith("node:")
         )
     assert sum(busy.values()) > 0 and held, (busy, held)
+
+
+def test_a_busy_worker_is_not_offered_to_gangs_until_its_job_ends_or_its_task_goes_silent(
+    store: Store,
+) -> None:
+    job(store, "j1", 1)
+    store.heartbeat("w1", "host-w1", [Q], ttl_s=60)
+    assert store.worker_busy("w1", [Q], "own-job") is None
+    assert store.worker_idle("w1", [Q], busy_ttl_s=60) is None
+    assert store.idle_workers(Q, ttl_s=60) == []  # running its own job: not idle
+    assert store.assign_gang(Q, **TTL) is None
+    store.worker_free("w1", "own-job")
+    store.worker_idle("w1", [Q], busy_ttl_s=60)
+    assert store.idle_workers(Q, ttl_s=60) == ["w1"]
+    # A task that died without freeing its job: once its renewal is older than the TTL, the
+    # worker is idle again.
+    store.worker_busy("w1", [Q], "dead-task")
+    store.worker_idle("w1", [Q], busy_ttl_s=60)
+    assert store.idle_workers(Q, ttl_s=60) == []
+    store.worker_idle("w1", [Q], busy_ttl_s=-1)  # (every renewal is older than that)
+    assert store.idle_workers(Q, ttl_s=60) == ["w1"]
+    assert store.assign_gang(Q, **TTL) == GangAssignment("j1", 1, ["w1"])

@@ -16,7 +16,10 @@ CHARS = list(string.ascii_lowercase + string.digits + string.punctuation)
 def write_tiny_model(folder: Path, *, dropout: float = 0.0, seed: int = 0) -> Path:
     """Write ``config.json``, weights and tokenizer files of a 2-layer, hidden-16 BERT into ``folder``."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    import transformers
+    from transformers import BertConfig, BertForSequenceClassification
+
+    BertTokenizerFast = transformers.BertTokenizerFast  # type: ignore[attr-defined]
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = SPECIAL + CHARS + ["##" + c for c in CHARS]

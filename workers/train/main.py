@@ -12,13 +12,23 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
 
+from service.core import env
 from service.core.contract import SpecError, load_spec
-from service.core.jobdir import EXIT_OK, EXIT_USAGE, JOB_FILE, MODEL_DIR, read_status, write_status
-from service.core.procs import rendezvous_port
+from service.core.jobdir import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    JOB_FILE,
+    MODEL_DIR,
+    read_status,
+    write_status,
+)
+from service.core.procs import die_with_parent, rendezvous_port
 from workers.train.program import Run
 
 __all__ = ["main", "rank_identity"]
@@ -38,6 +48,23 @@ def rank_identity() -> tuple[int, int]:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(rendezvous_port()))
     return rank, world
+
+
+def _die_with_torchrun() -> None:
+    """Under torchrun (a multi-node job's node; ``DIE_WITH_TORCHRUN``), which starts each rank in
+    a session of its own: SIGKILL when torchrun dies, however it dies. A torchrun already gone
+    when this runs (this process was re-parented) means exit now."""
+    if os.environ.get(env.DIE_WITH_TORCHRUN) != "1":
+        return
+    parent = os.getppid()
+    die_with_parent(signal.SIGKILL)
+    try:
+        cmdline = Path(f"/proc/{parent}/cmdline").read_bytes()
+    except OSError:
+        cmdline = b""
+    if os.getppid() != parent or b"torch.distributed" not in cmdline:
+        print("error: torchrun is gone; this rank stops", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED)
 
 
 def _quiet_libraries() -> None:
@@ -61,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--job-dir", required=True, type=Path, help="the job's directory (holds job.json)")
     ap.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    _die_with_torchrun()
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s rank" + os.environ.get("RANK", "0") + " %(levelname)s %(message)s",

@@ -16,6 +16,7 @@ from pydantic import (
 from service.core.contract.fields import Float, Int, spec_error
 from service.core.contract.vocabulary import (
     MAX_NEW_TOKENS,
+    MAX_NODES,
     MAX_SAMPLES,
     MAX_STEPS,
     SEED_MAX,
@@ -95,7 +96,10 @@ class Hyperparameters(BaseModel):
 
 
 class Resources(BaseModel):
-    """Where and how the job runs. ``num_gpus`` is accepted as another name for ``num_ranks``."""
+    """Where and how the job runs. ``num_gpus`` is accepted as another name for ``num_ranks``.
+
+    ``num_ranks`` is always the job's total; ``nodes`` machines each run ``num_ranks / nodes`` of
+    them (:attr:`ranks_per_node`), so ``num_ranks`` must be a multiple of ``nodes``."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -105,6 +109,7 @@ class Resources(BaseModel):
             "examples": [
                 {"num_ranks": 1, "device": "cpu"},
                 {"num_gpus": 4, "zero_stage": 2, "precision": "bf16", "device": "cuda"},
+                {"nodes": 2, "num_gpus": 16, "zero_stage": 3, "precision": "bf16", "device": "cuda"},
             ]
         },
     )
@@ -114,7 +119,19 @@ class Resources(BaseModel):
         ge=1,
         le=1024,
         validation_alias=AliasChoices("num_ranks", "num_gpus"),
-        description="Training processes (one per GPU on cuda); also accepted as num_gpus.",
+        description=(
+            "Training processes of the whole job, over all its nodes (one per GPU on cuda); also "
+            "accepted as num_gpus."
+        ),
+    )
+    nodes: Int = Field(
+        default=1,
+        ge=1,
+        le=MAX_NODES,
+        description=(
+            "Machines the job runs on together (gang-scheduled); each runs num_ranks / nodes ranks, "
+            "so num_ranks must be a multiple of nodes."
+        ),
     )
     zero_stage: Int = Field(default=2, ge=0, le=3, description="DeepSpeed ZeRO stage, 0..3.")
     precision: Precision = "fp32"
@@ -130,6 +147,22 @@ class Resources(BaseModel):
                 )
             data = {k: v for k, v in data.items() if k != "num_gpus"}
         return data
+
+    @model_validator(mode="after")
+    def _ranks_split_over_nodes(self) -> Resources:
+        if self.num_ranks % self.nodes:
+            example = self.nodes * max(1, self.num_ranks // self.nodes)
+            raise spec_error(
+                f"{self.num_ranks} ranks cannot be split evenly over {self.nodes} nodes; num_ranks is the "
+                f"job's total: give a multiple of nodes (e.g. {example} ranks)",
+                field="nodes",
+            )
+        return self
+
+    @property
+    def ranks_per_node(self) -> int:
+        """Ranks each of the job's machines runs."""
+        return self.num_ranks // self.nodes
 
     @property
     def num_gpus(self) -> int:

@@ -132,6 +132,7 @@ MAX_LABELS = 10_000
 MAX_EXAMPLES = 100_000_000
 MAX_NEW_TOKENS = 1024
 MAX_SAMPLES = 16
+MAX_NODES = 64  # machines one job may span (resources.nodes)
 
 # A webhook URL's longest form (``service.core.contract.urls``).
 MAX_WEBHOOK_URL = 2000

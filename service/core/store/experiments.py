@@ -58,9 +58,10 @@ class ExperimentStore(StoreBase):
         keys = [P + f"exp:{exp_id}:pending", P + f"exp:{exp_id}:active"]
         return cast(list[str], self._claim_slots(keys=keys, args=[max_parallel, time.time()]))
 
-    def dispatched(self, job_id: str) -> None:
-        """The job's message is sent: it is an ordinary queued job now (phase cleared)."""
-        self.transition(job_id, None, allowed=("queued",), phase=None)
+    def dispatched(self, job_id: str, phase: str | None = None) -> None:
+        """The job's message is sent: it is an ordinary queued job now (phase cleared, or the
+        phase of a job of several machines waiting in line)."""
+        self.transition(job_id, None, allowed=("queued",), phase=phase)
 
     def active_jobs(self, exp_id: str) -> dict[str, float]:
         """The experiment's jobs holding a slot -> when they got it."""

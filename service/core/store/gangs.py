@@ -12,14 +12,19 @@ step with the assignment it either learns of its reservation or leaves the idle 
 
 A node consumes its reservation with :meth:`join_gang`; a gang whose nodes do not all join in
 time is released (:meth:`release_gang`): its workers are free and the job waits again at its
-place. Keys: ``ct:gang:<job>`` hash (attempt, size, place, assigned_at, joined, node:<i>),
-``ct:gang-need`` hash (job -> nodes), ``ct:gangs-forming`` sorted set (job -> assigned_at).
+place. Keys: ``ct:gang:<job>`` hash (attempt, size, place, assigned_at, joined, node:<i>; then what
+the nodes tell each other: endpoint, marker, run, exit:<i>, fail:<i>), ``ct:gang-need`` hash
+(job -> nodes), ``ct:gangs-forming`` sorted set (job -> assigned_at), ``ct:busy:<instance>``
+(job -> last renewal: what a worker runs), ``ct:gang-node:<job>:<attempt>:<i>`` (node i's
+task is alive). The protocol between the nodes is ``workers/gang.py``'s.
 """
 
 from __future__ import annotations
 
 import time
 from typing import NamedTuple, cast
+
+from redis.exceptions import WatchError
 
 from service.core.store.base import P, StoreBase
 
@@ -61,22 +66,29 @@ class GangStore(StoreBase):
     def waiting_gangs(self, queue: str) -> list[str]:
         return cast(list[str], self.r.zrange(P + f"gangs:{queue}", 0, -1))
 
-    def _worker_script(self, what: str, instance: str, queues: list[str]) -> Reservation | None:
+    def _worker_script(
+        self, what: str, instance: str, queues: list[str], job_id: str = "", busy_ttl_s: float = 0
+    ) -> Reservation | None:
         held = self._gang_worker(
-            keys=[P + f"assigned:{instance}"], args=[what, instance, ",".join(queues), time.time()]
+            keys=[P + f"assigned:{instance}", P + f"busy:{instance}"],
+            args=[what, instance, ",".join(queues), time.time(), job_id, busy_ttl_s],
         )
         return Reservation.parse(cast(str, held)) if held else None
 
-    def worker_idle(self, instance: str, queues: list[str]) -> Reservation | None:
-        """A worker with a free slot offers itself to gangs (a beat; call it every heartbeat).
-        Returns its reservation when a gang has picked it."""
-        return self._worker_script("idle", instance, queues)
+    def worker_idle(self, instance: str, queues: list[str], *, busy_ttl_s: float) -> Reservation | None:
+        """A worker's heartbeat: with no job (none renewed within ``busy_ttl_s``) it offers itself
+        to gangs, else it leaves the idle sets. Returns its reservation when a gang picked it."""
+        return self._worker_script("idle", instance, queues, busy_ttl_s=busy_ttl_s)
 
-    def worker_busy(self, instance: str, queues: list[str]) -> Reservation | None:
-        """A worker about to run a job from a shared queue: out of the idle sets, unless a gang
-        reserved it first (then that reservation is returned: serve the gang, give the
-        message back)."""
-        return self._worker_script("busy", instance, queues)
+    def worker_busy(self, instance: str, queues: list[str], job_id: str) -> Reservation | None:
+        """A worker about to run ``job_id`` (or renewing it, every poll of its task): recorded,
+        and out of the idle sets, unless a gang reserved it first (then that reservation is
+        returned and nothing is recorded: serve the gang, give the message back)."""
+        return self._worker_script("busy", instance, queues, job_id)
+
+    def worker_free(self, instance: str, job_id: str) -> None:
+        """The worker's run of ``job_id`` is over."""
+        self._worker_script("free", instance, [], job_id)
 
     def idle_workers(self, queue: str, ttl_s: float) -> list[str]:
         return cast(list[str], self.r.zrangebyscore(P + f"idle:{queue}", time.time() - ttl_s, "+inf"))
@@ -105,8 +117,8 @@ class GangStore(StoreBase):
         out = cast(
             list[int],
             self._gang_join(
-                keys=[P + f"gang:{job_id}", P + f"assigned:{instance}"],
-                args=[job_id, attempt, node, instance],
+                keys=[P + f"gang:{job_id}", P + f"assigned:{instance}", P + f"busy:{instance}"],
+                args=[job_id, attempt, node, instance, time.time()],
             ),
         )
         return (int(out[0]), int(out[1])) if out else None
@@ -121,6 +133,34 @@ class GangStore(StoreBase):
 
     def gang(self, job_id: str) -> dict[str, str]:
         return cast(dict[str, str], self.r.hgetall(P + f"gang:{job_id}"))
+
+    def set_gang_fields(self, job_id: str, attempt: int, **fields: str) -> bool:
+        """Write fields of attempt ``attempt``'s gang (its endpoint, its run, a node's exit...);
+        False (nothing written) when another attempt is current or it was released."""
+        key = P + f"gang:{job_id}"
+        with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    if pipe.hget(key, "attempt") != str(attempt) or not pipe.hexists(key, "size"):
+                        pipe.reset()
+                        return False
+                    pipe.multi()
+                    pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
+                    pipe.execute()
+                    return True
+                except WatchError:
+                    continue
+
+    def renew_node(self, job_id: str, attempt: int, node: int, ttl_s: float) -> None:
+        """Node ``node`` of the attempt is alive (its task renews this every poll)."""
+        self.r.set(P + f"gang-node:{job_id}:{attempt}:{node}", "1", px=max(1, int(ttl_s * 1000)))
+
+    def node_alive(self, job_id: str, attempt: int, node: int) -> bool:
+        return bool(self.r.exists(P + f"gang-node:{job_id}:{attempt}:{node}"))
+
+    def drop_node(self, job_id: str, attempt: int, node: int) -> None:
+        self.r.delete(P + f"gang-node:{job_id}:{attempt}:{node}")
 
     def gangs_forming_since(self, before: float) -> list[str]:
         """Jobs whose gang was assigned before ``before`` and has not fully joined yet."""

@@ -8,8 +8,8 @@ from celery import Celery
 
 from service.core.contract import JobSpec, load_spec
 from service.core.contract.vocabulary import FINAL_STATUSES
-from service.core.dispatch import advance
-from service.core.queue import EnqueueError, enqueue
+from service.core.dispatch import advance, send_job
+from service.core.queue import EnqueueError
 from service.core.records import JobRecord, new_job_id, valid_job_id
 from service.core.resolve import resolve_spec
 from service.core.settings import Settings, queue_for
@@ -35,7 +35,7 @@ def new_job_record(tenant: str, spec: JobSpec, resolved: JobSpec) -> JobRecord:
         tenant=tenant,
         spec=spec.model_dump(mode="json"),
         resolved_spec=resolved.model_dump(mode="json"),
-        queue=queue_for(spec.resources.device, spec.resources.num_ranks),
+        queue=queue_for(spec.resources.device, spec.resources.ranks_per_node),
     )
 
 
@@ -50,11 +50,11 @@ def submit_job(body: Any, tenant: str, store: Store, settings: Settings, celery:
     resolved = resolve_spec(spec, tenant, store, settings)
     record = store.create_job(new_job_record(tenant, spec, resolved))
     try:
-        enqueue(celery, record.id, record.queue)
+        phase = send_job(store, celery, record.id, record.queue)
     except EnqueueError as exc:
         store.delete_job(record.id)
         raise Unavailable(str(exc), code="broker_unavailable") from exc
-    return record
+    return record if phase is None else record.model_copy(update={"phase": phase})
 
 
 def cancel_job(store: Store, celery: Celery, job_id: str, tenant: str) -> JobRecord:

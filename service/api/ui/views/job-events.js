@@ -34,6 +34,7 @@ export function describeEvent(e) {
     }
     case 'early_stopped': return `early stop at step ${e.step} (best step ${e.best_step})`;
     case 'resumed': return `resumed from step ${e.from_step}`;
+    case 'gang': return `nodes: ${e.message}`;
     case 'model': return `saved ${e.which} (step ${e.step})`;
     case 'audit': return `audit: changed ${fmtPct(e.changed_fraction)}, ${fmtInt(e.changed_outside)} outside the child`;
     case 'delta': return `delta written: ${fmtBytes(e.delta_bytes)} (model ${fmtBytes(e.model_bytes)})`;

@@ -71,6 +71,10 @@ export function renderJob(view, jobId) {
     return { facts, actions, cancel, errorSection, ckptBody, ckptMessage, mask: maskSection };
   };
 
+  /* Per attempt, the machines it ran on: "attempt 1: node-a (10.0.0.5), node-b (10.0.0.6)". */
+  const nodesText = (attempts) => (attempts || []).length === 0 ? '—'
+    : attempts.map((a) => `attempt ${a.attempt}: ${a.nodes.map((n) => `${n.worker} (${n.addr})`).join(', ')}`).join('; ');
+
   const update = (job) => {
     const resources = job.spec.resources || {};
     const rows = [
@@ -81,8 +85,10 @@ export function renderJob(view, jobId) {
       ['Method', methodText(job.spec)],
       ['Model', job.spec.model],
       ['Dataset', datasetText(job.spec)],
-      ['Ranks', `${resources.num_ranks || 1} on ${resources.device || 'auto'} (queue ${job.queue})`],
+      ['Ranks', `${resources.num_ranks || 1} on ${resources.device || 'auto'}`
+        + `${(resources.nodes || 1) > 1 ? ` over ${resources.nodes} nodes` : ''} (queue ${job.queue})`],
       ['Worker', job.worker || '—'],
+      ['Nodes', nodesText(job.nodes)],
       ['Attempts', String(job.attempts)],
       ['Created', timeEl(job.created_at, true)],
       ['Started', timeEl(job.started_at, true)],

@@ -3,7 +3,7 @@
 -- The first waiting job still queued gets all of its nodes from the live idle workers at once, or
 -- nothing: no gang ever holds part of the machines. Each chosen worker leaves every idle set and
 -- is reserved (ct:assigned:<instance>, expiring); the job leaves the waiting set and its gang is
--- written (ct:gang:<job>: attempt, size, place, assigned_at, node:<i>). Gangs are served in
+-- written afresh (ct:gang:<job>: attempt, size, place, assigned_at, node:<i>). Gangs are served in
 -- order: a later, smaller gang never overtakes the first (no starvation of large gangs).
 -- Returns {job, attempt, instance of node 0, node 1, ...}, or {} when nothing can start.
 local now = tonumber(ARGV[1])
@@ -26,6 +26,10 @@ local idle = redis.call('ZRANGE', KEYS[2], 0, -1)
 if need < 1 or #idle < need then return {} end
 table.sort(idle)
 local gang = PREFIX .. 'gang:' .. head
+for _, field in ipairs(redis.call('HKEYS', gang)) do
+  -- what the nodes of an earlier attempt told each other (endpoint, marker, run, exits...)
+  if field ~= 'attempt' and field ~= 'place' then redis.call('HDEL', gang, field) end
+end
 local attempt = redis.call('HINCRBY', gang, 'attempt', 1)
 local out = {head, tostring(attempt)}
 for i = 1, need do
