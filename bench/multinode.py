@@ -2,16 +2,18 @@
 
     python -m bench.multinode [--repeats 3] [--steps 30] [--out docs/results/multinode.json]
 
-Two measurements, each repeated and interleaved (one of each kind in turn, so a slower minute of a
-busy machine hits both kinds alike), reported as medians:
+Two measurements, each repeated and interleaved (one of each kind in turn, so a slower minute
+of a busy machine hits every kind alike), reported as medians:
 
 1. **Throughput.** The same ChildTuning-D job (the ``minilm-l6`` preset on RTE, ZeRO-2, fp32)
-   as 1 node x 2 ranks (``python -m workers.launch``: the one-machine launcher) and as 2 nodes x
-   1 rank (two ``workers.launch --nnodes 2`` supervisors, torchrun's c10d rendezvous on
-   127.0.0.1). Samples/s is the median of the job's own train records after the first
-   ``--skip`` steps. On one machine the two nodes share its cores exactly as the two ranks do,
-   so the ratio isolates what torchrun and a TCP-only process group (DeepSpeed's shared-memory
-   all-reduce needs every rank on one host) cost.
+   as 1 node x 2 ranks (``python -m workers.launch``: the one-machine launcher), as 1 node x 2
+   ranks under torchrun (``--nnodes 1``: what one launch path for every job would run) and as
+   2 nodes x 1 rank (two ``workers.launch --nnodes 2`` supervisors, torchrun's c10d rendezvous
+   on 127.0.0.1); also the time from the launch to the first train record. Samples/s is the
+   median of the job's own train records after the first ``--skip`` steps. On one machine the
+   two nodes share its cores exactly as the two ranks do, so the ratio isolates what torchrun
+   and a TCP-only process group (DeepSpeed's shared-memory all-reduce needs every rank on one
+   host) cost.
 2. **The gang's overhead.** Through the service (Redis, the API, two ``childtune worker``
    processes acting as nodes, one shared artifacts folder): the time from ``POST /v1/jobs`` to
    the job's first train record, for a tiny 1-node x 1-rank job and for its 2-node x 1-rank twin.
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from service.core.contract import load_spec
+from service.core.env import CPU_THREADS
 from service.core.jobdir import read_jsonl
 from service.core.procs import rendezvous_port
 
@@ -85,7 +88,10 @@ def run_one_node(job_dir: Path) -> int:
 
 
 def run_two_nodes(job_dir: Path) -> int:
+    """Two nodes on this one machine: each gets half of its cores as its thread budget (a real
+    node has its own; without this both would run a thread per core, twice the cores)."""
     endpoint = f"127.0.0.1:{rendezvous_port()}"
+    env = {**_env(), CPU_THREADS: str(max(1, (os.cpu_count() or 2) // 2))}
     procs = []
     for node in (0, 1):
         argv = [
@@ -94,7 +100,7 @@ def run_two_nodes(job_dir: Path) -> int:
             "--local-addr", "127.0.0.1",
         ]  # fmt: skip
         log = open(job_dir.parent / f"{job_dir.name}.node{node}.log", "wb")  # noqa: SIM115
-        procs.append((subprocess.Popen(argv, env=_env(), stdout=log, stderr=log), log))
+        procs.append((subprocess.Popen(argv, env=env, stdout=log, stderr=log), log))
     codes = []
     for proc, log in procs:
         codes.append(proc.wait())
@@ -102,20 +108,52 @@ def run_two_nodes(job_dir: Path) -> int:
     return max(codes)
 
 
+def run_torchrun_one_node(job_dir: Path) -> int:
+    """One machine's job under torchrun (what a single launch path would run), for comparison."""
+    endpoint = f"127.0.0.1:{rendezvous_port()}"
+    argv = [
+        sys.executable, "-m", "workers.launch", "--job-dir", str(job_dir), "--nnodes", "1",
+        "--node", "0", "--rdzv-endpoint", endpoint, "--rdzv-id", job_dir.name, "--local-addr", "127.0.0.1",
+    ]  # fmt: skip
+    with open(job_dir.parent / f"{job_dir.name}.log", "wb") as log:
+        return subprocess.run(argv, env=_env(), stdout=log, stderr=log).returncode
+
+
+KINDS = {
+    "1x2": (1, run_one_node),  # the one-machine launcher (RankGroup)
+    "1x2 torchrun": (1, run_torchrun_one_node),
+    "2x1": (2, run_two_nodes),
+}
+
+
 def throughput(base: Path, repeats: int, steps: int, skip: int) -> dict[str, Any]:
-    rows: dict[str, list[float]] = {"1x2": [], "2x1": []}
+    rows: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    starts: dict[str, list[float]] = {kind: [] for kind in KINDS}
     for i in range(repeats):
-        for kind in ("1x2", "2x1"):
-            nodes = 1 if kind == "1x2" else 2
-            job_dir = base / f"{kind}-{i}"
+        for kind, (nodes, run) in KINDS.items():
+            job_dir = base / f"{kind.replace(' ', '-')}-{i}"
             _write_job(job_dir, job_spec("minilm-l6", steps, nodes=nodes, ranks=2))
-            code = run_one_node(job_dir) if nodes == 1 else run_two_nodes(job_dir)
+            launched = time.time()
+            code = run(job_dir)
             if code != 0:
                 raise SystemExit(f"{job_dir}: exit {code}; see {job_dir.parent}/{job_dir.name}*.log")
             rows[kind].append(samples_per_s(job_dir, skip))
-            print(f"throughput {kind} run {i + 1}: {rows[kind][-1]:.2f} samples/s", flush=True)
-    one, two = statistics.median(rows["1x2"]), statistics.median(rows["2x1"])
-    return {"runs": rows, "median_1x2": one, "median_2x1": two, "ratio_2x1_over_1x2": two / one}
+            first = next(r for r in read_jsonl(job_dir / "metrics.jsonl") if r.get("kind") == "train")
+            starts[kind].append(float(first["time"]) - launched)
+            print(
+                f"throughput {kind} run {i + 1}: {rows[kind][-1]:.2f} samples/s, "
+                f"first step {starts[kind][-1]:.1f} s after launch",
+                flush=True,
+            )
+    medians = {kind: statistics.median(v) for kind, v in rows.items()}
+    return {
+        "runs": rows,
+        "launch_to_first_step_s": starts,
+        "median_samples_per_s": medians,
+        "median_launch_to_first_step_s": {kind: statistics.median(v) for kind, v in starts.items()},
+        "ratio_2x1_over_1x2": medians["2x1"] / medians["1x2"],
+        "ratio_torchrun_over_rankgroup": medians["1x2 torchrun"] / medians["1x2"],
+    }
 
 
 def gang_overhead(base: Path, repeats: int) -> dict[str, Any]:
@@ -134,7 +172,11 @@ def gang_overhead(base: Path, repeats: int) -> dict[str, Any]:
 
     server = RedisServer(base / "redis")
     server.start()
-    env = service_env(server.url, base / "artifacts", CHILDTUNE_NODE_ADDR="127.0.0.1")
+    # Two "machines" on this one: each worker's jobs get half of its cores.
+    threads = str(max(1, (os.cpu_count() or 2) // 2))
+    env = service_env(
+        server.url, base / "artifacts", CHILDTUNE_NODE_ADDR="127.0.0.1", **{CPU_THREADS: threads}
+    )
     env["CHILDTUNE_MODEL_ROOTS"] = str(base / "models")
     api, url = start_api(env, base / "api.log")
     workers = []
@@ -190,10 +232,14 @@ def main(argv: list[str] | None = None) -> int:
             result["gang"] = gang_overhead(base / "gang", a.repeats)
     if "throughput" in result:
         t = result["throughput"]
+        for kind in KINDS:
+            print(
+                f"| {kind} | {t['median_samples_per_s'][kind]:.2f} samples/s | first step "
+                f"{t['median_launch_to_first_step_s'][kind]:.1f} s after launch |"
+            )
         print(
-            f"| samples/s, 1 node x 2 ranks | {t['median_1x2']:.2f} |\n"
-            f"| samples/s, 2 nodes x 1 rank | {t['median_2x1']:.2f} |\n"
-            f"| ratio 2x1 / 1x2 | {t['ratio_2x1_over_1x2']:.3f} |"
+            f"| ratio 2x1 / 1x2 | {t['ratio_2x1_over_1x2']:.3f} |\n"
+            f"| ratio 1x2 torchrun / RankGroup | {t['ratio_torchrun_over_rankgroup']:.3f} |"
         )
     if "gang" in result:
         g = result["gang"]

@@ -51,6 +51,9 @@ from workers.tasks import LEASE_CONFIRM_S, POLL_S, JobRunner, _error_of
 
 __all__ = ["GangNode", "assign_gangs", "release_stale_gangs", "run_node"]
 
+# How long node i > 0 looks for node 0's marker before it calls the job folder not shared.
+MARKER_WAIT_S = 5.0
+
 log = logging.getLogger(__name__)
 
 
@@ -313,14 +316,22 @@ class GangNode(JobRunner):
         return self._watch_following(proc)
 
     def _shared_folder_problem(self, marker: str) -> str | None:
-        """None when this node sees node 0's marker in the job's folder, else the job's error."""
+        """None when this node sees node 0's marker in the job's folder, else the job's error.
+        A network filesystem may show a new file late (cached lookups): read it again for up
+        to :data:`MARKER_WAIT_S` before calling the folder not shared."""
         path = self.job_dir / NODE_MARKER
-        try:
-            seen = path.read_text().strip()
-        except OSError:
-            seen = None
-        if seen == marker:
-            return None
+        deadline = time.monotonic() + MARKER_WAIT_S
+        while True:
+            try:
+                seen: str | None = path.read_text().strip()
+            except OSError:
+                seen = None
+            if seen == marker:
+                return None
+            if time.monotonic() > deadline:
+                break
+            self._beat()
+            time.sleep(POLL_S)
         return (
             f"resources.nodes: node {self.node} ({self.hostname}) does not see the job folder that node "
             f"0 wrote ({'no' if seen is None else 'another'} marker at {path}): every worker of a multi-node "

@@ -85,6 +85,8 @@ class _Heartbeat(threading.Thread):
                 )
                 if self.stopping.is_set() and not flagged:
                     self.store.request_worker_stop(self.instance)
+                    # Out of the idle sets: no gang may pick a worker that is going away.
+                    self.store.worker_busy(self.instance, self.queues, "(stopping)")
                     flagged = True
                 if not self.stopping.is_set():
                     # Free for a gang when no job of this worker was renewed for a while.

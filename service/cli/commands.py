@@ -76,6 +76,7 @@ def _spec_from_args(a: argparse.Namespace) -> dict[str, Any]:
         },
         "resources": {
             "num_ranks": a.ranks,
+            "nodes": a.nodes,
             "zero_stage": a.zero_stage,
             "precision": a.precision,
             "device": a.device,
@@ -115,7 +116,8 @@ def submit_main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int)
     p.add_argument("--eval-every", type=int)
     p.add_argument("--max-seq-length", type=int)
-    p.add_argument("--ranks", type=int, help="training processes (GPUs on cuda)")
+    p.add_argument("--ranks", type=int, help="training processes of the whole job (GPUs on cuda)")
+    p.add_argument("--nodes", type=int, help="machines the job spans (each runs ranks / nodes ranks)")
     p.add_argument("--zero-stage", type=int, choices=(0, 1, 2, 3))
     p.add_argument("--precision", choices=PRECISIONS)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))

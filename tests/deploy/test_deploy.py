@@ -598,6 +598,7 @@ def test_the_documented_override_files_are_valid(tmp_path: Path) -> None:
         "CHILDTUNE_API_KEYS": TEST_KEYS,
         "CHILDTUNE_REDIS_PASSWORD": "0123abcd",
         "CHILDTUNE_REDIS_BIND": "10.0.0.5",
+        "CHILDTUNE_NODE_ADDR": "10.0.0.6",  # (compose.multinode.yml requires it)
     }
     for name, body in overrides.items():
         path = tmp_path / name

@@ -275,6 +275,12 @@ def test_a_job_submitted_with_the_form_draws_its_loss_curve_as_it_trains(
     wait_for(lambda: client.get_job(job_id)["status"] in FINAL, 300, "the job to end")
     assert client.get_job(job_id)["status"] == "succeeded", (job_dir / "launcher.log").read_text()[-3000:]
     expect(page.locator('[data-fact="status"] .status')).to_have_text("succeeded")
+    # The machines of each attempt, as the job record lists them (one node for this job).
+    (attempt,) = client.get_job(job_id)["nodes"]
+    machine = attempt["nodes"][0]
+    expect(page.locator('[data-fact="nodes"] dd')).to_have_text(
+        f"attempt 1: {machine['worker']} ({machine['addr']})"
+    )
     wait_for(lambda: dash.points("loss") == 120, 30, "the last loss points")
     steps, losses = dash.chart("loss")
     assert steps == list(range(1, 121))  # each step once: read by cursor, never again from 0

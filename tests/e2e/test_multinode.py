@@ -6,6 +6,8 @@ c10d rendezvous hosted by node 0 (gloo on CPU)."""
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 import torch
 
 from childtuning import load_full_mask
+from service.cli.commands import print_job_summary
 from service.core.jobdir import read_status
 from service.core.store import Store
 from tests.e2e.stack import process_alive, rank_pids, start_worker, wait_for
@@ -34,6 +37,7 @@ def gang_env(stack: FaultStack, name: str, **extra: str) -> dict[str, str]:
         "CHILDTUNE_NODE_ADDR": "127.0.0.1",
         "CHILDTUNE_GANG_RESERVE_S": "30",
         "CHILDTUNE_RENDEZVOUS_TIMEOUT_S": "60",
+        "OMP_NUM_THREADS": "1",  # one core per "machine": three of them share this one
         **extra,
     }
 
@@ -98,6 +102,11 @@ def test_a_two_node_d_job_equals_its_one_node_twin(nodes: FaultStack) -> None:
     b = load_full_mask(nodes.job_dir(two["id"]) / "masks")
     assert a.keys() == b.keys() and len(a) > 0
     assert all(torch.equal(a[name], b[name]) for name in a)
+    # Each node's rank wrote its own shard, and together they are the bits of one machine's two
+    # ranks, which tests/workers/test_train.py shows equal one rank's: the Fisher selection (its
+    # histograms all-reduced) is global over every rank of every node.
+    shards = json.loads((nodes.job_dir(two["id"]) / "masks" / "summary.json").read_text())["shards"]
+    assert len(shards) == 2, shards
     losses_one, losses_two = train_losses(nodes, one["id"]), train_losses(nodes, two["id"])
     assert [s for s, _ in losses_one] == [s for s, _ in losses_two] == list(range(1, 9))
     worst = max(abs(x - y) for (_, x), (_, y) in zip(losses_one, losses_two, strict=True))
@@ -106,6 +115,9 @@ def test_a_two_node_d_job_equals_its_one_node_twin(nodes: FaultStack) -> None:
     workers = [n["worker"] for n in attempt["nodes"]]
     assert attempt["attempt"] == 1 and len(set(workers)) == 2 and set(workers) <= {f"{n}@test" for n in NODES}
     assert all(n["addr"] == "127.0.0.1" for n in attempt["nodes"])
+    shown = io.StringIO()
+    print_job_summary(job_two, file=shown)  # what `childtune status` prints
+    assert f"attempt 1: node 0 {workers[0]} (127.0.0.1), node 1 {workers[1]} (127.0.0.1)" in shown.getvalue()
     started = [e for e in client.all_records(two["id"], "events") if e["type"] == "gang"]
     assert started and "started on node 0" in started[0]["message"], started
     assert_streams_complete(nodes, two["id"], 8)
@@ -181,6 +193,8 @@ def test_the_second_nodes_worker_killed_the_job_resumes_on_a_new_gang(nodes: Fau
     killed_at = time.monotonic()
     wait_for(lambda: not [p for p in pids if process_alive(p)], 90, "the attempt's processes to exit")
     gone_s = time.monotonic() - killed_at
+    wait_for(lambda: client.get_job(job_id)["attempts"] >= 2, SETTLE_S, "the second attempt")
+    resumed_s = time.monotonic() - killed_at
     job = wait_final(nodes, job_id, 2 * SETTLE_S)
     assert job["status"] == "succeeded", (job, nodes.logs(job_id))
     assert job["attempts"] == 2 and len(job["nodes"]) == 2
@@ -188,7 +202,7 @@ def test_the_second_nodes_worker_killed_the_job_resumes_on_a_new_gang(nodes: Fau
     assert_streams_complete(nodes, job_id, steps)
     assert any(e["type"] == "resumed" for e in client.all_records(job_id, "events"))
     assert read_status(nodes.job_dir(job_id))["status"] == "succeeded"
-    print(f"node killed: the attempt's processes gone after {gone_s:.1f} s")
+    print(f"node killed: the attempt's processes gone after {gone_s:.1f} s, resumed after {resumed_s:.1f} s")
 
 
 def test_a_job_folder_that_is_not_shared_fails_at_once_naming_the_setting(tmp_path: Path) -> None:
@@ -201,3 +215,35 @@ def test_a_job_folder_that_is_not_shared_fails_at_once_naming_the_setting(tmp_pa
         assert job["attempts"] == 0 and not rank_pids(stack.job_dir(job_id))
         store = Store.from_url(stack.redis.url)
         assert store.waiting_gangs("cpu-x1") == []
+
+
+def test_a_reserved_node_that_never_joins_sends_the_job_back_in_line(tmp_path: Path) -> None:
+    """A worker dies right after offering itself: the gang that picked it never forms, is
+    released after CHILDTUNE_GANG_RESERVE_S, and the job waits again (nothing held meanwhile);
+    with a new worker it runs, once."""
+    with fault_stack(tmp_path, first_worker=False) as stack:
+        # A long heartbeat TTL: the dead worker still counts as idle when the job arrives.
+        extra = {"CHILDTUNE_HEARTBEAT_TTL_S": "30", "CHILDTUNE_GANG_RESERVE_S": "8"}
+        add_node(stack, "node-a", **extra)
+        doomed = add_node(stack, "node-b", **extra)
+        store = Store.from_url(stack.redis.url)
+        wait_for(lambda: len(store.idle_workers("cpu-x1", 30)) == 2, 60, "two idle workers")
+        doomed.kill()
+        doomed.wait()
+        client = stack.client
+        job_id = client.submit(spec(stack.model, 4, nodes=2, ranks=2))["id"]
+
+        def released() -> list[dict[str, Any]]:
+            events = client.all_records(job_id, "events")
+            return [e for e in events if e["type"] == "gang" and "did not form" in e["message"]]
+
+        (event,) = wait_for(released, 120, "the gang to be released")
+        assert event["joined"] == 1 and event["nodes"] == 2, event
+        job = client.get_job(job_id)
+        assert (job["status"], job["phase"], job["attempts"]) == ("queued", "waiting for 2 nodes", 0)
+        assert not rank_pids(stack.job_dir(job_id))
+        add_node(stack, "node-c", **extra)
+        job = wait_final(stack, job_id)
+        assert job["status"] == "succeeded", (job, stack.logs(job_id))
+        assert job["attempts"] == 1
+        assert {n["worker"] for n in job["nodes"][0]["nodes"]} == {"node-a@test", "node-c@test"}
