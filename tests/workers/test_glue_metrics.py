@@ -14,9 +14,11 @@ from workers.train.glue_metrics import (
     METRIC_KEYS,
     accuracy,
     compute_metrics,
+    exact_match,
     f1_binary,
     main_metric,
     matthews_corrcoef,
+    normalize_answer,
     pearson,
     rankdata,
     resolve_metric,
@@ -134,3 +136,40 @@ def test_shape_errors() -> None:
         accuracy([1, 0], [1])
     with pytest.raises(ValueError, match="no predictions"):
         compute_metrics("accuracy", [], [])
+
+
+# -- exact match (causal-lm answers): what docs/llm.md promises ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "reference"),
+    [
+        ('"Positive".', "positive"),  # a quote inside final punctuation
+        ('"Positive."', "positive"),  # final punctuation inside a quote
+        ("'negative'!", "Negative"),
+        ("\u201cPositive.\u201d", "positive"),  # typographic quotes are quotes
+        ("\u2018positive\u2019", "positive"),
+        ("\u00abpositive\u00bb", "positive"),
+        ("  Positive  \nbecause the review says so", "positive"),  # the first line only
+        ("the  Eiffel\tTower", "The Eiffel Tower."),  # inner spaces collapsed
+        ('"positive"...', "positive"),
+    ],
+)
+def test_exact_match_strips_quotes_and_final_punctuation_in_any_order(answer: str, reference: str) -> None:
+    assert normalize_answer(answer) == normalize_answer(reference)
+    assert exact_match([answer], [reference]) == 1.0
+
+
+@pytest.mark.parametrize("answer", ["", "   ", '""', ".", "\u201c\u201d", "\"!\" \n positive"])
+def test_an_empty_answer_never_matches_not_even_an_empty_reference(answer: str) -> None:
+    assert normalize_answer(answer) == ""
+    assert exact_match([answer], [answer]) == 0.0
+    assert exact_match([answer], ["positive"]) == 0.0
+
+
+def test_exact_match_keeps_what_is_not_quotes_or_final_punctuation() -> None:
+    assert exact_match(["not positive", "positive", "?positive"], ["positive"] * 3) == pytest.approx(1 / 3)
+    assert normalize_answer("(positive)") == "(positive)"  # brackets are not quotes
+    assert exact_match([], []) == 0.0
+    with pytest.raises(ValueError, match="2 answers for 1 references"):
+        exact_match(["a", "b"], ["a"])

@@ -107,21 +107,36 @@ def main_metric(task_metric: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+# Quotes stripped around an answer (straight, back-tick and typographic), and the punctuation
+# stripped at its end; both in any order and as often as they occur: '"Positive".' -> Positive.
+ANSWER_QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb\u201e\u201a\u2039\u203a"
+ANSWER_FINAL_PUNCTUATION = ".!?,;:\u2026"
+
+
 def normalize_answer(text: str) -> str:
     """A generated or reference answer as exact match compares it: its first line, without
-    surrounding whitespace, quotes and final punctuation, case-folded, inner spaces collapsed."""
+    surrounding whitespace, quotes (typographic ones too) and final punctuation, stripped in any
+    order until none is left, case-folded, inner spaces collapsed."""
     first = text.strip().split("\n", 1)[0] if text.strip() else ""
-    first = first.strip().strip("\"'`").rstrip(".!?,;:").strip()
+    while True:
+        stripped = first.strip().strip(ANSWER_QUOTES).rstrip(ANSWER_FINAL_PUNCTUATION)
+        if stripped == first:
+            break
+        first = stripped
     return " ".join(first.casefold().split())
 
 
 def exact_match(answers: Sequence[str], references: Sequence[str]) -> float:
-    """The fraction of answers equal to their reference after :func:`normalize_answer`."""
+    """The fraction of answers equal to their reference after :func:`normalize_answer`; an
+    answer that is empty once normalized never matches (not even an empty reference)."""
     if len(answers) != len(references):
         raise ValueError(f"{len(answers)} answers for {len(references)} references")
     if not references:
         return 0.0
-    hits = sum(normalize_answer(a) == normalize_answer(r) for a, r in zip(answers, references, strict=True))
+    hits = 0
+    for answer, reference in zip(answers, references, strict=True):
+        said = normalize_answer(answer)
+        hits += bool(said) and said == normalize_answer(reference)
     return hits / len(references)
 
 
