@@ -391,7 +391,9 @@ def kernel(name: str, compiled: bool) -> Kernel:
 
 def supports(optimizer: torch.optim.Optimizer) -> str | None:
     """None if the fused step reproduces ``optimizer``'s own, else the reason it does not."""
-    if type(optimizer) not in (torch.optim.AdamW, torch.optim.Adam):
+    from childtuning.hf2021 import AdamWHF2021
+
+    if type(optimizer) not in (torch.optim.AdamW, torch.optim.Adam, AdamWHF2021):
         return f"{type(optimizer).__name__} is not AdamW"
     for group in optimizer.param_groups:
         if (
@@ -419,15 +421,19 @@ def scalars(
     finished everything queued before it, seven times a parameter a step otherwise.
     """
     beta1, beta2 = group["betas"]
-    values = (
-        group["lr"],
-        beta1,
-        beta2,
-        group["eps"],
-        group.get("weight_decay", 0.0),
-        1 - beta1**step,
-        math.sqrt(1 - beta2**step),
-    )
+    lr, eps, decay = group["lr"], group["eps"], group.get("weight_decay", 0.0)
+    correction2_sqrt = math.sqrt(1 - beta2**step)
+    if group.get("hf2021"):
+        # The 2021 Hugging Face rule (childtuning.hf2021) in torch's formula: with
+        # lr' = lr (1 - lr wd), wd' = wd / (1 - lr wd) and eps' = eps / sqrt(1 - beta2^t),
+        #   p (1 - lr' wd') - lr' / bc1 * m / (sqrt(v) / bc2s + eps')
+        # = (p - lr bc2s / bc1 * m / (sqrt(v) + eps)) (1 - lr wd): eps before the bias
+        # correction, the decay after the update.
+        kept = 1 - lr * decay
+        if kept <= 0:
+            raise ValueError(f"adamw-hf2021 needs lr * weight_decay < 1 (got {lr} * {decay})")
+        lr, decay, eps = lr * kept, decay / kept, eps / correction2_sqrt
+    values = (lr, beta1, beta2, eps, decay, 1 - beta1**step, correction2_sqrt)
     if out is not None and out.lr.device == device:
         for tensor, value in zip(out, values, strict=True):
             tensor.fill_(float(value))

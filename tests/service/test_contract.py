@@ -13,6 +13,7 @@ import pytest
 from service.core.contract import (
     METRICS,
     MODES,
+    OFFICIAL_WARMUP,
     PHASES,
     PRESET_METRICS,
     PRESET_TASK_TYPES,
@@ -209,6 +210,48 @@ def test_num_ranks_is_the_jobs_total_split_over_its_nodes() -> None:
         )
     assert info.value.fields == ["resources.nodes"]
     assert "multiple of nodes" in str(info.value) and "e.g. 2 ranks" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("mode", "warmup"),
+    [("vanilla", 0.1), ("childtuning-d", 0.0), ("childtuning-f", 0.0), ("update-dropout", 0.0)],
+)
+def test_the_official_recipe_is_what_the_official_code_ran_per_mode(mode: str, warmup: float) -> None:
+    """childtuning-official: the official ChildTuning-D/-F trainers built their scheduler from
+    warmup_steps (0), vanilla (the stock Trainer) from warmup_ratio 0.1; every optimizer had the
+    2021 Hugging Face rule. childtuning-paper gives every mode 10% and torch's AdamW. The spec
+    records the warmup each got; what a job sets wins."""
+    base = {"model": "m", "dataset": {"preset": "glue/rte"}, "childtuning": {"mode": mode}}
+    official = load_spec({**base, "recipe": "childtuning-official"}).hyperparameters
+    assert (official.warmup_ratio, official.optimizer) == (warmup, "adamw-hf2021")
+    assert (official.learning_rate, official.batch_size, official.epochs) == (4e-5, 16, 3)
+    paper = load_spec({**base, "recipe": "childtuning-paper"}).hyperparameters
+    assert (paper.warmup_ratio, paper.optimizer) == (0.1, "adamw")
+    mine = load_spec({**base, "recipe": "childtuning-official", "hyperparameters": {"warmup_ratio": 0.05}})
+    assert mine.hyperparameters.warmup_ratio == 0.05
+    dumped = load_spec({**base, "recipe": "childtuning-official"}).model_dump(mode="json")
+    assert dumped["hyperparameters"]["warmup_ratio"] == warmup  # what job.json and the API show
+
+
+def test_the_official_recipe_defaults_to_the_default_mode_and_covers_every_mode() -> None:
+    assert set(OFFICIAL_WARMUP) == set(MODES)
+    spec = load_spec({"model": "m", "dataset": {"preset": "glue/rte"}, "recipe": "childtuning-official"})
+    assert spec.childtuning.mode == "childtuning-d" and spec.hyperparameters.warmup_ratio == 0.0
+
+
+def test_the_2021_rule_refuses_a_decay_that_would_zero_the_weights() -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec(
+            {
+                "model": "m",
+                "dataset": {"preset": "glue/rte"},
+                "hyperparameters": {"optimizer": "adamw-hf2021", "learning_rate": 1, "weight_decay": 1},
+            }
+        )
+    assert info.value.fields == ["hyperparameters.weight_decay"]
+    with pytest.raises(SpecError) as info:
+        load_spec({"model": "m", "dataset": {"preset": "glue/rte"}, "hyperparameters": {"optimizer": "sgd"}})
+    assert info.value.fields == ["hyperparameters.optimizer"]
 
 
 BASE = {"model": "minilm-l6", "dataset": {"preset": "glue/rte"}}

@@ -160,7 +160,7 @@ def test_exact_match_strips_quotes_and_final_punctuation_in_any_order(answer: st
     assert exact_match([answer], [reference]) == 1.0
 
 
-@pytest.mark.parametrize("answer", ["", "   ", '""', ".", "\u201c\u201d", "\"!\" \n positive"])
+@pytest.mark.parametrize("answer", ["", "   ", '""', ".", "\u201c\u201d", '"!" \n positive'])
 def test_an_empty_answer_never_matches_not_even_an_empty_reference(answer: str) -> None:
     assert normalize_answer(answer) == ""
     assert exact_match([answer], [answer]) == 0.0

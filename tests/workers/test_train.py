@@ -140,7 +140,7 @@ def predictions_of(model_dir: Path, spec: dict[str, Any]) -> np.ndarray:
 CASES = [
     (2, "vanilla", "plain", {"hyperparameters": {"gradient_accumulation_steps": 2}}),
     (2, "childtuning-d", "plain", {}),
-    (2, "childtuning-f", "plain", {}),
+    (2, "childtuning-f", "plain", {"hyperparameters": {"optimizer": "adamw-hf2021"}}),
     (2, "update-dropout", "plain", {}),
     (
         3,
@@ -228,6 +228,14 @@ def test_job_finishes_with_contiguous_metrics_and_a_loadable_model(
     assert summary["mode"] == mode and summary["world_size"] == 2 and summary["zero_stage"] == stage
     if mode == "childtuning-d":
         assert summary["num_kept"] == round(0.3 * summary["num_elements"])
+
+
+def test_the_2021_adamw_rule_trains_under_zero_with_the_fused_hook(finished: dict[str, Any]) -> None:
+    job_dir, _, proc = finished["s2-childtuning-f"]
+    assert proc.returncode == 0, describe(proc, job_dir)
+    card = json.loads((job_dir / "model" / "childtune.json").read_text())
+    assert card["spec"]["hyperparameters"]["optimizer"] == "adamw-hf2021"
+    # (tests/childtuning/test_hf2021.py checks the rule itself, fused and not, to 1e-6)
 
 
 def test_rdrop_and_regression_ran(finished: dict[str, Any]) -> None:

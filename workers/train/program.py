@@ -161,14 +161,22 @@ class Run(RunState):
             self.records.event("data", **inputs.data_event)
 
     def _setup_engine(self) -> None:
-        """The DeepSpeed engine: AdamW (no decay on biases and norms), warmup-then-decay LR, ZeRO."""
+        """The DeepSpeed engine: AdamW, torch's or the 2021 Hugging Face rule (no decay on biases
+        and norms), warmup-then-decay LR, ZeRO."""
         import deepspeed
         import torch
 
         hp, plan = self.spec.hyperparameters, self.plan
         assert plan is not None
         model = self.hf_model
-        optimizer = torch.optim.AdamW(optimizer_groups(model, hp.weight_decay), lr=hp.learning_rate)
+        groups = optimizer_groups(model, hp.weight_decay)
+        optimizer: torch.optim.Optimizer
+        if hp.optimizer == "adamw-hf2021":  # the official ChildTuning code's rule
+            from childtuning import AdamWHF2021
+
+            optimizer = AdamWHF2021(groups, lr=hp.learning_rate)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=hp.learning_rate)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: plan.lr_factor(step))
         config = deepspeed_config(self.spec, plan)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(

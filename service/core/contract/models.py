@@ -47,6 +47,7 @@ from service.core.contract.vocabulary import (
     METADATA_MAX_ENTRIES,
     METADATA_MAX_KEY,
     METADATA_MAX_VALUE,
+    OFFICIAL_WARMUP,
     RDROP_PAPER_ALPHA,
     RDROP_PAPER_BATCH,
     RECIPES,
@@ -95,8 +96,12 @@ class JobSpec(BaseModel):
     recipe: Recipe | None = Field(
         default=None,
         description="A published recipe: the hyperparameters this job does not set come from it. "
-        "childtuning-paper: the official ChildTuning run.sh (lr 4e-5, batch 16, 3 epochs, max length "
-        "128, warmup 0.1, weight decay 0.01, seed 42). rdrop-paper: R-Drop's BERT-base GLUE settings "
+        "childtuning-paper: the ChildTuning paper's stated recipe, its run.sh (lr 4e-5, batch 16, 3 "
+        "epochs, max length 128, warmup 0.1, weight decay 0.01, seed 42) with torch's AdamW, for every "
+        "mode. childtuning-official: what the official code ran with that run.sh: warmup 0.1 for "
+        "vanilla but 0 for childtuning-d, -f and update-dropout (its ChildTuning trainers ignored "
+        "warmup_ratio), and optimizer adamw-hf2021 for every mode; the job's spec records the warmup "
+        "it got. rdrop-paper: R-Drop's BERT-base GLUE settings "
         "(lr 1e-5, batch 8/16/32 by task, 10 epochs, warmup 0.06, the official alpha 1.0, which is "
         "rdrop_alpha = 2 * batch_size here).",
     )
@@ -137,6 +142,11 @@ class JobSpec(BaseModel):
         if not isinstance(hp, Mapping):
             return data  # the field's own error says what is wrong
         values: dict[str, Any] = dict(RECIPES[data["recipe"]])
+        if data["recipe"] == "childtuning-official":
+            method = data.get("childtuning", {})
+            mode = method.get("mode", ChildTuningSpec().mode) if isinstance(method, Mapping) else None
+            if isinstance(mode, str) and mode in OFFICIAL_WARMUP:  # (an unknown mode: its own error)
+                values["warmup_ratio"] = OFFICIAL_WARMUP[mode]
         if data["recipe"] == "rdrop-paper":
             dataset = data.get("dataset")
             preset = dataset.get("preset") if isinstance(dataset, Mapping) else None

@@ -21,6 +21,7 @@ from service.core.contract.vocabulary import (
     MAX_STEPS,
     SEED_MAX,
     Device,
+    Optimizer,
     Precision,
 )
 
@@ -50,6 +51,12 @@ class Hyperparameters(BaseModel):
     learning_rate: Float = Field(default=4e-5, gt=0, le=1)
     weight_decay: Float = Field(default=0.01, ge=0, le=1)
     warmup_ratio: Float = Field(default=0.1, ge=0, le=1)
+    optimizer: Optimizer = Field(
+        default="adamw",
+        description="The update rule: adamw (torch's AdamW) or adamw-hf2021 (transformers.AdamW of "
+        "2021, which the official ChildTuning code follows: eps added before the bias correction, "
+        "the weight decay applied after the update).",
+    )
     max_seq_length: Int = Field(default=128, ge=8, le=8192)
     seed: Int = Field(default=42, ge=0, le=SEED_MAX)
     eval_every: Int | None = Field(
@@ -93,6 +100,16 @@ class Hyperparameters(BaseModel):
         "the base model's dev score. It is never best or final and does not count for early "
         "stopping; a resumed job does not repeat it.",
     )
+
+    @model_validator(mode="after")
+    def _hf2021_decay_is_below_one_step(self) -> Hyperparameters:
+        if self.optimizer == "adamw-hf2021" and self.learning_rate * self.weight_decay >= 1:
+            raise spec_error(
+                "adamw-hf2021 multiplies the weights by 1 - learning_rate * weight_decay each step: "
+                "keep that product below 1",
+                field="weight_decay",
+            )
+        return self
 
 
 class Resources(BaseModel):

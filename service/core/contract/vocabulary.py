@@ -93,23 +93,36 @@ Phase = Literal["preparing", "fisher", "training", "evaluating", "saving"]
 PHASES: tuple[str, ...] = get_args(Phase)
 
 # Published recipes a job can name (``recipe``): hyperparameters it does not set come from here.
-# childtuning-paper: the official ChildTuning run.sh (alibaba/AliceMind, ChildTuning/).
+# childtuning-paper: the recipe the ChildTuning paper states and its run.sh passes (alibaba/
+#   AliceMind, ChildTuning/): 10% warmup and torch's AdamW rule for every mode.
+# childtuning-official: what the official code actually ran with that run.sh. Its ChildTuning-D
+#   and -F trainers override create_optimizer_and_scheduler and build the scheduler from
+#   warmup_steps (default 0; run.sh passes only --warmup_ratio), so they had no warmup while
+#   vanilla (the stock Trainer) had 10%; and every optimizer followed the 2021 Hugging Face AdamW
+#   rule (adamw-hf2021: eps before the bias correction, the decay after the update). Warmup per
+#   mode: OFFICIAL_WARMUP (update-dropout has no official counterpart; it is ChildTuning's
+#   optimizer family, so it gets D's and F's 0).
 # rdrop-paper: R-Drop's BERT-base GLUE settings (dropreg/R-Drop, huggingface_transformer README):
 #   lr 1e-5, batch 8 (RTE), 16 (MRPC, CoLA, STS-B) or 32 (SST-2), updates for 10 epochs, warmup
 #   about 6% of them; alpha 1.0 in the official code's convention (the top of the paper's GLUE
 #   search set {0.1, 0.5, 1.0}), which is rdrop_alpha = 2 * batch_size * 1.0 here (the official
 #   code sums the KL over the batch and halves the two cross-entropies: docs/method.md).
-Recipe = Literal["childtuning-paper", "rdrop-paper"]
-RECIPES: dict[str, dict[str, float | int]] = {
-    "childtuning-paper": {
-        "learning_rate": 4e-5,
-        "batch_size": 16,
-        "epochs": 3,
-        "max_seq_length": 128,
-        "warmup_ratio": 0.1,
-        "weight_decay": 0.01,
-        "seed": 42,
-    },
+Recipe = Literal["childtuning-paper", "childtuning-official", "rdrop-paper"]
+# The optimizer's update rule: torch's AdamW, or the 2021 Hugging Face one (childtuning.hf2021).
+Optimizer = Literal["adamw", "adamw-hf2021"]
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+_RUN_SH: dict[str, float | int | str] = {
+    "learning_rate": 4e-5,
+    "batch_size": 16,
+    "epochs": 3,
+    "max_seq_length": 128,
+    "warmup_ratio": 0.1,
+    "weight_decay": 0.01,
+    "seed": 42,
+}
+RECIPES: dict[str, dict[str, float | int | str]] = {
+    "childtuning-paper": dict(_RUN_SH),
+    "childtuning-official": {**_RUN_SH, "optimizer": "adamw-hf2021"},
     "rdrop-paper": {
         "learning_rate": 1e-5,
         "batch_size": 16,
@@ -119,6 +132,12 @@ RECIPES: dict[str, dict[str, float | int]] = {
         "weight_decay": 0.01,
         "seed": 42,
     },
+}
+OFFICIAL_WARMUP: dict[str, float] = {
+    "vanilla": 0.1,
+    "childtuning-d": 0.0,
+    "childtuning-f": 0.0,
+    "update-dropout": 0.0,
 }
 RDROP_PAPER_ALPHA = 1.0  # in the official code's convention; rdrop_alpha = 2 * batch_size * this
 RDROP_PAPER_BATCH: dict[str, int] = {"glue/rte": 8, "glue/sst-2": 32}  # others: 16
