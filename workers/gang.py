@@ -40,7 +40,14 @@ import redis
 from celery import Celery, shared_task
 
 from service.core import env as names
-from service.core.jobdir import EXIT_INTERRUPTED, EXIT_OK, NODE_MARKER, atomic_write_text
+from service.core.jobdir import (
+    EVENTS_FILE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    NODE_MARKER,
+    atomic_write_text,
+    read_jsonl,
+)
 from service.core.procs import rendezvous_port, stop_group
 from service.core.queue import RUN_NODE, EnqueueError, send_node
 from service.core.records import JobRecord, gang_waiting_phase
@@ -133,6 +140,7 @@ class GangNode(JobRunner):
         self.reservation = reservation
         self.size = 0
         self.leader_run: str | None = None
+        self.claimed_at = float("inf")  # (node 0: when it claimed the job)
 
     # -- the gang's shared fields ------------------------------------------------------------
 
@@ -245,6 +253,7 @@ class GangNode(JobRunner):
         for i in range(self.size):
             info = self.store.worker_info(gang[f"node:{i}"])
             nodes.append({"node": i, "worker": info.get("hostname", "?"), "addr": info.get("addr", "?")})
+        self.claimed_at = time.time()
         claimed = self.store.transition(
             self.job_id,
             "running",
@@ -444,10 +453,21 @@ class GangNode(JobRunner):
         if not reason:  # the ranks ended by themselves: was a node lost?
             lost = self._peers_lost()
             if code != EXIT_INTERRUPTED and not lost:
-                self._finish("failed", error=_error_of(self.job_dir, int(code if code is not None else -1)))
-                self._end_gang(queue)
-                return "failed"
+                if self._ranks_started():
+                    self._finish(
+                        "failed", error=_error_of(self.job_dir, int(code if code is not None else -1))
+                    )
+                    self._end_gang(queue)
+                    return "failed"
+                reason = "rendezvous"  # no rank of this attempt ever ran: the nodes did not meet
         return self._back_in_line(queue, reason, lost)
+
+    def _ranks_started(self) -> bool:
+        """Whether rank 0 of this attempt wrote an event (its first phase, first thing; the
+        launcher writes none): if not, the nodes' torchruns never completed their rendezvous,
+        or a node's never started."""
+        events = read_jsonl(self.job_dir / EVENTS_FILE)
+        return bool(events) and float(events[-1].get("time") or 0) >= self.claimed_at
 
     def _peers_lost(self) -> list[int]:
         """After node 0's ranks ended: the other nodes that were lost or stopped (their ranks
@@ -464,6 +484,31 @@ class GangNode(JobRunner):
                 return sorted(lost)
             time.sleep(POLL_S)
 
+    def _what_became_of(self, lost: list[int], record: JobRecord | None) -> str:
+        """The lost nodes in words: each by its worker, with what it reported, if anything."""
+        gang = self.store.gang(self.job_id)
+        machines = {
+            n["node"]: n["worker"] for n in (record.nodes[-1]["nodes"] if record and record.nodes else [])
+        }
+        parts = []
+        for i in lost:
+            said = gang.get(f"exit:{i}")
+            if said is None:
+                state = "stopped responding"
+            elif said.lstrip("-").isdigit():
+                code = int(said)
+                state = (
+                    "stopped its ranks (interrupted)"
+                    if code == EXIT_INTERRUPTED
+                    else f"lost its launcher to signal {-code}"
+                    if code < 0
+                    else f"ended with exit code {code}"
+                )
+            else:
+                state = f"ended: {said}"
+            parts.append(f"node {i} ({machines.get(i, '?')}) {state}")
+        return "; ".join(parts) or "a node stopped"
+
     def _back_in_line(self, queue: str, reason: str, lost: list[int]) -> str:
         """The attempt ended without an outcome of the job's own: back in line for N workers
         (resumed from its last complete checkpoint), or failed after ``max_attempts``."""
@@ -471,10 +516,13 @@ class GangNode(JobRunner):
         record = self._retry("reading the job", lambda: self.store.get_job(self.job_id))
         why = {
             "shutdown": f"node 0's worker ({self.hostname}) is stopping",
-            "node lost": f"node(s) {', '.join(map(str, lost))} stopped responding",
-        }.get(
-            reason, f"a node stopped (node(s) {', '.join(map(str, lost))})" if lost else "it was interrupted"
-        )
+            "node lost": self._what_became_of(lost, record),
+            "rendezvous": (
+                "its ranks never started: the nodes' torchruns did not meet at node 0's rendezvous "
+                f"within {self.settings.rendezvous_timeout_s:.0f} s (CHILDTUNE_RENDEZVOUS_TIMEOUT_S; is "
+                "the port open between the nodes? see each node's launcher log)"
+            ),
+        }.get(reason, self._what_became_of(lost, record) if lost else "it was interrupted")
         if record is not None and record.attempts >= self.settings.max_attempts:
             self._finish(
                 "failed", error=f"attempt {record.attempts} of {self.settings.max_attempts} ended: {why}"

@@ -247,3 +247,30 @@ def test_a_reserved_node_that_never_joins_sends_the_job_back_in_line(tmp_path: P
         assert job["status"] == "succeeded", (job, stack.logs(job_id))
         assert job["attempts"] == 1
         assert {n["worker"] for n in job["nodes"][0]["nodes"]} == {"node-a@test", "node-c@test"}
+
+
+def test_a_node_whose_launcher_cannot_start_stops_the_attempt_then_fails_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    """Node 1 joins the gang but its launcher cannot start (its log's name is taken by a folder):
+    it says so and leaves; node 0 stops its own ranks at once, not after the rendezvous timeout.
+    That is not the job's own failure: the job goes back in line, and after
+    CHILDTUNE_MAX_ATTEMPTS it fails naming the node and what it reported."""
+    with fault_stack(tmp_path, first_worker=False) as stack:
+        extra = {"CHILDTUNE_RENDEZVOUS_TIMEOUT_S": "600", "CHILDTUNE_MAX_ATTEMPTS": "2"}
+        add_node(stack, "node-a", **extra)
+        add_node(stack, "node-b", **extra)
+        client = stack.client
+        job_id = client.submit(spec(stack.model, 4, nodes=2, ranks=2))["id"]
+        (stack.job_dir(job_id) / "launcher.node1.log").mkdir(parents=True)
+        sent = time.monotonic()
+        job = wait_final(stack, job_id)
+        assert time.monotonic() - sent < 300  # two attempts, neither waited out the 600 s rendezvous
+        assert job["status"] == "failed", (job, stack.logs(job_id))
+        assert job["attempts"] == 2 and len(job["nodes"]) == 2
+        assert job["error"].startswith("attempt 2 of 2 ended: node 1 (node-"), job["error"]
+        assert "ended: not started:" in job["error"] and "launcher.node1.log" in job["error"], job["error"]
+        events = client.all_records(job_id, "events")
+        stopped = [e for e in events if e["type"] == "gang" and "stopped" in e["message"]]
+        assert [e["attempt"] for e in stopped] == [1], stopped  # the first went back in line
+        assert not rank_pids(stack.job_dir(job_id))
