@@ -101,6 +101,7 @@ BAD_SPECS = [
     ({"hyperparameters": {"batch_size": 32}, "resources": {"nodes": 2, "num_ranks": 32}},
      "resources.num_ranks"),
     ({"resources": {"nodes": 2, "num_ranks": 3}}, "resources.nodes"),
+    ({"dataset": {"preset": "glue/rte", "subset_seed": 7}}, "dataset.subset_seed"),
     ({"resources": {"nodes": 0}}, "resources.nodes"),
     ({"resources": {"nodes": 65, "num_ranks": 65}}, "resources.nodes"),
     ({"dataset": {"train_file": "file-0123456789abcdef", "eval_file": "file-0123456789abcdef",

@@ -21,6 +21,7 @@ from service.core.contract.vocabulary import (
     PRESET_METRICS,
     PRESET_TASK_TYPES,
     PRESETS,
+    SEED_MAX,
     FileFormat,
     Metric,
     Overlong,
@@ -117,7 +118,18 @@ class DatasetSpec(BaseModel):
         default=None, description="Null = by file extension, else by content (uploaded files have none)."
     )
     max_train_examples: Int | None = Field(
-        default=None, ge=1, le=MAX_EXAMPLES, description="Use only the first n training rows."
+        default=None,
+        ge=1,
+        le=MAX_EXAMPLES,
+        description="Use only n training rows: the first n, or n drawn at random with subset_seed.",
+    )
+    subset_seed: Int | None = Field(
+        default=None,
+        ge=0,
+        le=SEED_MAX,
+        description="With max_train_examples: draw that many training rows at random with this seed "
+        "(the same rows for every job giving the same seed, whatever its own seed; kept in file "
+        "order) instead of taking the first n. A low-resource subset of a task.",
     )
     max_eval_examples: Int | None = Field(
         default=None, ge=1, le=MAX_EXAMPLES, description="Use only the first n evaluation rows."
@@ -145,6 +157,11 @@ class DatasetSpec(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
+        if self.subset_seed is not None and self.max_train_examples is None:
+            raise spec_error(
+                "draws max_train_examples rows at random: give max_train_examples too (e.g. 1000)",
+                field="subset_seed",
+            )
         given = [name for name in _FILE_FIELDS if getattr(self, name) is not None]
         if self.effective_task_type != "causal-lm":
             self._refuse_given(

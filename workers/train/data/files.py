@@ -22,6 +22,7 @@ This module imports neither torch nor transformers.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -291,6 +292,24 @@ def _truncate(examples: Sequence[Any], limit: int | None) -> Sequence[Any]:
     return examples if limit is None else examples[:limit]
 
 
+def subset_rows(count: int, limit: int, seed: int) -> list[int]:
+    """The rows of a ``count``-row split that ``subset_seed`` ``seed`` keeps: the ``limit`` rows
+    with the smallest keyed hash of (seed, row), in file order. A hash, not a library's random
+    stream, so the same seed gives the same rows on any machine and any version."""
+
+    def key(row: int) -> bytes:
+        return hashlib.blake2b(f"childtune/subset/{seed}/{row}".encode(), digest_size=8).digest()
+
+    return sorted(sorted(range(count), key=key)[:limit])
+
+
+def _train_rows(examples: Sequence[Any], spec: DatasetSpec) -> Sequence[Any]:
+    """``max_train_examples`` rows: the first ones, or a seeded draw (``subset_seed``)."""
+    if spec.max_train_examples is None or spec.subset_seed is None:
+        return _truncate(examples, spec.max_train_examples)
+    return [examples[i] for i in subset_rows(len(examples), spec.max_train_examples, spec.subset_seed)]
+
+
 def load_splits(
     spec: DatasetSpec, *, root: str | Path | None = None, files_dir: str | Path | None = None
 ) -> Splits:
@@ -315,9 +334,7 @@ def load_splits(
     else:
         splits = _user_splits(spec, files_dir, want_eval=True)
     return Splits(
-        _truncate(splits.train, spec.max_train_examples),
-        _truncate(splits.eval, spec.max_eval_examples),
-        splits.info,
+        _train_rows(splits.train, spec), _truncate(splits.eval, spec.max_eval_examples), splits.info
     )
 
 
@@ -332,7 +349,7 @@ def load_examples(
 
     Every row of the split is validated; for user files the training file is always read as
     well (its labels define the label ids). ``max_train_examples`` / ``max_eval_examples`` keep
-    the first n rows, after validation.
+    the first n rows (training: a seeded draw with ``subset_seed``), after validation.
     """
     which = _normalise_split(split)
     if spec.preset in INSTRUCT_PRESETS or spec.task_type == "causal-lm":
@@ -348,5 +365,6 @@ def load_examples(
         splits = _user_splits(spec, files_dir, want_eval=which == "eval")
         examples = splits.train if which == "train" else splits.eval
         info = splits.info
-    limit = spec.max_train_examples if which == "train" else spec.max_eval_examples
-    return _truncate(examples, limit), info
+    if which == "train":
+        return _train_rows(examples, spec), info
+    return _truncate(examples, spec.max_eval_examples), info
