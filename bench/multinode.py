@@ -157,38 +157,23 @@ def throughput(base: Path, repeats: int, steps: int, skip: int) -> dict[str, Any
 
 
 def gang_overhead(base: Path, repeats: int) -> dict[str, Any]:
-    from service.cli.client import Client
-    from service.cli.local_stack import RedisServer
-    from tests.e2e.stack import (
-        model_root,
-        service_env,
-        start_api,
-        start_worker,
-        stop,
-        wait_for,
-        write_tiny_model,
-    )
-    from tests.e2e.test_faults import KEYS
+    # The tests' stack: Redis, the API and workers acting as nodes, each with its own scratch.
+    from tests.e2e.stack import wait_for
+    from tests.e2e.test_faults import fault_stack
+    from tests.e2e.test_multinode import add_node
 
-    server = RedisServer(base / "redis")
-    server.start()
-    # Two "machines" on this one: each worker's jobs get half of its cores.
-    threads = str(max(1, (os.cpu_count() or 2) // 2))
-    env = service_env(
-        server.url, base / "artifacts", CHILDTUNE_NODE_ADDR="127.0.0.1", **{CPU_THREADS: threads}
-    )
-    env["CHILDTUNE_MODEL_ROOTS"] = str(base / "models")
-    api, url = start_api(env, base / "api.log")
-    workers = []
+    # Two "machines" on this one: each worker's jobs get half of its cores. They share this
+    # process's temporary folder (torch's compile caches are there, warm as on a used machine;
+    # a fresh folder per node makes every first job compile: 31 s to its first step, not 8 s).
+    extra = {CPU_THREADS: str(max(1, (os.cpu_count() or 2) // 2)), "TMPDIR": tempfile.gettempdir()}
     rows: dict[str, list[float]] = {"1 node": [], "2 nodes": []}
-    try:
+    with fault_stack(base, first_worker=False) as stack:
         for name in ("node-a", "node-b"):
-            workers.append(start_worker(env, base / f"{name}.log", f"{name}@bench", url))
-        model = write_tiny_model(model_root(env) / "tiny")
-        client = Client(url, KEYS["alice"])
+            add_node(stack, name, **extra)
+        client = stack.client
         for i in range(repeats):
             for kind, nodes in (("1 node", 1), ("2 nodes", 2)):
-                spec = job_spec(str(model), 4, nodes=nodes, ranks=nodes, examples=32)
+                spec = job_spec(str(stack.model), 4, nodes=nodes, ranks=nodes, examples=32)
                 spec["hyperparameters"]["max_seq_length"] = 32
                 sent = time.monotonic()
                 job_id = client.submit(spec)["id"]
@@ -202,11 +187,6 @@ def gang_overhead(base: Path, repeats: int) -> dict[str, Any]:
                     lambda job_id=job_id: client.get_job(job_id)["status"] in FINAL, 300, "the job's end"
                 )
                 print(f"submit to first step, {kind}, run {i + 1}: {rows[kind][-1]:.2f} s", flush=True)
-    finally:
-        for proc in workers:
-            stop(proc)
-        stop(api)
-        server.stop()
     one, two = statistics.median(rows["1 node"]), statistics.median(rows["2 nodes"])
     return {"runs": rows, "median_1_node_s": one, "median_2_nodes_s": two, "overhead_s": two - one}
 

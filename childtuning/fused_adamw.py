@@ -389,6 +389,18 @@ def kernel(name: str, compiled: bool) -> Kernel:
     return _COMPILED[name]
 
 
+def next_step_state(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> dict[str, Any]:
+    """``p``'s AdamW state in ``optimizer`` (torch's layout: ``step``, ``exp_avg``,
+    ``exp_avg_sq``; made at the first step) with its step counter advanced for this step."""
+    state = optimizer.state[p]
+    if len(state) == 0:
+        state["step"] = torch.tensor(0.0, dtype=torch.float32)
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    state["step"] += 1
+    return state
+
+
 def supports(optimizer: torch.optim.Optimizer) -> str | None:
     """None if the fused step reproduces ``optimizer``'s own, else the reason it does not."""
     from childtuning.hf2021 import AdamWHF2021

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from childtuning.fused_adamw import next_step_state
+
 __all__ = ["AdamWHF2021"]
 
 
@@ -53,12 +55,7 @@ class AdamWHF2021(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 grad = p.grad
-                state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
+                state = next_step_state(self, p)
                 step = float(state["step"])
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
                 exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)

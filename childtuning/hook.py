@@ -516,13 +516,7 @@ class ChildTuningHandle:
         self._removers.append(_Unwrap(unwrap))
 
     def _fused_param(self, group: dict[str, Any], p: torch.Tensor, compiled: bool) -> None:
-        opt = self.optimizer
-        state = opt.state[p]
-        if len(state) == 0:
-            state["step"] = torch.tensor(0.0, dtype=torch.float32)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        state["step"] += 1
+        state = fused_adamw.next_step_state(self.optimizer, p)
         slot, count = (id(group), p.device), float(state["step"])
         hyper = self._hyper.get(slot)
         if hyper is None or self._hyper_step.get(slot) != count:

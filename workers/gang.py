@@ -48,7 +48,7 @@ from service.core.jobdir import (
     atomic_write_text,
     read_jsonl,
 )
-from service.core.procs import rendezvous_port, stop_group
+from service.core.procs import rendezvous_port
 from service.core.queue import RUN_NODE, EnqueueError, send_node
 from service.core.records import JobRecord, gang_waiting_phase
 from service.core.settings import Settings, load_settings
@@ -66,10 +66,13 @@ log = logging.getLogger(__name__)
 
 def assign_gangs(store: Store, app: Celery, settings: Settings, queues: list[str]) -> list[str]:
     """Give waiting gangs of ``queues`` their workers while enough are idle, and send each
-    reserved worker its node; returns the jobs assigned. Call it under the queue's gang lock."""
+    reserved worker its node; returns the jobs assigned. A queue with gangs waiting is served
+    by one heartbeat at a time (its gang lock, held for a beat); one with none costs one read."""
     assigned: list[str] = []
     for queue in queues:
         if not store.waiting_gangs(queue):
+            continue
+        if not store.try_lock(f"gangs:{queue}", settings.heartbeat_interval_s):
             continue
         while True:
             gang = store.assign_gang(
@@ -141,6 +144,7 @@ class GangNode(JobRunner):
         self.size = 0
         self.leader_run: str | None = None
         self.claimed_at = float("inf")  # (node 0: when it claimed the job)
+        self.launcher_name = f"node {reservation.node}'s launcher"
 
     # -- the gang's shared fields ------------------------------------------------------------
 
@@ -198,9 +202,7 @@ class GangNode(JobRunner):
         gang = self._gang()
         if record is None or gang is None or record.status != "queued":
             if gang is not None:
-                self.store.release_gang(
-                    self.job_id, self.attempt, record.queue if record else "", requeue=False
-                )
+                self._end_gang(record.queue if record else "")
             return "skipped"
         self._write_job_file(record.resolved_spec)
         marker = secrets.token_hex(16)
@@ -214,11 +216,11 @@ class GangNode(JobRunner):
             record = self.store.get_job(self.job_id)
             if gang is None or record is None or record.status != "queued":
                 if gang is not None and record is not None:
-                    self.store.release_gang(self.job_id, self.attempt, record.queue, requeue=False)
+                    self._end_gang(record.queue)
                 return "released"
             failures = sorted(v for k, v in gang.items() if k.startswith("fail:"))
             if failures:
-                self.store.release_gang(self.job_id, self.attempt, record.queue, requeue=False)
+                self._end_gang(record.queue)
                 self.store.transition(
                     self.job_id, "failed", allowed=("queued",), error=failures[0], finished_at=time.time()
                 )
@@ -254,21 +256,8 @@ class GangNode(JobRunner):
             info = self.store.worker_info(gang[f"node:{i}"])
             nodes.append({"node": i, "worker": info.get("hostname", "?"), "addr": info.get("addr", "?")})
         self.claimed_at = time.time()
-        claimed = self.store.transition(
-            self.job_id,
-            "running",
-            allowed=("queued",),
-            incr_attempts=True,
-            run_id=self.run_id,
-            worker=self.hostname,
-            worker_instance=self.instance,
-            started_at=record.started_at or time.time(),
-            phase="preparing",
-            error=None,
-            nodes=[*record.nodes, {"attempt": record.attempts + 1, "nodes": nodes}],
-        )
-        if not claimed.ok:  # cancelled meanwhile
-            self.store.release_gang(self.job_id, self.attempt, record.queue, requeue=False)
+        if not self._take(record, "queued", nodes):  # cancelled meanwhile
+            self._end_gang(record.queue)
             return "skipped"
         self._retry("taking the lease", self._renew)
         where = ", ".join(f"node {n['node']} {n['worker']} ({n['addr']})" for n in nodes)
@@ -287,7 +276,7 @@ class GangNode(JobRunner):
             proc = self._start_node(gang["endpoint"])
         except Exception as exc:
             self._finish("failed", error=f"could not start the training launcher: {exc}")
-            self.store.release_gang(self.job_id, self.attempt, record.queue, requeue=False)
+            self._end_gang(record.queue)
             return "failed"
         return self._watch_leading(proc, record.queue)
 
@@ -366,39 +355,15 @@ class GangNode(JobRunner):
     def _watch_following(self, proc: subprocess.Popen[bytes]) -> str:
         """Run this node's ranks until they end, the job's run changes (node 0 settled the
         attempt), a node is lost, the job is cancelled or this worker stops."""
-        reason, last_check = "", 0.0
         absent: dict[int, float] = {}
-        while (code := proc.poll()) is None:
-            time.sleep(POLL_S)
-            try:
-                self._beat()
-                if self.store.cancel_requested(self.job_id):
-                    reason = "cancel"
-                elif self._stopping():
-                    reason = "shutdown"
-                elif time.monotonic() - last_check > 1.0:
-                    last_check = time.monotonic()
-                    record = self.store.get_job(self.job_id)
-                    if record is None or record.run_id != self.leader_run or record.status != "running":
-                        reason = "attempt over"
-                    elif self._lost_nodes(absent):
-                        reason = "node lost"
-            except (OSError, redis.RedisError) as exc:
-                log.warning(
-                    "job %s node %d: store unreachable while watching (%s)", self.job_id, self.node, exc
-                )
-            if reason:
-                code = stop_group(proc, self.settings.kill_grace_s)
-                break
-        if code is not None and not reason:
-            stop_group(proc, 0.5)
-        log.info(
-            "job %s node %d: launcher exited with %s (%s)",
-            self.job_id,
-            self.node,
-            code,
-            reason or "by itself",
-        )
+
+        def check() -> str:
+            record = self.store.get_job(self.job_id)
+            if record is None or record.run_id != self.leader_run or record.status != "running":
+                return "attempt over"
+            return "node lost" if self._lost_nodes(absent) else ""
+
+        code, reason = self._supervise(proc, self._beat, check, every_s=1.0)
         with contextlib.suppress(OSError, redis.RedisError):
             self.store.set_gang_fields(self.job_id, self.attempt, **{f"exit:{self.node}": str(code)})
         if self._worker_gone():
@@ -406,40 +371,19 @@ class GangNode(JobRunner):
         return reason or f"exited {code}"
 
     def _watch_leading(self, proc: subprocess.Popen[bytes], queue: str) -> str:
-        reason = ""
         absent: dict[int, float] = {}
-        last_check = time.monotonic()
         lost: list[int] = []
-        while (code := proc.poll()) is None:
-            time.sleep(POLL_S)
-            try:
-                self._renew()
-                self._beat()
-                if self.store.cancel_requested(self.job_id):
-                    reason = "cancel"
-                elif self._stopping():
-                    reason = "shutdown"
-                elif time.monotonic() - last_check > 1.0:
-                    last_check = time.monotonic()
-                    lost = self._lost_nodes(absent)
-                    current = self.store.get_job(self.job_id)
-                    if current is None or current.run_id != self.run_id:
-                        reason = "superseded"
-                    elif lost:
-                        reason = "node lost"
-            except (OSError, redis.RedisError) as exc:
-                log.warning("job %s: store unreachable while watching (%s)", self.job_id, exc)
-                if self._worker_gone():
-                    reason = "shutdown"
-            if reason:
-                grace = self.settings.kill_grace_s
-                if reason == "shutdown":
-                    grace = max(grace, self.settings.soft_shutdown_s / 2)
-                code = stop_group(proc, grace)
-                break
-        if code is not None and not reason:
-            stop_group(proc, 0.5)
-        log.info("job %s: node 0's launcher exited with %s (%s)", self.job_id, code, reason or "by itself")
+
+        def beat() -> None:
+            self._renew()  # (the job's lease, and this worker busy with it)
+            self.store.renew_node(self.job_id, self.attempt, self.node, self.settings.heartbeat_ttl_s)
+
+        def check() -> str:
+            nonlocal lost
+            lost = self._lost_nodes(absent)
+            return self._superseded() or ("node lost" if lost else "")
+
+        code, reason = self._supervise(proc, beat, check, every_s=1.0)
         if reason == "superseded":
             return reason
         if reason == "cancel":

@@ -158,7 +158,49 @@ def _die_with_parent() -> None:
     die_with_parent(signal.SIGKILL)
 
 
-class RankGroup:
+class _Launched:
+    """What :class:`RankGroup` and :class:`TorchrunNode` share: their child processes
+    (``procs``), a stop that TERMs them now and KILLs what is left after a grace period, and
+    waiting for the exit code :meth:`poll` gives."""
+
+    procs: list[subprocess.Popen[bytes]]
+    _stop_at: float | None = None
+
+    def poll(self) -> int | None:  # pragma: no cover - each kind has its own
+        raise NotImplementedError
+
+    def request_stop(self, grace: float = GRACE_SECONDS) -> None:
+        """TERM every child (a rank stops at its next step boundary); :meth:`poll` sends KILL
+        to what is left once ``grace`` seconds have passed. Safe in a signal handler."""
+        if self._stop_at is None:
+            self._stop_at = time.monotonic() + grace
+        self.signal(signal.SIGTERM)
+
+    def _kill_if_overdue(self) -> None:
+        if self._stop_at is not None and time.monotonic() > self._stop_at:
+            self.signal(signal.SIGKILL)
+
+    def signal(self, sig: int) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(sig)
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("ranks", timeout or 0)
+            time.sleep(0.1)
+        return code
+
+    def stop(self, grace: float = GRACE_SECONDS) -> int:
+        """TERM every child, KILL what is left after ``grace``; returns the exit code."""
+        self.request_stop(grace)
+        return self.wait()
+
+
+class RankGroup(_Launched):
     """N local ranks of ``python -m workers.train``, children of this process, in its process group.
 
     N and the device are the job file's (:func:`job_resources`); ``env`` (default: this
@@ -201,18 +243,11 @@ class RankGroup:
                 )
             )
 
-    def request_stop(self, grace: float = GRACE_SECONDS) -> None:
-        """TERM every rank (each stops at its next step boundary); :meth:`poll` sends KILL to
-        what is left once ``grace`` seconds have passed. Safe in a signal handler."""
-        if self._stop_at is None:
-            self._stop_at = time.monotonic() + grace
-        self.signal(signal.SIGTERM)
-
     def poll(self) -> int | None:
         """The group's exit code once every rank has ended, else None (and reaps a failed group)."""
         codes = [p.poll() for p in self.procs]
-        if self._stop_at is not None and None in codes and time.monotonic() > self._stop_at:
-            self.signal(signal.SIGKILL)
+        if None in codes:
+            self._kill_if_overdue()
         if (
             self._stop_at is None
             and None in codes
@@ -227,26 +262,6 @@ class RankGroup:
         if all(c in (0, EXIT_INTERRUPTED) for c in done):
             return EXIT_INTERRUPTED
         return next((c for c in done if c not in (0, EXIT_INTERRUPTED) and c > 0), EXIT_FAILED)
-
-    def signal(self, sig: int) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    p.send_signal(sig)
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (code := self.poll()) is None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired("ranks", timeout or 0)
-            time.sleep(0.1)
-        return code
-
-    def stop(self, grace: float = GRACE_SECONDS) -> int:
-        """TERM every rank (each stops at its next step boundary), KILL what is left after
-        ``grace``; returns the group's exit code."""
-        self.request_stop(grace)
-        return self.wait()
 
 
 class NodeSpec(NamedTuple):
@@ -276,7 +291,7 @@ def torchrun_command(job_dir: Path, node: NodeSpec, ranks_per_node: int) -> list
     ]  # fmt: skip
 
 
-class TorchrunNode:
+class TorchrunNode(_Launched):
     """This machine's ranks of a multi-node job, under ``torchrun`` (see :class:`NodeSpec`).
 
     torchrun stays in this process's group (a TERM or KILL to the group reaches it); it starts
@@ -302,29 +317,13 @@ class TorchrunNode:
             preexec_fn=_die_with_parent,
             pass_fds=(self.lock_fd,),
         )
-
-    def request_stop(self, grace: float = GRACE_SECONDS) -> None:
-        if self._stop_at is None:
-            self._stop_at = time.monotonic() + grace
-        self.signal(signal.SIGTERM)
+        self.procs = [self.proc]
 
     def poll(self) -> int | None:
+        """torchrun's exit code once it has ended (a KILL after the grace: its ranks die with it)."""
         code = self.proc.poll()
-        if code is None and self._stop_at is not None and time.monotonic() > self._stop_at:
-            self.signal(signal.SIGKILL)  # its ranks die with it
-        return code
-
-    def signal(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(sig)
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (code := self.poll()) is None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired("torchrun", timeout or 0)
-            time.sleep(0.1)
+        if code is None:
+            self._kill_if_overdue()
         return code
 
 

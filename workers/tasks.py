@@ -183,9 +183,12 @@ class JobRunner:
 
         raise Reject("worker stopping", requeue=True)
 
-    def _take(self, record: JobRecord, status: str) -> bool:
+    def _take(self, record: JobRecord, status: str, machines: list[dict[str, Any]] | None = None) -> bool:
         """Make the job ``running`` under this run, from ``status`` as ``record`` saw it (for a
-        running job: only while the run that held it is still the recorded one)."""
+        running job: only while the run that held it is still the recorded one). The attempt's
+        ``machines`` (default: this worker alone) are added to the record's ``nodes``."""
+        if machines is None:
+            machines = [{"node": 0, "worker": self.hostname, "addr": self.settings.node_address}]
         return self.store.transition(
             self.job_id,
             "running",
@@ -198,13 +201,7 @@ class JobRunner:
             started_at=record.started_at or time.time(),
             phase="preparing",
             error=None,
-            nodes=[
-                *record.nodes,
-                {
-                    "attempt": record.attempts + 1,
-                    "nodes": [{"node": 0, "worker": self.hostname, "addr": self.settings.node_address}],
-                },
-            ],
+            nodes=[*record.nodes, {"attempt": record.attempts + 1, "nodes": machines}],
         ).ok
 
     def _claim(self) -> tuple[JobRecord | None, str]:
@@ -328,22 +325,33 @@ class JobRunner:
                 preexec_fn=_launcher_preexec,
             )
 
-    def _watch(self, proc: subprocess.Popen[bytes]) -> str:
+    launcher_name = "launcher"  # (in the log: which launcher ended)
+
+    def _supervise(
+        self,
+        proc: subprocess.Popen[bytes],
+        beat: Callable[[], None],
+        check: Callable[[], str],
+        every_s: float,
+    ) -> tuple[int | None, str]:
+        """Watch the launcher until it exits or there is a reason to stop it: a cancel, this
+        worker stopping, or what ``check()`` returns ('' for none; asked every ``every_s``).
+        ``beat()`` runs at every poll (leases). The launcher is stopped then (TERM, KILL after the
+        grace period; a longer one when the worker is shutting down). Returns (its exit code,
+        the reason, '' when it exited by itself)."""
         reason = ""
-        last_owner_check = time.monotonic()
+        last_check = time.monotonic()
         while (code := proc.poll()) is None:
             time.sleep(POLL_S)
             try:
-                self._renew()
+                beat()
                 if self.store.cancel_requested(self.job_id):
                     reason = "cancel"
                 elif self._stopping():
                     reason = "shutdown"
-                elif time.monotonic() - last_owner_check > 5:
-                    last_owner_check = time.monotonic()
-                    current = self.store.get_job(self.job_id)
-                    if current is None or current.run_id != self.run_id:
-                        reason = "superseded"
+                elif time.monotonic() - last_check > every_s:
+                    last_check = time.monotonic()
+                    reason = check()
             except (OSError, redis.RedisError) as exc:  # Redis away for a moment: keep training
                 log.warning("job %s: store unreachable while watching (%s)", self.job_id, exc)
                 if self._worker_gone():
@@ -356,7 +364,18 @@ class JobRunner:
                 break
         if code is not None and not reason:
             stop_group(proc, 0.5)  # the launcher is gone; no rank may outlive it
-        log.info("job %s: launcher exited with %s (%s)", self.job_id, code, reason or "by itself")
+        log.info(
+            "job %s: %s exited with %s (%s)", self.job_id, self.launcher_name, code, reason or "by itself"
+        )
+        return code, reason
+
+    def _superseded(self) -> str:
+        """'superseded' once the job's record names another run than this one."""
+        current = self.store.get_job(self.job_id)
+        return "superseded" if current is None or current.run_id != self.run_id else ""
+
+    def _watch(self, proc: subprocess.Popen[bytes]) -> str:
+        code, reason = self._supervise(proc, self._renew, self._superseded, every_s=5.0)
         if reason == "cancel":
             self._finish("cancelled")
             return "cancelled"

@@ -95,12 +95,7 @@ class _Heartbeat(threading.Thread):
                     if self.store.try_lock("dispatch", settings.heartbeat_interval_s):
                         sweep(self.store, app)
                         release_stale_gangs(self.store, settings)
-                    mine = [
-                        q
-                        for q in self.queues
-                        if self.store.try_lock(f"gangs:{q}", settings.heartbeat_interval_s)
-                    ]
-                    assign_gangs(self.store, app, settings, mine)
+                    assign_gangs(self.store, app, settings, self.queues)
             except Exception as exc:  # keep beating through a Redis restart
                 log.warning("heartbeat: %s", exc)
             if self.stopping.is_set():
@@ -173,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from celery import signals
 
-    import workers.gang
+    import workers.gang  # (registers run_node)
     import workers.tasks  # noqa: F401  (registers run_job)
     from service.core.queue import make_celery, node_queue
 

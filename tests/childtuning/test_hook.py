@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import BertForSequenceClassification
 
-from childtuning import ChildTuning, ChildTuningConfig, load_full_mask
+from childtuning import AdamWHF2021, ChildTuning, ChildTuningConfig, load_full_mask
 from tests.childtuning.zero_program import tiny_model
 
 
@@ -130,8 +130,11 @@ def test_update_dropout_freezes_masked_elements_even_with_adam_momentum(fused):
                 assert bool((p[keep] != before[f.name][keep]).any())
 
 
+@pytest.mark.parametrize("rule", [torch.optim.AdamW, AdamWHF2021], ids=["adamw", "adamw-hf2021"])
 @pytest.mark.parametrize("mode", ["vanilla", "childtuning-d", "childtuning-f", "update-dropout"])
-def test_fused_step_matches_generic_hooks(mode):
+def test_fused_step_matches_generic_hooks(mode, rule):
+    """In every mode the fused step is the optimizer's own: torch's AdamW, and the 2021 Hugging
+    Face rule (through the fused step's rescaled scalars)."""
     data = batches(5)
     results = []
     for fused in (False, True):
@@ -139,7 +142,7 @@ def test_fused_step_matches_generic_hooks(mode):
         ct = ChildTuning(model, ChildTuningConfig(mode=mode, reserve_p=0.4, fused=fused))
         if mode == "childtuning-d":
             ct.compute_fisher(data[:2])
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+        opt = rule(model.parameters(), lr=1e-3, weight_decay=0.01)
         handle = ct.attach(opt)
         assert handle.fused is fused
         _train(model, opt, data[2:], 3)

@@ -22,6 +22,7 @@ from service.core.jobdir import read_status
 from service.core.store import Store
 from tests.e2e.stack import process_alive, rank_pids, start_worker, wait_for
 from tests.e2e.test_faults import FaultStack, assert_streams_complete, fault_stack
+from tests.e2e.test_faults import spec as one_machine_spec
 
 SETTLE_S = 240
 NODES = ("node-a", "node-b", "node-c")
@@ -58,16 +59,11 @@ def node_stack(base: Path, names: tuple[str, ...] = NODES) -> Iterator[FaultStac
 
 
 def spec(model: Path, steps: int, *, nodes: int, ranks: int, **hyper: Any) -> dict[str, Any]:
-    return {
-        "model": str(model),
-        "dataset": {"preset": "glue/rte", "max_train_examples": 32, "max_eval_examples": 16},
-        "childtuning": {"mode": "childtuning-d", "reserve_p": 0.3},
-        "hyperparameters": {
-            "max_steps": steps, "batch_size": 8, "learning_rate": 1e-3, "max_seq_length": 32,
-            "eval_every": steps, "save_every": 5, "seed": 7, **hyper,
-        },
-        "resources": {"nodes": nodes, "num_ranks": ranks, "zero_stage": 2, "device": "cpu"},
-    }  # fmt: skip
+    """test_faults' tiny job as ChildTuning-D (p 0.3) over ``nodes`` machines, ``ranks`` in all."""
+    job = one_machine_spec(model, steps, **hyper)
+    job["childtuning"] = {"mode": "childtuning-d", "reserve_p": 0.3}
+    job["resources"] = {"nodes": nodes, "num_ranks": ranks, "zero_stage": 2, "device": "cpu"}
+    return job
 
 
 def wait_final(stack: FaultStack, job_id: str, timeout: float = SETTLE_S) -> dict[str, Any]:
