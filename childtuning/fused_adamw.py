@@ -403,9 +403,9 @@ def next_step_state(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> dict[s
 
 def supports(optimizer: torch.optim.Optimizer) -> str | None:
     """None if the fused step reproduces ``optimizer``'s own, else the reason it does not."""
-    from childtuning.hf2021 import AdamWHF2021
-
-    if type(optimizer) not in (torch.optim.AdamW, torch.optim.Adam, AdamWHF2021):
+    # (childtuning.hf2021.AdamWHF2021 is recognised by its "hf2021" default: that module
+    # imports this one)
+    if type(optimizer) not in (torch.optim.AdamW, torch.optim.Adam) and not optimizer.defaults.get("hf2021"):
         return f"{type(optimizer).__name__} is not AdamW"
     for group in optimizer.param_groups:
         if (
