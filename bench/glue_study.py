@@ -37,11 +37,12 @@ import yaml
 
 from service.cli.client import Client, ClientError
 from service.core.comparison import JobScore, compare_cells, curve_points
-from service.core.contract.vocabulary import FINAL_STATUSES
+from service.core.contract.vocabulary import FINAL_STATUSES, OFFICIAL_WARMUP, RECIPES
 from service.core.experiments import matches
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC_SET = ROOT / "docs" / "examples" / "glue-study.yaml"
+LOW_RESOURCE = ROOT / "docs" / "examples" / "glue-study-1k.yaml"  # the report's second part
 RESULTS = ROOT / "docs" / "results"
 REPORT = ROOT / "docs" / "results.md"
 SEED_AXIS = "hyperparameters.seed"
@@ -49,35 +50,100 @@ GPU_SUFFIX = "-gpu"
 DEVICES = ("cpu", "cuda")
 
 
-def variant_of(values: dict[str, Any]) -> str:
-    """A run's name without its seed: the mode, ``+rdrop`` when R-Drop is on."""
+WARMUP_AXIS = "hyperparameters.warmup_ratio"
+
+
+def recipe_warmup(recipe: str | None, mode: str) -> float:
+    """The warmup a job of ``mode`` gets from its recipe when it sets none (0.1 without a recipe)."""
+    if recipe == "childtuning-official":
+        return OFFICIAL_WARMUP.get(mode, 0.1)
+    return float(RECIPES.get(recipe or "", {}).get("warmup_ratio", 0.1))
+
+
+def variant_of(values: dict[str, Any], recipe: str | None = None) -> str:
+    """A run's name without its seed: the mode, ``+rdrop`` when R-Drop is on, ``+warmup0.1`` when
+    its warmup is not what its recipe gives that mode (the study's warmup ablation)."""
     name = str(values.get("childtuning.mode", "vanilla"))
     if float(values.get("hyperparameters.rdrop_alpha") or 0) > 0:
         name += "+rdrop"
+    if WARMUP_AXIS in values and float(values[WARMUP_AXIS]) != recipe_warmup(recipe, name):
+        name += f"+warmup{float(values[WARMUP_AXIS]):g}"
     return name
+
+
+def _num(value: Any) -> str:
+    """``1e-4``, ``4e-5``, ``0.3``: an axis value as it reads in a name."""
+    if isinstance(value, float) and value and abs(value) < 1e-3:
+        return f"{value:.0e}".replace("e-0", "e-")
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def setting_of(values: dict[str, Any], axes: list[str]) -> str:
+    """The regime a run belongs to, by the spec set's ``setting_axes``: ``lr 1e-4`` ('' if none)."""
+    short = {"hyperparameters.learning_rate": "lr"}
+    return ", ".join(f"{short.get(a, a.split('.')[-1])} {_num(values[a])}" for a in axes if a in values)
 
 
 def task_slug(task: str) -> str:
     return task.split("/")[-1].lower()
 
 
-def folder_of(task: str, device: str = "cpu") -> str:
-    """A task's runs folder and its plots' name stem: ``cola`` on CPU, ``cola-gpu`` on a GPU."""
-    return task_slug(task) + ("" if device == "cpu" else GPU_SUFFIX)
+def folder_of(task: str, device: str = "cpu", setting: str = "") -> str:
+    """A task's runs folder and its plots' name stem: ``cola`` on CPU, ``cola-gpu`` on a GPU,
+    ``rte-lr1e-4`` for a setting (``lr 1e-4``)."""
+    slug = task_slug(task) + (f"-{setting.replace(' ', '').replace(',', '-')}" if setting else "")
+    return slug + ("" if device == "cpu" else GPU_SUFFIX)
 
 
-def run_path(results: Path, task: str, variant: str, seed: int, device: str = "cpu") -> Path:
-    """A run's file: ``runs/<task>/`` for CPU runs, ``runs/<task>-gpu/`` for GPU runs (their own rows)."""
-    return results / "runs" / folder_of(task, device) / f"{variant}__seed{seed}.json"
+def run_path(
+    results: Path,
+    task: str,
+    variant: str,
+    seed: int,
+    device: str = "cpu",
+    *,
+    runs: str = "runs",
+    setting: str = "",
+) -> Path:
+    """A run's file: ``<runs>/<task>/`` for CPU runs, ``<runs>/<task>-gpu/`` for GPU runs (their own
+    rows); ``runs`` is the spec set's folder (``runs`` for the full-data study, ``runs-1k``)."""
+    return results / runs / folder_of(task, device, setting) / f"{variant}__seed{seed}.json"
 
 
 def group_of(run: dict[str, Any]) -> str:
-    """The report's table a run belongs to: its task, and its scale when that is a GPU."""
-    return run["task"] if run.get("device", "cpu") == "cpu" else f"{run['task']} (GPU)"
+    """The report's table a run belongs to: its task (``glue/rte-1k`` in a scoped study), its
+    setting, and its scale when that is a GPU."""
+    name = run["task"] + (f"-{run['scope']}" if run.get("scope") else "")
+    name += f", {run['setting']}" if run.get("setting") else ""
+    return name if run.get("device", "cpu") == "cpu" else f"{name} (GPU)"
 
 
-def load_runs(results: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted((results / "runs").glob("*/*.json"))]
+def load_runs(results: Path, runs: str = "runs") -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((results / runs).glob("*/*.json"))]
+
+
+def _study_parts(study: dict[str, Any]) -> tuple[str, list[str], str | None]:
+    """A spec set's runs folder, setting axes and recipe."""
+    return (
+        str(study.get("runs", "runs")),
+        list(study.get("setting_axes") or []),
+        study["experiment"]["base"].get("recipe"),
+    )
+
+
+def restrict_axes(study: dict[str, Any], only: dict[str, list[Any]]) -> dict[str, Any]:
+    """The spec set with some axes narrowed to the given values (``run --only``); a value the
+    axis does not have is an error naming it."""
+    axes = study["experiment"]["axes"]
+    for path, values in only.items():
+        if path not in axes:
+            raise ValueError(f"--only {path}: the spec set has no such axis (it has {', '.join(axes)})")
+        missing = [v for v in values if v not in axes[path]]
+        if missing:
+            raise ValueError(f"--only {path}: {missing} not among its values {axes[path]}")
+    narrowed = json.loads(json.dumps(study))
+    narrowed["experiment"]["axes"] = {p: only.get(p, v) for p, v in axes.items()}
+    return narrowed
 
 
 # ------------------------------------------------------------------------------------------ run
@@ -90,15 +156,18 @@ def _experiment(
     results: Path,
     parallel: int | None = None,
     device: str = "cpu",
+    variants: list[str] | None = None,
 ) -> dict[str, Any] | None:
     """The task's experiment spec on ``device``, excluding the runs already on disk for that
-    device (None when none is left)."""
+    device and the variants not in ``variants`` (None: all); None when no run is left."""
+    runs, setting_axes, recipe = _study_parts(study)
     spec = json.loads(json.dumps(study["experiment"]))
     if parallel is not None:
         spec["max_parallel"] = parallel
     spec["base"].setdefault("resources", {})["device"] = device
-    spec["name"] = f"GLUE study: {task}"
-    spec["base"]["dataset"] = {"preset": task}
+    scope = f"-{study['scope']}" if study.get("scope") else ""
+    spec["name"] = f"GLUE study: {task}{scope}"
+    spec["base"]["dataset"] = {"preset": task, **(study.get("dataset") or {})}
     spec["axes"] = {SEED_AXIS: seeds, **spec["axes"]}
     exclude = list(spec.get("exclude", []))
     todo = 0
@@ -109,7 +178,12 @@ def _experiment(
         values = dict(zip(paths, combo, strict=True))
         if any(matches(values, entry) for entry in exclude):
             continue
-        if run_path(results, task, variant_of(values), int(values[SEED_AXIS]), device).is_file():
+        variant = variant_of(values, recipe)
+        path = run_path(
+            results, task, variant, int(values[SEED_AXIS]), device, runs=runs,
+            setting=setting_of(values, setting_axes),
+        )  # fmt: skip
+        if path.is_file() or (variants is not None and variant not in variants):
             exclude.append(values)
         else:
             todo += 1
@@ -160,11 +234,19 @@ def run_time(events: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> flo
 
 
 def _save_run(
-    client: Client, exp: dict[str, Any], job: dict[str, Any], task: str, results: Path
+    client: Client,
+    exp: dict[str, Any],
+    job: dict[str, Any],
+    task: str,
+    results: Path,
+    study: dict[str, Any] | None = None,
 ) -> Path | None:
+    runs, setting_axes, recipe = _study_parts(study or {"experiment": {"base": {}}})
+    variant = variant_of(job["values"], recipe)
+    setting = setting_of(job["values"], setting_axes)
     record = client.get_job(job["id"])
     if record["status"] != "succeeded":
-        name = f"{variant_of(job['values'])} seed {job['values'][SEED_AXIS]}"
+        name = f"{variant}{f' {setting}' if setting else ''} seed {job['values'][SEED_AXIS]}"
         print(f"  {job['id']} {name}: {record['status']} ({record.get('error')}); not saved", flush=True)
         return None
     metrics = client.all_records(job["id"], "metrics")
@@ -186,7 +268,10 @@ def _save_run(
             mask = None
     run = {
         "task": task,
-        "variant": variant_of(job["values"]),
+        "scope": (study or {}).get("scope"),
+        "setting": setting,
+        "dataset": {k: v for k, v in spec["dataset"].items() if v is not None},
+        "variant": variant,
         "seed": int(job["values"][SEED_AXIS]),
         "values": job["values"],
         "metric": main,
@@ -211,7 +296,7 @@ def _save_run(
         "job_id": job["id"],
         "experiment_id": exp["id"],
     }
-    path = run_path(results, task, run["variant"], run["seed"], device)
+    path = run_path(results, task, variant, run["seed"], device, runs=runs, setting=setting)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(run, indent=1) + "\n")
@@ -228,6 +313,7 @@ def _follow(
     submit_next: Callable[[], tuple[str, str] | None] | None = None,
     deadline: float | None = None,
     poll_s: float = 10.0,
+    study: dict[str, Any] | None = None,
 ) -> bool:
     """Save each finished job of the tasks' experiments until every experiment is finished.
 
@@ -248,18 +334,19 @@ def _follow(
             for job in exp["jobs"]:
                 if job["status"] in FINAL_STATUSES and job["id"] not in saved:
                     try:
-                        _save_run(client, exp, job, task, results)
+                        _save_run(client, exp, job, task, results, study)
                     except (ClientError, OSError, LookupError, TypeError, ValueError) as exc:
                         # One run's odd record must not stop the study: the next poll tries again.
                         print(f"  {job['id']}: not saved ({type(exc).__name__}: {exc}); retrying", flush=True)
                         continue
                     saved.add(job["id"])
             running = [j for j in exp["jobs"] if j["status"] == "running"]
+            _, setting_axes, recipe = _study_parts(study or {"experiment": {"base": {}}})
             lines.append(
                 f"{task}: {exp['counts']}"
                 + "".join(
-                    f" | {variant_of(j['values'])} seed {j['values'][SEED_AXIS]} "
-                    f"step {j['step']}/{j['total_steps']}"
+                    f" | {variant_of(j['values'], recipe)} {setting_of(j['values'], setting_axes)} "
+                    f"seed {j['values'][SEED_AXIS]} step {j['step']}/{j['total_steps']}"
                     for j in running
                 )
             )
@@ -283,8 +370,38 @@ def _follow(
         time.sleep(poll_s)
 
 
+def _parse_only(items: list[str]) -> dict[str, list[Any]]:
+    """``--only hyperparameters.learning_rate=1e-4,2e-4`` -> {path: [1e-4, 2e-4]} (YAML values)."""
+    only: dict[str, list[Any]] = {}
+    for item in items:
+        path, sep, values = item.partition("=")
+        if not sep or not path or not values:
+            raise ValueError(
+                f"--only {item!r}: give AXIS=VALUE[,VALUE...], e.g. hyperparameters.learning_rate=1e-4"
+            )
+        parsed = [yaml.safe_load(v) for v in values.split(",")]
+        # YAML reads 1e-4 as a string (it wants 1.0e-4): numbers are numbers here
+        only[path] = [_as_number(v) for v in parsed]
+    return only
+
+
+def _as_number(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def run_main(args: argparse.Namespace) -> int:
-    study = yaml.safe_load(SPEC_SET.read_text())
+    study = yaml.safe_load(Path(args.spec).read_text())
+    try:
+        study = restrict_axes(study, _parse_only(args.only or []))
+    except ValueError as exc:
+        print(f"glue_study: {exc}", file=sys.stderr)
+        return 2
+    variants = args.variants.split(",") if args.variants else None
     tasks = args.tasks.split(",") if args.tasks else study["tasks"]
     seeds = [int(s) for s in study["seeds"]][: args.seeds]
     results = Path(args.results)
@@ -318,8 +435,10 @@ def run_main(args: argparse.Namespace) -> int:
     open_file = state / "study-open.json"
     opened: dict[str, str] = json.loads(open_file.read_text()) if open_file.is_file() else {}
 
+    scope = f"-{study['scope']}" if study.get("scope") else ""
+
     def key(task: str) -> str:
-        return task if device == "cpu" else f"{task}@{device}"
+        return task + scope if device == "cpu" else f"{task}{scope}@{device}"
 
     def save_opened() -> None:
         state.mkdir(parents=True, exist_ok=True)
@@ -327,7 +446,7 @@ def run_main(args: argparse.Namespace) -> int:
 
     def submit(task: str) -> str | None:
         opened.pop(key(task), None)
-        spec = _experiment(study, task, seeds, results, parallel, device)
+        spec = _experiment(study, task, seeds, results, parallel, device, variants)
         if spec is None:
             print(f"{task}: every run is on disk already", flush=True)
             return None
@@ -375,7 +494,9 @@ def run_main(args: argparse.Namespace) -> int:
         if not args.sequential:  # every task's experiment at once: the slots stay full to the last run
             while (added := submit_next()) is not None:
                 following[added[0]] = added[1]
-        finished = _follow(client, following, results, submit_next if args.sequential else None, deadline)
+        finished = _follow(
+            client, following, results, submit_next if args.sequential else None, deadline, study=study
+        )
         if finished:
             for task in tasks:
                 opened.pop(key(task), None)
@@ -699,7 +820,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.glue_study", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the missing runs of the study through the service")
+    run.add_argument(
+        "--spec",
+        default=str(SPEC_SET),
+        help="the spec set (default docs/examples/glue-study.yaml; docs/examples/glue-study-1k.yaml is "
+        "the low-resource study)",
+    )
     run.add_argument("--tasks", default=None, help="comma-separated presets (default: the spec set's)")
+    run.add_argument(
+        "--only",
+        action="append",
+        metavar="AXIS=V1[,V2]",
+        help="run only these values of a spec-set axis, e.g. hyperparameters.learning_rate=1e-4 (repeatable)",
+    )
+    run.add_argument(
+        "--variants", default=None, help="comma-separated variant names to run, e.g. vanilla,childtuning-d"
+    )
     run.add_argument("--seeds", type=int, default=3, help="how many of the paper's seeds (default 3)")
     run.add_argument("--state", default="~/.childtune-study", help="the local stack's state folder")
     run.add_argument("--port", type=int, default=0, help="the local API's port (0: any free one)")

@@ -20,6 +20,7 @@ from workers.train.glue_metrics import (
     matthews_corrcoef,
     normalize_answer,
     pearson,
+    prediction_spread,
     rankdata,
     resolve_metric,
     spearman,
@@ -173,3 +174,21 @@ def test_exact_match_keeps_what_is_not_quotes_or_final_punctuation() -> None:
     assert exact_match([], []) == 0.0
     with pytest.raises(ValueError, match="2 answers for 1 references"):
         exact_match(["a", "b"], ["a"])
+
+
+def test_prediction_spread_marks_a_constant_classifier() -> None:
+    labels = [0, 1, 1, 0, 1]
+    # Logits that put every example in class 1: the majority class everywhere.
+    constant = [[0.1, 0.9]] * 5
+    assert prediction_spread("glue/rte", constant, labels) == {"top_class_share": 1.0}
+    varied = [[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4], [0.1, 0.9]]
+    assert prediction_spread("glue/cola", varied, labels) == {"top_class_share": 0.6}
+    assert prediction_spread("mcc", [], []) == {"top_class_share": 0.0}
+
+
+def test_prediction_spread_of_a_regressor_is_relative_to_the_labels() -> None:
+    labels = [0.0, 1.0, 2.0, 3.0]
+    assert prediction_spread("glue/sts-b", [[2.5]] * 4, labels) == {"prediction_std_ratio": 0.0}
+    half = prediction_spread("pearson_spearman", [0.0, 0.5, 1.0, 1.5], labels)["prediction_std_ratio"]
+    assert abs(half - 0.5) < 1e-12
+    assert prediction_spread("glue/sts-b", [1.0, 2.0], [3.0, 3.0]) == {"prediction_std_ratio": 0.0}

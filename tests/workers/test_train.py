@@ -219,6 +219,13 @@ def test_job_finishes_with_contiguous_metrics_and_a_loadable_model(
     assert saved["step"] == 8
     again = predictions_of(job_dir / "model", spec)
     np.testing.assert_allclose(again, np.asarray(saved["predictions"]), rtol=1e-4, atol=1e-5)
+    # the final eval record says how varied those predictions are (a collapsed run shows there)
+    final_preds = np.asarray(saved["predictions"])
+    if spec["dataset"]["preset"] == "glue/sts-b":
+        assert evals[-1]["eval_prediction_std_ratio"] >= 0 and "eval_top_class_share" not in evals[-1]
+    else:
+        shares = np.bincount(final_preds.argmax(-1)) / len(final_preds)
+        assert evals[-1]["eval_top_class_share"] == pytest.approx(shares.max())
     card = json.loads((job_dir / "model" / "childtune.json").read_text())
     assert card["step"] == 8 and card["spec"]["childtuning"]["mode"] == mode
     best = json.loads((job_dir / "best" / "childtune.json").read_text())

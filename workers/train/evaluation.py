@@ -96,7 +96,7 @@ def classifier_scores(run: RunState) -> tuple[dict[str, Any], list[Any]]:
     import numpy as np
     import torch
 
-    from workers.train.glue_metrics import compute_metrics
+    from workers.train.glue_metrics import compute_metrics, prediction_spread
 
     assert run.plan is not None and run.info is not None and run.eval_set is not None
     n = len(run.eval_set)
@@ -117,6 +117,8 @@ def classifier_scores(run: RunState) -> tuple[dict[str, Any], list[Any]]:
     scores = compute_metrics(run.info.metric, predictions, labels)
     record: dict[str, Any] = {"eval_loss": sum(g[1] for g in gathered) / max(1, n)}
     record.update({f"eval_{k}": v for k, v in scores.items()})
+    spread = prediction_spread(run.info.metric, predictions, labels)  # a collapsed run shows here
+    record.update({f"eval_{k}": v for k, v in spread.items()})
     return record, predictions.tolist()
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "matthews_corrcoef",
     "normalize_answer",
     "pearson",
+    "prediction_spread",
     "rankdata",
     "resolve_metric",
     "spearman",
@@ -276,3 +277,24 @@ def compute_metrics(
         f1 = f1_binary(cls, y)
         return {"f1": f1, "accuracy": acc, "combined_score": (f1 + acc) / 2.0}
     return {"mcc": matthews_corrcoef(cls, y), "accuracy": acc}
+
+
+def prediction_spread(
+    task_metric: str, predictions: ArrayLike | Sequence[Any], labels: ArrayLike | Sequence[Any]
+) -> dict[str, float]:
+    """How varied a model's dev predictions are: the mark of a collapsed fine-tune.
+
+    Classification: ``top_class_share``, the share of the examples given the most predicted
+    class (1.0 for a constant prediction, e.g. the majority class everywhere). Regression:
+    ``prediction_std_ratio``, the predictions' standard deviation over the labels' (0.0 for a
+    constant prediction; 0.0 too when the labels are constant).
+    """
+    if resolve_metric(task_metric) == "pearson_spearman":
+        p = _regression_predictions(predictions)
+        label_std = float(np.std(np.asarray(labels, dtype=np.float64)))
+        return {"prediction_std_ratio": float(np.std(p)) / label_std if label_std > 0 else 0.0}
+    cls = _class_predictions(predictions)
+    if cls.size == 0:
+        return {"top_class_share": 0.0}
+    _, counts = np.unique(cls, return_counts=True)
+    return {"top_class_share": float(counts.max()) / float(cls.size)}
