@@ -9,9 +9,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from bench.glue_study import SPEC_SET, _experiment, report_main, run_path, run_time
+from bench.glue_study import (
+    LOW_RESOURCE,
+    SPEC_SET,
+    WARMUP_AXIS,
+    _experiment,
+    report_main,
+    restrict_axes,
+    run_path,
+    run_time,
+    setting_of,
+    variant_of,
+)
 from service.core.experiments import expand, load_experiment
 
 STUDY = yaml.safe_load(SPEC_SET.read_text())
@@ -249,3 +261,89 @@ def test_sequential_submits_the_next_task_when_nothing_waits(tmp_path: Path) -> 
     late = ScriptedApi({"exp-c": [["running", "queued"]]})  # never finishes
     assert _follow(late, {"glue/cola": "exp-c"}, tmp_path, None, deadline=0.0, poll_s=0) is False  # type: ignore[arg-type]
     assert late.polls["exp-c"] == 1
+
+
+LOW = yaml.safe_load(LOW_RESOURCE.read_text())
+
+
+def write_low_run(
+    results: Path, task: str, variant: str, seed: int, lr: float, final: float, share: float
+) -> None:
+    """A low-resource run file as the runner saves it (the runs-1k folder, a setting, a spread)."""
+    setting = setting_of({"hyperparameters.learning_rate": lr}, LOW["setting_axes"])
+    run = {
+        "task": task, "scope": "1k", "setting": setting, "variant": variant, "seed": seed,
+        "metric": "eval_accuracy", "final": final, "curve": [[62, final], [186, final]], "steps": 186,
+        "seconds": 480.0, "device": "cpu", "cpu_threads": 1, "job_id": f"job-{variant}-{lr}-{seed}",
+        "recipe": "childtuning-official", "dataset": {"preset": task, "max_train_examples": 1000},
+        "final_metrics": {"eval_accuracy": final, "eval_top_class_share": share},
+    }  # fmt: skip
+    path = run_path(results, task, variant, seed, runs=LOW["runs"], setting=setting)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(run))
+
+
+def test_the_low_resource_spec_set_runs_the_official_recipe_on_a_fixed_subset(tmp_path: Path) -> None:
+    variants = ["vanilla", "childtuning-d+warmup0.1"]
+    spec = _experiment(LOW, "glue/rte", [42, 52], tmp_path, variants=variants)
+    assert spec is not None and spec["name"] == "GLUE study: glue/rte-1k"
+    cells = expand(load_experiment(spec))
+    assert len(cells) == 12  # 2 variants x 3 learning rates x 2 seeds
+    for cell in cells:
+        assert cell.job.dataset.max_train_examples == 1000 and cell.job.dataset.subset_seed == 7
+        assert (
+            cell.job.recipe == "childtuning-official" and cell.job.hyperparameters.optimizer == "adamw-hf2021"
+        )
+        assert cell.job.hyperparameters.warmup_ratio == 0.1  # vanilla's official, and the ablation's
+        assert variant_of(cell.values, "childtuning-official") in variants
+    assert {c.job.childtuning.mode for c in cells} == {"vanilla", "childtuning-d"}
+    assert {c.job.hyperparameters.learning_rate for c in cells} == {4e-5, 1e-4, 2e-4}
+    # D and F at their official warmup (none) are plain childtuning-d and childtuning-f
+    assert variant_of({"childtuning.mode": "childtuning-d", WARMUP_AXIS: 0.0}, "childtuning-official") == (
+        "childtuning-d"
+    )
+    assert variant_of({"childtuning.mode": "vanilla", WARMUP_AXIS: 0.0}, "childtuning-official") == (
+        "vanilla+warmup0"
+    )
+    write_low_run(tmp_path, "glue/rte", "vanilla", 42, 1e-4, 0.6, 0.6)
+    path = tmp_path / "runs-1k/rte-lr1e-4/vanilla__seed42.json"
+    assert path.is_file()
+    narrowed = restrict_axes(LOW, {"hyperparameters.learning_rate": [1e-4]})
+    left = expand(load_experiment(_experiment(narrowed, "glue/rte", [42, 52], tmp_path, variants=variants)))
+    assert len(left) == 3  # the vanilla run at seed 42 on disk; D+warmup at 42 and 52, vanilla at 52
+    assert {c.job.hyperparameters.learning_rate for c in left} == {1e-4}
+    with pytest.raises(ValueError, match=r"hyperparameters.learning_rate: \[0.003\] not among"):
+        restrict_axes(LOW, {"hyperparameters.learning_rate": [3e-3]})
+    with pytest.raises(ValueError, match="no such axis"):
+        restrict_axes(LOW, {"hyperparameters.epochs": [3]})
+
+
+def test_the_low_resource_report_has_the_pilot_failures_and_detailed_settings(tmp_path: Path) -> None:
+    results, report = tmp_path / "results", tmp_path / "results.md"
+    # lr 1e-4: 3 seeds, vanilla collapses once (a constant prediction), D never
+    for seed, (v, d) in zip((42, 52, 57), [(0.60, 0.62), (0.53, 0.61), (0.62, 0.63)], strict=True):
+        write_low_run(results, "glue/rte", "vanilla", seed, 1e-4, v, 1.0 if v == 0.53 else 0.6)
+        write_low_run(results, "glue/rte", "childtuning-d", seed, 1e-4, d, 0.7)
+    # lr 4e-5: the pilot's 2 seeds only
+    for seed in (42, 52):
+        write_low_run(results, "glue/rte", "vanilla", seed, 4e-5, 0.58, 0.995)
+    assert report_main(argparse.Namespace(results=str(results), report=str(report))) == 0
+    text = report.read_text()
+    assert "# Low-resource study: 1,000 training examples" in text and "subset_seed: 7" in text
+    pilot = [line for line in text.split("## Pilot")[1].splitlines() if line.startswith("| glue/rte-1k")]
+    assert pilot == [
+        "| glue/rte-1k | lr 1e-4 | accuracy | 0.5833 ± 0.0473 (failed 1/3) | 0.6200 ± 0.0100 (failed 0/3) |",
+        "| glue/rte-1k | lr 4e-5 | accuracy | 0.5800 ± 0.0000 (failed 2/2) | - |",
+    ]
+    # only the setting with 3+ seeds has its own table, plots and verdict
+    assert "## glue/rte-1k, lr 1e-4: dev accuracy at the final step" in text
+    assert "## glue/rte-1k, lr 4e-5" not in text
+    part = text.split("## glue/rte-1k, lr 1e-4")[1]
+    rows = {line.split(" | ")[0].strip("| "): line for line in part.splitlines() if line.startswith("| ")}
+    assert "| 1/3 | CPU (1 thread), 186 steps, median 8.0 min/run |" in rows["vanilla"]
+    assert "| 0/3 |" in rows["childtuning-d"]
+    assert (results / "1k-rte-lr1e-4-curves.png").read_bytes().startswith(b"\x89PNG")
+    verdict = next(line for line in text.splitlines() if line.startswith("- **glue/rte-1k, lr 1e-4**"))
+    assert "(1,000 examples, childtuning-official; vanilla accuracy 0.5833 ± 0.0473 over 3 seeds)" in verdict
+    assert "Failed runs (a constant prediction at the end): vanilla 1/3, childtuning-d 0/3." in verdict
+    assert "low-resource: 8 runs on disk over 2 task/lr settings, 1 of them with 3+ seeds" in text
