@@ -88,10 +88,12 @@ def task_slug(task: str) -> str:
     return task.split("/")[-1].lower()
 
 
-def folder_of(task: str, device: str = "cpu", setting: str = "") -> str:
+def folder_of(task: str, device: str = "cpu", setting: str = "", model: str = "") -> str:
     """A task's runs folder and its plots' name stem: ``cola`` on CPU, ``cola-gpu`` on a GPU,
-    ``rte-lr1e-4`` for a setting (``lr 1e-4``)."""
+    ``rte-lr1e-4`` for a setting (``lr 1e-4``), ``cola-lr1e-4-smollm2-135m`` for another model
+    than the spec set's."""
     slug = task_slug(task) + (f"-{setting.replace(' ', '').replace(',', '-')}" if setting else "")
+    slug += f"-{model.replace('/', '-')}" if model else ""
     return slug + ("" if device == "cpu" else GPU_SUFFIX)
 
 
@@ -104,10 +106,11 @@ def run_path(
     *,
     runs: str = "runs",
     setting: str = "",
+    model: str = "",
 ) -> Path:
     """A run's file: ``<runs>/<task>/`` for CPU runs, ``<runs>/<task>-gpu/`` for GPU runs (their own
     rows); ``runs`` is the spec set's folder (``runs`` for the full-data study, ``runs-1k``)."""
-    return results / runs / folder_of(task, device, setting) / f"{variant}__seed{seed}.json"
+    return results / runs / folder_of(task, device, setting, model) / f"{variant}__seed{seed}.json"
 
 
 def group_of(run: dict[str, Any]) -> str:
@@ -115,6 +118,7 @@ def group_of(run: dict[str, Any]) -> str:
     setting, and its scale when that is a GPU."""
     name = run["task"] + (f"-{run['scope']}" if run.get("scope") else "")
     name += f", {run['setting']}" if run.get("setting") else ""
+    name += f" [{run['model_tag']}]" if run.get("model_tag") else ""
     return name if run.get("device", "cpu") == "cpu" else f"{name} (GPU)"
 
 
@@ -129,6 +133,18 @@ def _study_parts(study: dict[str, Any]) -> tuple[str, list[str], str | None]:
         list(study.get("setting_axes") or []),
         study["experiment"]["base"].get("recipe"),
     )
+
+
+def with_model(study: dict[str, Any], model: str | None) -> dict[str, Any]:
+    """The spec set with another base model (``run --model``): its runs are their own rows and files,
+    tagged with the model's name (``model_tag``)."""
+    base = study["experiment"]["base"]
+    if not model or model == base.get("model"):
+        return study
+    changed = json.loads(json.dumps(study))
+    changed["experiment"]["base"]["model"] = model
+    changed["model_tag"] = model
+    return changed
 
 
 def restrict_axes(study: dict[str, Any], only: dict[str, list[Any]]) -> dict[str, Any]:
@@ -181,7 +197,7 @@ def _experiment(
         variant = variant_of(values, recipe)
         path = run_path(
             results, task, variant, int(values[SEED_AXIS]), device, runs=runs,
-            setting=setting_of(values, setting_axes),
+            setting=setting_of(values, setting_axes), model=str(study.get("model_tag") or ""),
         )  # fmt: skip
         if path.is_file() or (variants is not None and variant not in variants):
             exclude.append(values)
@@ -269,6 +285,8 @@ def _save_run(
     run = {
         "task": task,
         "scope": (study or {}).get("scope"),
+        "model": spec["model"],
+        "model_tag": (study or {}).get("model_tag"),
         "setting": setting,
         "dataset": {k: v for k, v in spec["dataset"].items() if v is not None},
         "variant": variant,
@@ -296,7 +314,8 @@ def _save_run(
         "job_id": job["id"],
         "experiment_id": exp["id"],
     }
-    path = run_path(results, task, variant, run["seed"], device, runs=runs, setting=setting)
+    model_tag = str((study or {}).get("model_tag") or "")
+    path = run_path(results, task, variant, run["seed"], device, runs=runs, setting=setting, model=model_tag)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(run, indent=1) + "\n")
@@ -395,7 +414,7 @@ def _as_number(value: Any) -> Any:
 
 
 def run_main(args: argparse.Namespace) -> int:
-    study = yaml.safe_load(Path(args.spec).read_text())
+    study = with_model(yaml.safe_load(Path(args.spec).read_text()), args.model)
     try:
         study = restrict_axes(study, _parse_only(args.only or []))
     except ValueError as exc:
@@ -436,6 +455,7 @@ def run_main(args: argparse.Namespace) -> int:
     opened: dict[str, str] = json.loads(open_file.read_text()) if open_file.is_file() else {}
 
     scope = f"-{study['scope']}" if study.get("scope") else ""
+    scope += f"[{study['model_tag']}]" if study.get("model_tag") else ""
 
     def key(task: str) -> str:
         return task + scope if device == "cpu" else f"{task}{scope}@{device}"
@@ -791,7 +811,9 @@ def _task_section(task: str, runs: list[dict[str, Any]], results: Path, report: 
         row = [variant, str(cell["n"]), seeds, mean_std, _fmt(cell["max"]), diff, verdict]
         lines.append("| " + " | ".join([*row, failures(mine), _scale(mine)]) + " |")
     first = runs[0]
-    slug = folder_of(first["task"], first.get("device", "cpu"), first.get("setting") or "")
+    slug = folder_of(
+        first["task"], first.get("device", "cpu"), first.get("setting") or "", first.get("model_tag") or ""
+    )
     slug = f"{first['scope']}-{slug}" if first.get("scope") else slug
     links = []
     for name in ("curves.png", "seeds.png"):
@@ -807,13 +829,13 @@ def _pilot_table(runs: list[dict[str, Any]]) -> list[str]:
         "| task | setting | metric | " + " | ".join(variants) + " |",
         "|---|---|---|" + "---|" * len(variants),
     ]
-    keys = sorted({(r["task"], r.get("setting") or "", r.get("device", "cpu")) for r in runs})
-    for task, setting, device in keys:
-        mine = [
-            r
-            for r in runs
-            if (r["task"], r.get("setting") or "", r.get("device", "cpu")) == (task, setting, device)
-        ]
+
+    def where(run: dict[str, Any]) -> tuple[str, str]:
+        """The run's row: its table without the setting (task, model, GPU), and the setting."""
+        return group_of({**run, "setting": ""}), str(run.get("setting") or "")
+
+    for name, setting in sorted({where(r) for r in runs}):
+        mine = [r for r in runs if where(r) == (name, setting)]
         cells = []
         for variant in variants:
             scores = [float(r["final"]) for r in mine if r["variant"] == variant]
@@ -823,7 +845,6 @@ def _pilot_table(runs: list[dict[str, Any]]) -> list[str]:
             std = f" ± {statistics.stdev(scores):.4f}" if len(scores) > 1 else ""
             fails = failures([r for r in mine if r["variant"] == variant])
             cells.append(f"{statistics.fmean(scores):.4f}{std} (failed {fails})")
-        name = group_of(mine[0]).split(",")[0]
         metric = str(mine[0]["metric"]).removeprefix("eval_")
         lines.append("| " + " | ".join([name, setting, metric, *cells]) + " |")
     return lines
@@ -985,6 +1006,11 @@ def main(argv: list[str] | None = None) -> int:
         "the low-resource study)",
     )
     run.add_argument("--tasks", default=None, help="comma-separated presets (default: the spec set's)")
+    run.add_argument(
+        "--model",
+        default=None,
+        help="another model than the spec set's (e.g. smollm2-135m): its runs are rows of their own",
+    )
     run.add_argument(
         "--only",
         action="append",

@@ -17,12 +17,14 @@ from bench.glue_study import (
     SPEC_SET,
     WARMUP_AXIS,
     _experiment,
+    group_of,
     report_main,
     restrict_axes,
     run_path,
     run_time,
     setting_of,
     variant_of,
+    with_model,
 )
 from service.core.experiments import expand, load_experiment
 
@@ -347,3 +349,20 @@ def test_the_low_resource_report_has_the_pilot_failures_and_detailed_settings(tm
     assert "(1,000 examples, childtuning-official; vanilla accuracy 0.5833 ± 0.0473 over 3 seeds)" in verdict
     assert "Failed runs (a constant prediction at the end): vanilla 1/3, childtuning-d 0/3." in verdict
     assert "low-resource: 8 runs on disk over 2 task/lr settings, 1 of them with 3+ seeds" in text
+
+
+def test_another_model_runs_as_rows_and_files_of_its_own(tmp_path: Path) -> None:
+    smol = with_model(LOW, "smollm2-135m")
+    assert with_model(LOW, "minilm-l6") is LOW and with_model(LOW, None) is LOW
+    write_low_run(tmp_path, "glue/cola", "vanilla", 42, 1e-4, 0.3, 0.7)  # a MiniLM run
+    spec = _experiment(smol, "glue/cola", [42], tmp_path, variants=["vanilla"])
+    assert spec is not None and spec["base"]["model"] == "smollm2-135m"
+    cells = expand(load_experiment(spec))
+    assert len(cells) == 3 and {c.job.model for c in cells} == {"smollm2-135m"}  # MiniLM's run is not its
+    path = run_path(
+        tmp_path, "glue/cola", "vanilla", 42, runs="runs-1k", setting="lr 1e-4", model="smollm2-135m"
+    )
+    assert path == tmp_path / "runs-1k/cola-lr1e-4-smollm2-135m/vanilla__seed42.json"
+    run = {"task": "glue/cola", "scope": "1k", "setting": "lr 1e-4", "model_tag": "smollm2-135m"}
+    assert group_of(run) == "glue/cola-1k, lr 1e-4 [smollm2-135m]"
+    assert group_of({**run, "device": "cuda"}) == "glue/cola-1k, lr 1e-4 [smollm2-135m] (GPU)"
