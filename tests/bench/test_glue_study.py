@@ -279,6 +279,7 @@ def write_low_run(
         "seconds": 480.0, "device": "cpu", "cpu_threads": 1, "job_id": f"job-{variant}-{lr}-{seed}",
         "recipe": "childtuning-official", "dataset": {"preset": task, "max_train_examples": 1000},
         "final_metrics": {"eval_accuracy": final, "eval_top_class_share": share},
+        "values": {"hyperparameters.seed": seed, "hyperparameters.learning_rate": lr},
     }  # fmt: skip
     path = run_path(results, task, variant, seed, runs=LOW["runs"], setting=setting)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -334,8 +335,8 @@ def test_the_low_resource_report_has_the_pilot_failures_and_detailed_settings(tm
     assert "# Low-resource study: 1,000 training examples" in text and "subset_seed: 7" in text
     pilot = [line for line in text.split("## Pilot")[1].splitlines() if line.startswith("| glue/rte-1k")]
     assert pilot == [
-        "| glue/rte-1k | lr 1e-4 | accuracy | 0.5833 ± 0.0473 (failed 1/3) | 0.6200 ± 0.0100 (failed 0/3) |",
         "| glue/rte-1k | lr 4e-5 | accuracy | 0.5800 ± 0.0000 (failed 2/2) | - |",
+        "| glue/rte-1k | lr 1e-4 | accuracy | 0.5833 ± 0.0473 (failed 1/3) | 0.6200 ± 0.0100 (failed 0/3) |",
     ]
     # only the setting with 3+ seeds has its own table, plots and verdict
     assert "## glue/rte-1k, lr 1e-4: dev accuracy at the final step" in text
