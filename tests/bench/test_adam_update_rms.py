@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.adam_update_rms import _batches, _run
-from bench.glue_study import _rms_section
+from bench.glue_study.report import _rms_section
 from tests.workers.tiny import write_tiny_model
 
 

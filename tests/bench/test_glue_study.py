@@ -12,16 +12,15 @@ from typing import Any
 import pytest
 import yaml
 
-from bench.glue_study import (
+from bench.glue_study.report import report_main
+from bench.glue_study.runner import _experiment, run_time
+from bench.glue_study.runs import (
     LOW_RESOURCE,
     SPEC_SET,
     WARMUP_AXIS,
-    _experiment,
     group_of,
-    report_main,
     restrict_axes,
     run_path,
-    run_time,
     setting_of,
     variant_of,
     with_model,
@@ -236,7 +235,7 @@ class ScriptedApi:
 
 
 def test_sequential_submits_the_next_task_when_nothing_waits(tmp_path: Path) -> None:
-    from bench.glue_study import _follow
+    from bench.glue_study.runner import _follow
 
     api = ScriptedApi(
         {
