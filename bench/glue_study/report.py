@@ -356,7 +356,7 @@ DETAILED_N = 3
 
 def _low_resource_intro(study: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
     dataset = study.get("dataset") or {}
-    return [
+    lines = [
         f"# Low-resource study: {dataset.get('max_train_examples', '?'):,} training examples",
         "",
         f"Made by `python -m bench.glue_study run --spec {LOW_RESOURCE.relative_to(ROOT)}` (its comments "
@@ -376,6 +376,15 @@ def _low_resource_intro(study: dict[str, Any], runs: list[dict[str, Any]]) -> li
         f"spread less than {FAILED_SPREAD:.0%} of the labels' standard deviation.",
         "",
     ]
+    chosen = study.get("chosen") or []
+    if chosen:
+        lines += [
+            "The 10 seeds went to "
+            + "; ".join(f"**{c['setting']}**: {' '.join(str(c['why']).split())}" for c in chosen)
+            + ".",
+            "",
+        ]
+    return lines
 
 
 def report_main(args: argparse.Namespace) -> int:

@@ -332,6 +332,8 @@ def test_the_low_resource_report_has_the_pilot_failures_and_detailed_settings(tm
     assert report_main(argparse.Namespace(results=str(results), report=str(report))) == 0
     text = report.read_text()
     assert "# Low-resource study: 1,000 training examples" in text and "subset_seed: 7" in text
+    chosen = [c["setting"] for c in LOW["chosen"]]
+    assert f"The 10 seeds went to **{chosen[0]}**: " in text and f"; **{chosen[1]}**: " in text
     pilot = [line for line in text.split("## Pilot")[1].splitlines() if line.startswith("| glue/rte-1k")]
     assert pilot == [
         "| glue/rte-1k | lr 4e-5 | accuracy | 0.5800 ± 0.0000 (failed 2/2) | - |",
