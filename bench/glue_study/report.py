@@ -75,8 +75,9 @@ def _summary_for(task: str, runs: list[dict[str, Any]]) -> tuple[dict[str, Any],
     jobs = [JobScore(r["job_id"], {"variant": r["variant"], SEED_AXIS: r["seed"]}, r["final"]) for r in runs]
     metric = runs[0]["metric"]
     cells, best = compare_cells(axes, jobs, {"variant": "vanilla"}, higher=True)
+    model = "/".join(sorted({str(r.get("model_tag") or "MiniLM-L6") for r in runs}))
     summary = {
-        "id": task, "name": f"{task} (MiniLM-L6)", "metric": metric.removeprefix("eval_"), "score": "final",
+        "id": task, "name": model, "metric": metric.removeprefix("eval_"), "score": "final",
         "higher_is_better": True, "axes": axes, "seed_axis": SEED_AXIS, "baseline": {"variant": "vanilla"},
         "cells": cells, "best_cell": best,
     }  # fmt: skip
