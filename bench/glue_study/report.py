@@ -9,6 +9,7 @@ import math
 import os
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -355,7 +356,7 @@ def _pilot_table(runs: list[dict[str, Any]], axes: list[str]) -> list[str]:
 DETAILED_N = 3
 
 
-def _low_resource_intro(study: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
+def _low_resource_intro(study: dict[str, Any]) -> list[str]:
     dataset = study.get("dataset") or {}
     lines = [
         f"# Low-resource study: {dataset.get('max_train_examples', '?'):,} training examples",
@@ -438,10 +439,10 @@ def report_main(args: argparse.Namespace) -> int:
     ]
     groups = sorted({group_of(r) for r in runs})  # a task's CPU runs and its GPU runs: two tables
     low_groups = sorted({group_of(r) for r in low_runs})
-    detailed = [
+    detailed = [  # some variant has DETAILED_N seeds there
         g
         for g in low_groups
-        if max(sum(group_of(r) == g and r["variant"] == v for r in low_runs) for v in VARIANTS) >= DETAILED_N
+        if max(Counter(r["variant"] for r in low_runs if group_of(r) == g).values()) >= DETAILED_N
     ]
     status = [
         f"{task}: {sum(group_of(r) == task for r in runs)} runs on disk "
@@ -473,7 +474,7 @@ def report_main(args: argparse.Namespace) -> int:
     for group in groups:
         lines += _task_section(group, [r for r in runs if group_of(r) == group], results, report)
     if low_runs:
-        lines += _low_resource_intro(low_study, low_runs)
+        lines += _low_resource_intro(low_study)
         lines += [
             "## Pilot: every task and learning rate",
             "",

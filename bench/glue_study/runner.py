@@ -23,7 +23,6 @@ from bench.glue_study.runs import (
     ROOT,
     SEED_AXIS,
     restrict_axes,
-    run_path,
     setting_of,
     study_parts,
     variant_of,
@@ -45,13 +44,12 @@ def _experiment(
 ) -> dict[str, Any] | None:
     """The task's experiment spec on ``device``, excluding the runs already on disk for that
     device and the variants not in ``variants`` (None: all); None when no run is left."""
-    runs, setting_axes, recipe = study_parts(study)
+    parts = study_parts(study)
     spec = json.loads(json.dumps(study["experiment"]))
     if parallel is not None:
         spec["max_parallel"] = parallel
     spec["base"].setdefault("resources", {})["device"] = device
-    scope = f"-{study['scope']}" if study.get("scope") else ""
-    spec["name"] = f"GLUE study: {task}{scope}"
+    spec["name"] = f"GLUE study: {task}" + (f"-{parts.scope}" if parts.scope else "")
     spec["base"]["dataset"] = {"preset": task, **(study.get("dataset") or {})}
     spec["axes"] = {SEED_AXIS: seeds, **spec["axes"]}
     exclude = list(spec.get("exclude", []))
@@ -63,12 +61,8 @@ def _experiment(
         values = dict(zip(paths, combo, strict=True))
         if any(matches(values, entry) for entry in exclude):
             continue
-        variant = variant_of(values, recipe)
-        path = run_path(
-            results, task, variant, int(values[SEED_AXIS]), device, runs=runs,
-            setting=setting_of(values, setting_axes), model=str(study.get("model_tag") or ""),
-        )  # fmt: skip
-        if path.is_file() or (variants is not None and variant not in variants):
+        on_disk = parts.run_file(results, task, values, device).is_file()
+        if on_disk or (variants is not None and variant_of(values, parts.recipe) not in variants):
             exclude.append(values)
         else:
             todo += 1
@@ -126,9 +120,9 @@ def _save_run(
     results: Path,
     study: dict[str, Any] | None = None,
 ) -> Path | None:
-    runs, setting_axes, recipe = study_parts(study or {"experiment": {"base": {}}})
-    variant = variant_of(job["values"], recipe)
-    setting = setting_of(job["values"], setting_axes)
+    parts = study_parts(study)
+    variant = variant_of(job["values"], parts.recipe)
+    setting = setting_of(job["values"], parts.setting_axes)
     record = client.get_job(job["id"])
     if record["status"] != "succeeded":
         name = f"{variant}{f' {setting}' if setting else ''} seed {job['values'][SEED_AXIS]}"
@@ -153,9 +147,9 @@ def _save_run(
             mask = None
     run = {
         "task": task,
-        "scope": (study or {}).get("scope"),
+        "scope": parts.scope or None,
         "model": spec["model"],
-        "model_tag": (study or {}).get("model_tag"),
+        "model_tag": parts.model_tag or None,
         "setting": setting,
         "dataset": {k: v for k, v in spec["dataset"].items() if v is not None},
         "variant": variant,
@@ -183,8 +177,7 @@ def _save_run(
         "job_id": job["id"],
         "experiment_id": exp["id"],
     }
-    model_tag = str((study or {}).get("model_tag") or "")
-    path = run_path(results, task, variant, run["seed"], device, runs=runs, setting=setting, model=model_tag)
+    path = parts.run_file(results, task, job["values"], device)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(run, indent=1) + "\n")
@@ -213,6 +206,7 @@ def _follow(
     saved: set[str] = set()
     last = ""
     open_ = dict(experiments)
+    parts = study_parts(study)
     while True:
         lines = []
         idle = True  # no open experiment has a queued job
@@ -229,12 +223,12 @@ def _follow(
                         continue
                     saved.add(job["id"])
             running = [j for j in exp["jobs"] if j["status"] == "running"]
-            _, setting_axes, recipe = study_parts(study or {"experiment": {"base": {}}})
             lines.append(
                 f"{task}: {exp['counts']}"
                 + "".join(
-                    f" | {variant_of(j['values'], recipe)} {setting_of(j['values'], setting_axes)} "
-                    f"seed {j['values'][SEED_AXIS]} step {j['step']}/{j['total_steps']}"
+                    f" | {variant_of(j['values'], parts.recipe)} "
+                    f"{setting_of(j['values'], parts.setting_axes)} seed {j['values'][SEED_AXIS]} "
+                    f"step {j['step']}/{j['total_steps']}"
                     for j in running
                 )
             )
@@ -323,8 +317,8 @@ def run_main(args: argparse.Namespace) -> int:
     open_file = state / "study-open.json"
     opened: dict[str, str] = json.loads(open_file.read_text()) if open_file.is_file() else {}
 
-    scope = f"-{study['scope']}" if study.get("scope") else ""
-    scope += f"[{study['model_tag']}]" if study.get("model_tag") else ""
+    parts = study_parts(study)
+    scope = (f"-{parts.scope}" if parts.scope else "") + (f"[{parts.model_tag}]" if parts.model_tag else "")
 
     def key(task: str) -> str:
         return task + scope if device == "cpu" else f"{task}{scope}@{device}"

@@ -4,8 +4,9 @@ the report's table it belongs to, and the spec set's parts (shared by the runner
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from service.core.contract.vocabulary import OFFICIAL_WARMUP, RECIPES
 
@@ -47,7 +48,7 @@ def num(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def setting_of(values: dict[str, Any], axes: list[str]) -> str:
+def setting_of(values: dict[str, Any], axes: Sequence[str]) -> str:
     """The regime a run belongs to, by the spec set's ``setting_axes``: ``lr 1e-4`` ('' if none)."""
     short = {"hyperparameters.learning_rate": "lr"}
     return ", ".join(f"{short.get(a, a.split('.')[-1])} {num(values[a])}" for a in axes if a in values)
@@ -95,12 +96,34 @@ def load_runs(results: Path, runs: str = "runs") -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((results / runs).glob("*/*.json"))]
 
 
-def study_parts(study: dict[str, Any]) -> tuple[str, list[str], str | None]:
-    """A spec set's runs folder, setting axes and recipe."""
-    return (
-        str(study.get("runs", "runs")),
-        list(study.get("setting_axes") or []),
-        study["experiment"]["base"].get("recipe"),
+class StudyParts(NamedTuple):
+    """What a spec set says about its run files: their folder, the axes that name a setting, the
+    recipe (for variant names), its scope (``1k``) and the model tag of ``run --model`` ('' if none)."""
+
+    runs: str = "runs"
+    setting_axes: tuple[str, ...] = ()
+    recipe: str | None = None
+    scope: str = ""
+    model_tag: str = ""
+
+    def run_file(self, results: Path, task: str, values: dict[str, Any], device: str) -> Path:
+        """The file of the run with these axis values."""
+        return run_path(
+            results, task, variant_of(values, self.recipe), int(values[SEED_AXIS]), device,
+            runs=self.runs, setting=setting_of(values, self.setting_axes), model=self.model_tag,
+        )  # fmt: skip
+
+
+def study_parts(study: dict[str, Any] | None) -> StudyParts:
+    """A spec set's parts (the defaults of the full-data study for None)."""
+    if study is None:
+        return StudyParts()
+    return StudyParts(
+        runs=str(study.get("runs", "runs")),
+        setting_axes=tuple(study.get("setting_axes") or ()),
+        recipe=study["experiment"]["base"].get("recipe"),
+        scope=str(study.get("scope") or ""),
+        model_tag=str(study.get("model_tag") or ""),
     )
 
 
