@@ -57,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--port", type=int, default=0, help="the local API's port (0: any free one)")
     run.add_argument("--url", default=None, help="a running service instead of a local stack")
     run.add_argument(
+        "--keep-weights",
+        action="store_true",
+        help="keep each finished job's models and checkpoints in the local stack (by default they "
+        "are deleted once its run file is saved: ~0.9 GB a MiniLM job)",
+    )
+    run.add_argument(
         "--parallel",
         type=int,
         default=None,

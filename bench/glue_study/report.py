@@ -430,7 +430,9 @@ def report_main(args: argparse.Namespace) -> int:
         "",
         "Made by `python -m bench.glue_study run [--parallel 2]` (one experiment a task through the service: "
         "`docs/examples/glue-study.yaml`) and `python -m bench.glue_study report` (this page and "
-        "`docs/results/*.png`, from the run files under `docs/results/runs*/` alone). The statistics are "
+        "`docs/results/*.png`, from the run files under `docs/results/runs*/` alone; on its local stack the "
+        "runner deletes a job's models and checkpoints once its run file is saved, as 100+ runs at about "
+        "0.9 GB each would fill a disk: `--keep-weights` keeps them). The statistics are "
         "the API's own (`service/core/comparison.py`): the final-step dev score (what the ChildTuning "
         "paper reports), mean ± sample std and max over seeds; against vanilla, the paired difference "
         "over shared seeds with a 95% Student-t interval; *better*/*worse* only when the interval "

@@ -9,6 +9,7 @@ import json
 import math
 import platform
 import re
+import shutil
 import signal
 import sys
 import time
@@ -31,6 +32,7 @@ from bench.glue_study.runs import (
 from service.cli.client import Client, ClientError
 from service.core.contract.vocabulary import FINAL_STATUSES
 from service.core.experiments import matches
+from service.core.jobdir import BEST_DIR, CHECKPOINTS_DIR, MODEL_DIR
 
 
 def _experiment(
@@ -187,6 +189,19 @@ def _save_run(
     return path
 
 
+def free_weights(job_dir: Path) -> int:
+    """Delete a finished job's weights (its final and best models and its checkpoints: about 0.9 GB
+    a MiniLM job, 5 GB a SmolLM2 one) once its run file is saved; its records, predictions and
+    masks stay. The bytes freed."""
+    freed = 0
+    for name in (MODEL_DIR, BEST_DIR, CHECKPOINTS_DIR):
+        for folder in job_dir.glob(f"{name}*"):  # with a killed write's leftover (best.tmp)
+            if folder.is_dir() and not folder.is_symlink():
+                freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+                shutil.rmtree(folder)
+    return freed
+
+
 def _follow(
     client: Client,
     experiments: dict[str, str],
@@ -195,13 +210,14 @@ def _follow(
     deadline: float | None = None,
     poll_s: float = 10.0,
     study: dict[str, Any] | None = None,
+    on_saved: Callable[[str], None] | None = None,
 ) -> bool:
     """Save each finished job of the tasks' experiments until every experiment is finished.
 
     ``submit_next`` (``run --sequential``) submits the next task's experiment, called whenever no
     open experiment has a job left queued (held back by ``max_parallel`` or waiting for a worker):
     the worker's slots stay full, and tasks finish in order. Returns False when ``deadline``
-    (``time.monotonic()``) passed first.
+    (``time.monotonic()``) passed first. ``on_saved`` gets the id of each job whose run is saved.
     """
     saved: set[str] = set()
     last = ""
@@ -216,7 +232,8 @@ def _follow(
             for job in exp["jobs"]:
                 if job["status"] in FINAL_STATUSES and job["id"] not in saved:
                     try:
-                        _save_run(client, exp, job, task, results, study)
+                        if _save_run(client, exp, job, task, results, study) and on_saved is not None:
+                            on_saved(job["id"])
                     except (ClientError, OSError, LookupError, TypeError, ValueError) as exc:
                         # One run's odd record must not stop the study: the next poll tries again.
                         print(f"  {job['id']}: not saved ({type(exc).__name__}: {exc}); retrying", flush=True)
@@ -298,6 +315,7 @@ def run_main(args: argparse.Namespace) -> int:
         return 2
     deadline = None if args.stop_after is None else time.monotonic() + float(args.stop_after)
     stack = None
+    weights: Path | None = None  # the local stack's job folders, whose weights go once saved
 
     def on_term(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)  # through `finally`: the local stack stops in order
@@ -306,12 +324,14 @@ def run_main(args: argparse.Namespace) -> int:
     if args.url:
         client = Client.from_env(args.url)
     else:
-        from service.cli.local_stack import Stack
+        from service.cli.local_stack import Stack, local_artifacts
         from service.core.procs import free_port
 
         stack = Stack(state, port=args.port or free_port(), concurrency=parallel)
         stack.start()
         client = Client(stack.url, (state / "api-key").read_text().strip())
+        if not args.keep_weights:  # a study of 100+ runs would fill the disk with them
+            weights = local_artifacts(state).jobs
     # The experiments this runner opened (and has not seen finish), by task and device: a run
     # stopped and started again follows them instead of submitting their jobs twice.
     open_file = state / "study-open.json"
@@ -377,9 +397,17 @@ def run_main(args: argparse.Namespace) -> int:
         if not args.sequential:  # every task's experiment at once: the slots stay full to the last run
             while (added := submit_next()) is not None:
                 following[added[0]] = added[1]
+        on_saved = None
+        if weights is not None:
+
+            def on_saved(job_id: str) -> None:
+                freed = free_weights(weights / job_id)
+                print(f"  {job_id}: weights deleted, {freed / 2**30:.2f} GiB (--keep-weights keeps them)")
+
         finished = _follow(
-            client, following, results, submit_next if args.sequential else None, deadline, study=study
-        )
+            client, following, results, submit_next if args.sequential else None, deadline,
+            study=study, on_saved=on_saved,
+        )  # fmt: skip
         if finished:
             for task in tasks:
                 opened.pop(key(task), None)

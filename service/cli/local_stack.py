@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from service.core import env as names
+from service.core.jobdir import MODEL_DIR, ArtifactsLayout
 from service.core.procs import die_with_parent, free_port, stop_group
 
 __all__ = [
@@ -65,6 +66,12 @@ DEMO_SPEC: dict[str, Any] = {
     "resources": {"num_ranks": 1, "zero_stage": 2, "device": "auto"},
     "metadata": {"source": "childtune demo"},
 }
+
+
+def local_artifacts(state: Path) -> ArtifactsLayout:
+    """Where a local stack under ``state`` keeps its artifacts: ``$CHILDTUNE_ARTIFACTS`` if set,
+    else ``<state>/artifacts``."""
+    return ArtifactsLayout(Path(os.environ.get(names.ARTIFACTS) or state / "artifacts"))
 
 
 def find_redis_server() -> str:
@@ -228,7 +235,7 @@ class Stack:
                 names.REDIS_URL: self.redis.url,
                 names.API_KEYS: f"{key}:local",
                 names.STATE: str(self.state),
-                names.ARTIFACTS: os.environ.get(names.ARTIFACTS) or str(self.state / "artifacts"),
+                names.ARTIFACTS: str(local_artifacts(self.state).root),
                 # Local model folders a job may name (by folder name): put or link them here.
                 names.MODEL_ROOTS: os.environ.get(names.MODEL_ROOTS) or str(self.state / "models"),
                 "PYTHONUNBUFFERED": "1",
@@ -439,8 +446,7 @@ def demo_main(argv: list[str] | None = None) -> int:
         if job["status"] == "succeeded":
             line = before_after(client.all_records(job_id, "metrics"), job, seconds)
             print(line or "(no evaluation before fine-tuning was recorded)", flush=True)
-            artifacts = Path(os.environ.get(names.ARTIFACTS) or state / "artifacts")
-            print(f"The model (Hugging Face folder): {artifacts / 'jobs' / job_id / 'model'}")
+            print(f"The model (Hugging Face folder): {local_artifacts(state).jobs / job_id / MODEL_DIR}")
             print(f"Download it elsewhere: childtune download {job_id} --to ./{job_id}-model")
             print(
                 "Next, the paper's recipe: ChildTuning-D on all of RTE (2490 examples, 3 epochs), "

@@ -256,8 +256,12 @@ def test_sequential_submits_the_next_task_when_nothing_waits(tmp_path: Path) -> 
         submitted.append(("glue/rte", api.polls["exp-a"]))
         return "glue/rte", "exp-b"
 
-    assert _follow(api, {"glue/mrpc": "exp-a"}, tmp_path, submit_next, poll_s=0) is True  # type: ignore[arg-type]
+    freed: list[str] = []
+    assert (
+        _follow(api, {"glue/mrpc": "exp-a"}, tmp_path, submit_next, poll_s=0, on_saved=freed.append) is True
+    )  # type: ignore[arg-type]
     assert submitted == [("glue/rte", 3)]  # not while a job of exp-a was queued
+    assert freed == []  # cancelled runs are not saved, so their job folders are left alone
     assert api.polls["exp-b"] >= 2
     late = ScriptedApi({"exp-c": [["running", "queued"]]})  # never finishes
     assert _follow(late, {"glue/cola": "exp-c"}, tmp_path, None, deadline=0.0, poll_s=0) is False  # type: ignore[arg-type]
@@ -385,3 +389,24 @@ def test_another_model_runs_as_rows_and_files_of_its_own(tmp_path: Path) -> None
         "| glue/cola-1k [smollm2-135m] | lr 1e-4 | accuracy | 0.2000 ± 0.0000 (failed 0/3) |",
     ]
     assert "## glue/cola-1k, lr 1e-4 [smollm2-135m]: dev accuracy at the final step" in text
+
+
+def test_free_weights_deletes_models_and_checkpoints_and_keeps_the_records(tmp_path: Path) -> None:
+    from bench.glue_study.runner import free_weights
+
+    job = tmp_path / "job-1"
+    for name, size in [
+        ("model/model.safetensors", 1000), ("best/model.safetensors", 1000), ("best.tmp/x.bin", 10),
+        ("checkpoints/step-00000062/mp_rank_00_model_states.pt", 500),
+        ("metrics.jsonl", 7), ("events.jsonl", 7), ("predictions.json", 3), ("masks/summary.json", 5),
+    ]:  # fmt: skip
+        (job / name).parent.mkdir(parents=True, exist_ok=True)
+        (job / name).write_bytes(b"x" * size)
+    assert free_weights(job) == 2510
+    assert sorted(p.name for p in job.iterdir()) == [
+        "events.jsonl",
+        "masks",
+        "metrics.jsonl",
+        "predictions.json",
+    ]
+    assert free_weights(job) == 0  # again: nothing left to free
